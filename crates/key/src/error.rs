@@ -1,0 +1,134 @@
+//! The errors of building and reading keys.
+//!
+//! Denials of an authorization live beside the verifier (`authorize.rs`); these are the errors
+//! of parsing text (names, paths, scopes, operations, content types) and of the token's wire
+//! form. Each variant says what was wrong so that a CLI or an HTTP error message can repeat it.
+
+use thiserror::Error;
+
+/// Why a container, table, queue or event-target name was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum NameError {
+    /// Shorter than 3 or longer than 63 bytes.
+    #[error("a name has 3 to 63 characters")]
+    Length,
+    /// A character other than `a-z`, `0-9` or `-`.
+    #[error("a name uses only lowercase letters a-z, digits and '-'")]
+    Charset,
+    /// A hyphen at either end, or two in a row.
+    #[error("a name may not start or end with '-' or contain '--'")]
+    Hyphens,
+}
+
+/// Why a blob path, partition key or row key was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum PathError {
+    /// Nothing at all.
+    #[error("the path is empty")]
+    Empty,
+    /// Longer than the documented maximum.
+    #[error("the path is longer than 1024 bytes")]
+    TooLong,
+    /// `a//b`, a leading `/`, or (for an exact blob) a trailing one in the wrong place.
+    #[error("the path has an empty segment")]
+    EmptySegment,
+    /// A `.` or `..` segment.
+    #[error("the path has a '.' or '..' segment")]
+    DotSegment,
+    /// A backslash, which some systems read as a separator.
+    #[error("the path contains a backslash")]
+    Backslash,
+    /// NUL or another control character.
+    #[error("the path contains a control character")]
+    ControlCharacter,
+    /// A `%XX` triplet left after decoding: the path was encoded twice.
+    #[error("the path contains a percent-encoded sequence (double encoding)")]
+    PercentEncoded,
+    /// A character not allowed in a partition or row key (`/`, `#`, `?`), or `..` inside one.
+    #[error("the key contains '/', '#', '?' or '..'")]
+    ReservedCharacter,
+}
+
+/// Why a scope's text form was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ScopeError {
+    /// The text does not start with `blob:`, `table:` or `queue:`.
+    #[error("a scope starts with 'blob:', 'table:' or 'queue:'")]
+    UnknownKind,
+    /// The container, table or queue name is not valid.
+    #[error("bad name: {0}")]
+    Name(#[from] NameError),
+    /// The blob path, partition or row key is not valid.
+    #[error("bad path: {0}")]
+    Path(#[from] PathError),
+    /// A queue scope with a path, or a table scope with too many parts.
+    #[error("the scope has more parts than its kind allows")]
+    TrailingParts,
+    /// A row range whose start is after its end, or `..` with neither end.
+    #[error("a row range is FROM..TO with FROM <= TO, FROM.. or ..TO")]
+    BadRowRange,
+}
+
+/// Why an operation name or list was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum OpError {
+    /// A name that is not one of the operations.
+    #[error("unknown operation '{0}' (expected read, write, create, delete, list, enqueue, dequeue, peek or update)")]
+    Unknown(String),
+    /// An empty list.
+    #[error("no operation given")]
+    Empty,
+}
+
+/// Why a content-type limit was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[error("a content type is 'type/subtype' or 'type/*' in lowercase token characters")]
+pub struct MediaRangeError;
+
+/// Why a download file name was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[error("a file name has 1 to 255 bytes and no '/', '\\', '\"' or control characters")]
+pub struct FileNameError;
+
+/// Why a token's text or bytes could not be read. All of these are `key_malformed`.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum FormatError {
+    /// The text does not start with `vk1.`.
+    #[error("the token does not start with 'vk1.'")]
+    Version,
+    /// Longer than the documented maximum.
+    #[error("the token is longer than 4096 characters")]
+    TooLong,
+    /// Not enough segments, or more caveats than allowed.
+    #[error("the token has the wrong number of segments")]
+    Segments,
+    /// A segment is not canonical unpadded base64url.
+    #[error("a segment is not base64url")]
+    Base64,
+    /// The tag is not 32 bytes.
+    #[error("the tag has the wrong length")]
+    TagLength,
+    /// A segment has the wrong kind byte.
+    #[error("a segment has the wrong kind")]
+    SegmentKind,
+    /// A field's bytes ran out early, a varint was overlong, or bytes were left over.
+    #[error("a segment is truncated or has trailing bytes")]
+    Truncated,
+    /// Fields out of order, repeated, or unknown: unknown restrictions fail closed.
+    #[error("field {0} is unknown, repeated or out of order")]
+    Field(u8),
+    /// A required field is absent.
+    #[error("required field {0} is missing")]
+    Missing(u8),
+    /// A caveat with no restriction in it.
+    #[error("a caveat restricts nothing")]
+    EmptyCaveat,
+    /// A text field is not UTF-8 or not valid for its kind.
+    #[error("field {field} is invalid: {reason}")]
+    Value {
+        /// The field's type byte.
+        field: u8,
+        /// What was wrong with it.
+        reason: String,
+    },
+}

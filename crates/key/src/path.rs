@@ -1,0 +1,243 @@
+//! Blob paths and table keys, validated strictly.
+//!
+//! A valet key is only as narrow as the path it names, so a path is accepted exactly as written
+//! or refused: never normalised into another resource. The store decodes a request's URL once and
+//! hands the result here; whatever could be read as a different path by another layer (a `..`
+//! segment, a backslash, a NUL, a `%2e` left over from double encoding) is an error.
+
+use std::fmt;
+
+use crate::error::PathError;
+
+/// The longest blob path accepted, in bytes.
+pub const MAX_PATH_LEN: usize = 1024;
+/// The longest partition or row key accepted, in bytes.
+pub const MAX_TABLE_KEY_LEN: usize = 256;
+
+/// A validated blob path inside a container: `/`-separated segments, none empty, `.` or `..`,
+/// with no backslash, control character or leftover percent-encoding. Never ends with `/`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BlobPath(String);
+
+impl BlobPath {
+    /// Validates `text` as the path of one blob.
+    pub fn parse(text: &str) -> Result<Self, PathError> {
+        validate_segments(text)?;
+        Ok(BlobPath(text.to_owned()))
+    }
+
+    /// The path as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether this path lies under `prefix`, a prefix that ends with `/`. Matching is on
+    /// whole segments because the prefix carries its own trailing separator.
+    pub fn is_under(&self, prefix: &BlobPrefix) -> bool {
+        self.0.starts_with(prefix.as_str())
+    }
+}
+
+/// A validated blob prefix: a path of whole segments followed by `/`, such as `photos/2024/`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BlobPrefix(String);
+
+impl BlobPrefix {
+    /// Validates `text`, which must end with `/`, as a prefix.
+    pub fn parse(text: &str) -> Result<Self, PathError> {
+        let Some(inner) = text.strip_suffix('/') else {
+            return Err(PathError::EmptySegment);
+        };
+        validate_segments(inner)?;
+        Ok(BlobPrefix(text.to_owned()))
+    }
+
+    /// The prefix as text, with its trailing `/`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `other` is this prefix or lies under it.
+    pub fn contains_prefix(&self, other: &BlobPrefix) -> bool {
+        other.0.starts_with(&self.0)
+    }
+}
+
+fn validate_segments(text: &str) -> Result<(), PathError> {
+    if text.is_empty() {
+        return Err(PathError::Empty);
+    }
+    if text.len() > MAX_PATH_LEN {
+        return Err(PathError::TooLong);
+    }
+    text.split('/').try_for_each(validate_segment)
+}
+
+fn validate_segment(segment: &str) -> Result<(), PathError> {
+    match segment {
+        "" => Err(PathError::EmptySegment),
+        "." | ".." => Err(PathError::DotSegment),
+        _ => validate_characters(segment),
+    }
+}
+
+/// The character rules shared by path segments and table keys.
+fn validate_characters(text: &str) -> Result<(), PathError> {
+    for c in text.chars() {
+        if c == '\\' {
+            return Err(PathError::Backslash);
+        }
+        if c.is_control() {
+            return Err(PathError::ControlCharacter);
+        }
+    }
+    if has_percent_triplet(text) {
+        return Err(PathError::PercentEncoded);
+    }
+    Ok(())
+}
+
+/// A `%` followed by two hex digits. After the one decoding the store does, such a triplet can
+/// only come from double encoding (`%252e`), which another layer might decode once more.
+fn has_percent_triplet(text: &str) -> bool {
+    text.as_bytes()
+        .windows(3)
+        .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
+}
+
+/// A validated partition key or row key of a table: 1 to 256 bytes, the path character rules,
+/// and none of `/`, `#`, `?`, nor `..` (which separates the ends of a row range).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableKey(String);
+
+impl TableKey {
+    /// Validates `text` as a partition or row key.
+    pub fn parse(text: &str) -> Result<Self, PathError> {
+        if text.is_empty() {
+            return Err(PathError::Empty);
+        }
+        if text.len() > MAX_TABLE_KEY_LEN {
+            return Err(PathError::TooLong);
+        }
+        if text == "." {
+            return Err(PathError::DotSegment);
+        }
+        if text.contains(['/', '#', '?']) || text.contains("..") {
+            return Err(PathError::ReservedCharacter);
+        }
+        validate_characters(text)?;
+        Ok(TableKey(text.to_owned()))
+    }
+
+    /// The key as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+macro_rules! text_formatting {
+    ($($t:ty),*) => {$(
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl fmt::Debug for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&self.0, f)
+            }
+        }
+    )*};
+}
+text_formatting!(BlobPath, BlobPrefix, TableKey);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_ordinary_paths() {
+        for ok in [
+            "a",
+            "2024/jan/cat.jpg",
+            "with space/ünïcode ✓.txt",
+            "...",
+            ".hidden/..x/x..",
+            "100% done",
+            "50%off",
+        ] {
+            assert!(BlobPath::parse(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn refuses_traversal_and_ambiguity_in_every_form() {
+        let cases = [
+            ("", PathError::Empty),
+            ("/a", PathError::EmptySegment),
+            ("a/", PathError::EmptySegment),
+            ("a//b", PathError::EmptySegment),
+            (".", PathError::DotSegment),
+            ("..", PathError::DotSegment),
+            ("a/../b", PathError::DotSegment),
+            ("a/./b", PathError::DotSegment),
+            ("a/..", PathError::DotSegment),
+            ("..\\x", PathError::Backslash),
+            ("a\\b", PathError::Backslash),
+            ("a\0b", PathError::ControlCharacter),
+            ("a\nb", PathError::ControlCharacter),
+            ("a\u{7f}b", PathError::ControlCharacter),
+            ("a\u{85}b", PathError::ControlCharacter),
+            ("%2e%2e/x", PathError::PercentEncoded),
+            ("a/%2E%2e", PathError::PercentEncoded),
+            ("a%2fb", PathError::PercentEncoded),
+            ("a%00", PathError::PercentEncoded),
+            ("%252e%252e", PathError::PercentEncoded),
+        ];
+        for (text, want) in cases {
+            assert_eq!(BlobPath::parse(text), Err(want), "{text:?}");
+        }
+        assert_eq!(
+            BlobPath::parse(&"a".repeat(MAX_PATH_LEN + 1)),
+            Err(PathError::TooLong)
+        );
+    }
+
+    #[test]
+    fn prefixes_match_whole_segments_only() {
+        let prefix = BlobPrefix::parse("photos/2024/").unwrap();
+        assert!(BlobPath::parse("photos/2024/a.jpg")
+            .unwrap()
+            .is_under(&prefix));
+        assert!(BlobPath::parse("photos/2024/x/y")
+            .unwrap()
+            .is_under(&prefix));
+        assert!(!BlobPath::parse("photos/2024-private/x")
+            .unwrap()
+            .is_under(&prefix));
+        assert!(!BlobPath::parse("photos/2024").unwrap().is_under(&prefix));
+        assert!(!BlobPath::parse("photos/20").unwrap().is_under(&prefix));
+        assert!(prefix.contains_prefix(&BlobPrefix::parse("photos/2024/jan/").unwrap()));
+        assert!(!prefix.contains_prefix(&BlobPrefix::parse("photos/2024-x/").unwrap()));
+        assert!(!prefix.contains_prefix(&BlobPrefix::parse("photos/").unwrap()));
+    }
+
+    #[test]
+    fn prefixes_need_their_trailing_slash_and_valid_segments() {
+        assert!(BlobPrefix::parse("photos").is_err());
+        assert!(BlobPrefix::parse("/").is_err());
+        assert!(BlobPrefix::parse("a//").is_err());
+        assert!(BlobPrefix::parse("../").is_err());
+    }
+
+    #[test]
+    fn table_keys_refuse_separators_and_range_marks() {
+        assert!(TableKey::parse("customer-42").is_ok());
+        assert!(TableKey::parse("a.b").is_ok());
+        for bad in [
+            "", ".", "a/b", "a#b", "a?b", "a..b", "..", "a\\b", "a\0", "%41",
+        ] {
+            assert!(TableKey::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}

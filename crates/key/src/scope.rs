@@ -1,0 +1,397 @@
+//! Scopes: what a key grants access to, and what a request asks for.
+//!
+//! One grammar serves both: a key's scope `blob:photos/2024/` and a request's resource
+//! `blob:photos/2024/cat.jpg` are both `Scope`s, and authorization asks whether the first
+//! [`covers`](Scope::covers) the second. Coverage is the only relation a verifier needs, and it
+//! is defined so that a prefix never matches across a segment boundary.
+//!
+//! ```text
+//! blob:CONTAINER                 the whole container
+//! blob:CONTAINER/PREFIX/         every blob under PREFIX (whole segments)
+//! blob:CONTAINER/PATH            one blob
+//! table:NAME                     the whole table
+//! table:NAME/PARTITION           one partition
+//! table:NAME/PARTITION/ROW       one row
+//! table:NAME/PARTITION/FROM..TO  rows FROM to TO inclusive (either end may be left open)
+//! queue:NAME                     one queue
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::ScopeError;
+use crate::name::Name;
+use crate::path::{BlobPath, BlobPrefix, TableKey};
+
+/// A resource, or a set of resources, named in the text grammar of the module docs.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Blobs in a container.
+    Blob {
+        /// The container.
+        container: Name,
+        /// Which blobs of it.
+        target: BlobTarget,
+    },
+    /// Rows of a table.
+    Table {
+        /// The table.
+        table: Name,
+        /// One partition, or all of them.
+        partition: Option<TableKey>,
+        /// Rows of that partition, or all of them. Only present with a partition.
+        rows: Option<RowRange>,
+    },
+    /// A queue.
+    Queue {
+        /// The queue.
+        queue: Name,
+    },
+}
+
+/// Which blobs of a container a blob scope names.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub enum BlobTarget {
+    /// Every blob of the container.
+    Container,
+    /// Every blob under a prefix.
+    Prefix(BlobPrefix),
+    /// One blob.
+    Blob(BlobPath),
+}
+
+/// An inclusive range of row keys; `None` at an end leaves it open. A single row is the range
+/// from that row to itself, written as just the row key.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct RowRange {
+    /// The first row key in the range, if bounded below.
+    pub from: Option<TableKey>,
+    /// The last row key in the range, if bounded above.
+    pub to: Option<TableKey>,
+}
+
+impl RowRange {
+    fn single(row: TableKey) -> Self {
+        RowRange {
+            from: Some(row.clone()),
+            to: Some(row),
+        }
+    }
+
+    fn is_single(&self) -> bool {
+        self.from.is_some() && self.from == self.to
+    }
+
+    /// Whether every row of `inner` is also in this range.
+    fn contains(&self, inner: &RowRange) -> bool {
+        let from_ok = match (&self.from, &inner.from) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(outer), Some(inner)) => outer <= inner,
+        };
+        let to_ok = match (&self.to, &inner.to) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(outer), Some(inner)) => inner <= outer,
+        };
+        from_ok && to_ok
+    }
+
+    fn parse(text: &str) -> Result<Self, ScopeError> {
+        let Some((from, to)) = text.split_once("..") else {
+            return Ok(RowRange::single(TableKey::parse(text)?));
+        };
+        let end = |t: &str| -> Result<Option<TableKey>, ScopeError> {
+            Ok(if t.is_empty() {
+                None
+            } else {
+                Some(TableKey::parse(t)?)
+            })
+        };
+        let range = RowRange {
+            from: end(from)?,
+            to: end(to)?,
+        };
+        match (&range.from, &range.to) {
+            (None, None) => Err(ScopeError::BadRowRange),
+            (Some(f), Some(t)) if f > t => Err(ScopeError::BadRowRange),
+            _ => Ok(range),
+        }
+    }
+}
+
+impl fmt::Display for RowRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_single() {
+            return write!(
+                f,
+                "{}",
+                self.from.as_ref().expect("single range has a start")
+            );
+        }
+        if let Some(from) = &self.from {
+            f.write_str(from.as_str())?;
+        }
+        f.write_str("..")?;
+        if let Some(to) = &self.to {
+            f.write_str(to.as_str())?;
+        }
+        Ok(())
+    }
+}
+
+impl Scope {
+    /// The scope of one blob.
+    pub fn blob(container: Name, path: BlobPath) -> Self {
+        Scope::Blob {
+            container,
+            target: BlobTarget::Blob(path),
+        }
+    }
+
+    /// Whether every resource named by `other` is also named by `self`. This is the whole
+    /// of scope checking: a key's scope must cover the request's resource, and a caveat's scope
+    /// must be covered by the scope it narrows.
+    pub fn covers(&self, other: &Scope) -> bool {
+        match (self, other) {
+            (
+                Scope::Blob {
+                    container: a,
+                    target: outer,
+                },
+                Scope::Blob {
+                    container: b,
+                    target: inner,
+                },
+            ) => a == b && blob_target_covers(outer, inner),
+            (
+                Scope::Table {
+                    table: a,
+                    partition: pa,
+                    rows: ra,
+                },
+                Scope::Table {
+                    table: b,
+                    partition: pb,
+                    rows: rb,
+                },
+            ) => a == b && partition_covers(pa, pb) && rows_cover(ra, rb),
+            (Scope::Queue { queue: a }, Scope::Queue { queue: b }) => a == b,
+            _ => false,
+        }
+    }
+}
+
+fn blob_target_covers(outer: &BlobTarget, inner: &BlobTarget) -> bool {
+    match (outer, inner) {
+        (BlobTarget::Container, _) => true,
+        (BlobTarget::Prefix(p), BlobTarget::Prefix(q)) => p.contains_prefix(q),
+        (BlobTarget::Prefix(p), BlobTarget::Blob(b)) => b.is_under(p),
+        (BlobTarget::Blob(a), BlobTarget::Blob(b)) => a == b,
+        _ => false,
+    }
+}
+
+fn partition_covers(outer: &Option<TableKey>, inner: &Option<TableKey>) -> bool {
+    match (outer, inner) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(a), Some(b)) => a == b,
+    }
+}
+
+fn rows_cover(outer: &Option<RowRange>, inner: &Option<RowRange>) -> bool {
+    match (outer, inner) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(a), Some(b)) => a.contains(b),
+    }
+}
+
+impl FromStr for Scope {
+    type Err = ScopeError;
+
+    fn from_str(text: &str) -> Result<Self, ScopeError> {
+        if let Some(rest) = text.strip_prefix("blob:") {
+            parse_blob(rest)
+        } else if let Some(rest) = text.strip_prefix("table:") {
+            parse_table(rest)
+        } else if let Some(rest) = text.strip_prefix("queue:") {
+            Ok(Scope::Queue {
+                queue: Name::parse(rest).map_err(|e| {
+                    if rest.contains('/') {
+                        ScopeError::TrailingParts
+                    } else {
+                        e.into()
+                    }
+                })?,
+            })
+        } else {
+            Err(ScopeError::UnknownKind)
+        }
+    }
+}
+
+fn parse_blob(rest: &str) -> Result<Scope, ScopeError> {
+    let (container, path) = match rest.split_once('/') {
+        None => (rest, None),
+        Some((container, path)) => (container, Some(path)),
+    };
+    let container = Name::parse(container)?;
+    let target = match path {
+        None => BlobTarget::Container,
+        Some(p) if p.ends_with('/') => BlobTarget::Prefix(BlobPrefix::parse(p)?),
+        Some(p) => BlobTarget::Blob(BlobPath::parse(p)?),
+    };
+    Ok(Scope::Blob { container, target })
+}
+
+fn parse_table(rest: &str) -> Result<Scope, ScopeError> {
+    let mut parts = rest.splitn(3, '/');
+    let table = Name::parse(parts.next().unwrap_or_default())?;
+    let partition = parts.next().map(TableKey::parse).transpose()?;
+    let rows = parts.next().map(RowRange::parse).transpose()?;
+    Ok(Scope::Table {
+        table,
+        partition,
+        rows,
+    })
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scope::Blob { container, target } => match target {
+                BlobTarget::Container => write!(f, "blob:{container}"),
+                BlobTarget::Prefix(p) => write!(f, "blob:{container}/{p}"),
+                BlobTarget::Blob(b) => write!(f, "blob:{container}/{b}"),
+            },
+            Scope::Table {
+                table,
+                partition,
+                rows,
+            } => {
+                write!(f, "table:{table}")?;
+                if let Some(p) = partition {
+                    write!(f, "/{p}")?;
+                }
+                if let Some(r) = rows {
+                    write!(f, "/{r}")?;
+                }
+                Ok(())
+            }
+            Scope::Queue { queue } => write!(f, "queue:{queue}"),
+        }
+    }
+}
+
+impl fmt::Debug for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Scope({self})")
+    }
+}
+
+impl serde::Serialize for Scope {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Scope {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(text: &str) -> Scope {
+        text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    #[test]
+    fn text_round_trips() {
+        for text in [
+            "blob:photos",
+            "blob:photos/2024/",
+            "blob:photos/2024/cat.jpg",
+            "table:orders",
+            "table:orders/customer-1",
+            "table:orders/customer-1/row-7",
+            "table:orders/customer-1/a..m",
+            "table:orders/customer-1/a..",
+            "table:orders/customer-1/..m",
+            "queue:jobs",
+        ] {
+            assert_eq!(s(text).to_string(), text);
+        }
+    }
+
+    #[test]
+    fn refuses_bad_text() {
+        for bad in [
+            "",
+            "photos",
+            "file:photos",
+            "blob:",
+            "blob:Photos",
+            "blob:photos/",
+            "blob:photos//x",
+            "blob:photos/../x",
+            "blob:photos/a/./b",
+            "blob:photos/%2e%2e/x",
+            "blob:photos/a\\b",
+            "table:orders//x",
+            "table:orders/p/..",
+            "table:orders/p/z..a",
+            "table:orders/p/a..b/c",
+            "queue:jobs/x",
+            "queue:j",
+        ] {
+            assert!(bad.parse::<Scope>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn blob_coverage() {
+        let whole = s("blob:photos");
+        let prefix = s("blob:photos/2024/");
+        let one = s("blob:photos/2024/cat.jpg");
+        assert!(whole.covers(&prefix) && whole.covers(&one) && whole.covers(&whole));
+        assert!(prefix.covers(&one) && prefix.covers(&s("blob:photos/2024/jan/")));
+        assert!(!prefix.covers(&whole));
+        assert!(!prefix.covers(&s("blob:photos/2024-private/x")));
+        assert!(!prefix.covers(&s("blob:photos/2024")));
+        assert!(!one.covers(&prefix) && !one.covers(&s("blob:photos/2024/cat.jpg.exe")));
+        assert!(!whole.covers(&s("blob:photos-private/x")));
+        assert!(!whole.covers(&s("table:photos")));
+    }
+
+    #[test]
+    fn table_coverage() {
+        let table = s("table:orders");
+        let part = s("table:orders/p1");
+        let range = s("table:orders/p1/b..m");
+        assert!(table.covers(&part) && table.covers(&range));
+        assert!(part.covers(&range) && part.covers(&s("table:orders/p1/zz")));
+        assert!(!part.covers(&table) && !part.covers(&s("table:orders/p2")));
+        assert!(range.covers(&s("table:orders/p1/b")) && range.covers(&s("table:orders/p1/m")));
+        assert!(range.covers(&s("table:orders/p1/c..d")));
+        assert!(!range.covers(&s("table:orders/p1/a")));
+        assert!(!range.covers(&s("table:orders/p1/n")));
+        assert!(!range.covers(&s("table:orders/p1/c..")));
+        assert!(!range.covers(&part));
+        assert!(s("table:orders/p1/b..").covers(&s("table:orders/p1/zzz")));
+        assert!(!s("table:orders/p1/..m").covers(&s("table:orders/p1/n")));
+    }
+
+    #[test]
+    fn queue_coverage() {
+        assert!(s("queue:jobs").covers(&s("queue:jobs")));
+        assert!(!s("queue:jobs").covers(&s("queue:jobs-2")));
+        assert!(!s("queue:jobs").covers(&s("blob:jobs")));
+    }
+}

@@ -1,0 +1,235 @@
+//! The token: signed claims, appended caveats, and the chained tag, in a compact text form.
+//!
+//! ```text
+//! vk1.<claims>[.<caveat>]*.<tag>
+//! ```
+//!
+//! Each part is unpadded base64url, so the whole token travels unescaped in a query string or
+//! an `Authorization: Valet …` header. The parts are the bytes the tag chain covers, kept as
+//! received so that verification MACs exactly what was sent. See `docs/KEY-FORMAT.md`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
+use crate::caveat::{AttenuateError, Caveat};
+use crate::claims::{Claims, UnixTime};
+use crate::error::FormatError;
+use crate::keyring::Tag;
+use crate::media_range::MediaRange;
+use crate::op::Ops;
+
+/// The text form's version prefix.
+pub const TOKEN_PREFIX: &str = "vk1.";
+/// The longest token text accepted.
+pub const MAX_TOKEN_LEN: usize = 4096;
+/// The most caveats one token may carry.
+pub const MAX_CAVEATS: usize = 16;
+
+/// A parsed token. Parsing checks the form only; [`Keyring::check_tag`](crate::Keyring::check_tag)
+/// and the [`Verifier`](crate::Verifier) decide whether it is genuine and what it grants.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token {
+    signing_key: String,
+    claims: Claims,
+    caveats: Vec<Caveat>,
+    /// The claims segment, then one per caveat: the bytes the tag chain covers.
+    segments: Vec<Vec<u8>>,
+    tag: Tag,
+}
+
+/// The upload limits that hold after every caveat: the smallest caps, and every content-type
+/// range an upload must fall in.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct EffectiveLimits {
+    /// The smallest upload cap of the claims and caveats.
+    pub max_bytes: Option<u64>,
+    /// The smallest use cap of the claims and caveats.
+    pub max_uses: Option<u64>,
+    /// Every content-type range an upload must fall in.
+    pub content_types: Vec<MediaRange>,
+}
+
+impl Token {
+    pub(crate) fn signed(signing_key: String, claims: Claims, bytes: Vec<u8>, tag: Tag) -> Token {
+        Token {
+            signing_key,
+            claims,
+            caveats: Vec::new(),
+            segments: vec![bytes],
+            tag,
+        }
+    }
+
+    /// The id of the signing key that started the tag chain.
+    pub fn signing_key(&self) -> &str {
+        &self.signing_key
+    }
+
+    /// What the issuer signed.
+    pub fn claims(&self) -> &Claims {
+        &self.claims
+    }
+
+    /// What holders appended, in order.
+    pub fn caveats(&self) -> &[Caveat] {
+        &self.caveats
+    }
+
+    pub(crate) fn segments(&self) -> impl Iterator<Item = &[u8]> {
+        self.segments.iter().map(Vec::as_slice)
+    }
+
+    pub(crate) fn tag(&self) -> &Tag {
+        &self.tag
+    }
+
+    /// A narrower token: this one with `caveat` appended, after checking that the caveat
+    /// really narrows it (see [`Caveat::check_narrows`]).
+    pub fn attenuate(&self, caveat: Caveat) -> Result<Token, AttenuateError> {
+        caveat.check_narrows(self)?;
+        self.append(caveat)
+    }
+
+    /// Appends `caveat` without checking that it narrows. Still safe: verification enforces
+    /// the intersection of every caveat, so a widening caveat is simply outvoted. Meant for
+    /// tests that prove exactly that.
+    pub fn append(&self, caveat: Caveat) -> Result<Token, AttenuateError> {
+        if caveat.is_empty() {
+            return Err(AttenuateError::Empty);
+        }
+        if self.caveats.len() >= MAX_CAVEATS {
+            return Err(AttenuateError::TooManyCaveats(MAX_CAVEATS));
+        }
+        let bytes = caveat.encode();
+        let mut token = self.clone();
+        token.tag = self.tag.chain(&bytes);
+        token.segments.push(bytes);
+        token.caveats.push(caveat);
+        Ok(token)
+    }
+
+    /// The operations left after every caveat.
+    pub fn effective_ops(&self) -> Ops {
+        self.caveats
+            .iter()
+            .filter_map(|c| c.ops)
+            .fold(self.claims.ops.implied(), Ops::intersect)
+    }
+
+    /// The latest not-before and the earliest expiry of the claims and caveats.
+    pub fn effective_window(&self) -> (UnixTime, UnixTime) {
+        self.caveats.iter().fold(
+            (self.claims.not_before, self.claims.expires),
+            |(nbf, exp), c| {
+                (
+                    c.not_before.map_or(nbf, |t| t.max(nbf)),
+                    c.expires.map_or(exp, |t| t.min(exp)),
+                )
+            },
+        )
+    }
+
+    /// The upload limits left after every caveat.
+    pub fn effective_limits(&self) -> EffectiveLimits {
+        let min = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            (x, y) => x.or(y),
+        };
+        let limits = &self.claims.limits;
+        let mut effective = EffectiveLimits {
+            max_bytes: limits.max_bytes,
+            max_uses: limits.max_uses,
+            content_types: limits.content_type.iter().cloned().collect(),
+        };
+        for c in &self.caveats {
+            effective.max_bytes = min(effective.max_bytes, c.max_bytes);
+            effective.max_uses = min(effective.max_uses, c.max_uses);
+            effective
+                .content_types
+                .extend(c.content_type.iter().cloned());
+        }
+        effective
+    }
+}
+
+fn decode_segment(text: &str) -> Result<Vec<u8>, FormatError> {
+    URL_SAFE_NO_PAD
+        .decode(text)
+        .map_err(|_| FormatError::Base64)
+}
+
+impl FromStr for Token {
+    type Err = FormatError;
+
+    fn from_str(text: &str) -> Result<Token, FormatError> {
+        if text.len() > MAX_TOKEN_LEN {
+            return Err(FormatError::TooLong);
+        }
+        let body = text
+            .strip_prefix(TOKEN_PREFIX)
+            .ok_or(FormatError::Version)?;
+        let (parts, tag_text) = body.rsplit_once('.').ok_or(FormatError::Segments)?;
+        let tag: [u8; 32] = decode_segment(tag_text)?
+            .try_into()
+            .map_err(|_| FormatError::TagLength)?;
+        let mut parts = parts.split('.');
+        let claims_bytes = decode_segment(parts.next().expect("split yields one part"))?;
+        let (claims, signing_key) = Claims::decode(&claims_bytes)?;
+        let mut segments = vec![claims_bytes];
+        let mut caveats = Vec::new();
+        for part in parts {
+            if caveats.len() == MAX_CAVEATS {
+                return Err(FormatError::Segments);
+            }
+            let bytes = decode_segment(part)?;
+            caveats.push(Caveat::decode(&bytes)?);
+            segments.push(bytes);
+        }
+        Ok(Token {
+            signing_key,
+            claims,
+            caveats,
+            segments,
+            tag: Tag(tag),
+        })
+    }
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(TOKEN_PREFIX)?;
+        let mut buf = String::with_capacity(256);
+        for segment in &self.segments {
+            buf.clear();
+            URL_SAFE_NO_PAD.encode_string(segment, &mut buf);
+            f.write_str(&buf)?;
+            f.write_str(".")?;
+        }
+        buf.clear();
+        URL_SAFE_NO_PAD.encode_string(self.tag.0, &mut buf);
+        f.write_str(&buf)
+    }
+}
+
+impl fmt::Debug for Token {
+    /// Shows the claims and caveats, never the tag: whoever holds it can use the key.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Token")
+            .field("signing_key", &self.signing_key)
+            .field("claims", &self.claims)
+            .field("caveats", &self.caveats)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The token's text with its tag replaced by `…`: safe to log, still enough to tell which key
+/// was used.
+pub fn redact(token_text: &str) -> String {
+    match token_text.rsplit_once('.') {
+        Some((head, _tag)) => format!("{head}.…"),
+        None => "…".to_owned(),
+    }
+}

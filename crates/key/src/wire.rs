@@ -1,0 +1,174 @@
+//! The binary form of a token's segments: a kind byte, then type-length-value fields.
+//!
+//! Every field is `type (1 byte) · length (LEB128) · value`, in strictly ascending type order,
+//! each type at most once. Integers inside values are LEB128 too. The reader refuses anything
+//! it does not understand (an unknown type, a repeat, an overlong varint, trailing bytes):
+//! a restriction this version cannot read must fail closed, never be skipped. See
+//! `docs/KEY-FORMAT.md` for the byte-by-byte description.
+
+use crate::error::FormatError;
+
+/// First byte of the claims segment.
+pub(crate) const CLAIMS_KIND: u8 = 0x01;
+/// First byte of a caveat segment.
+pub(crate) const CAVEAT_KIND: u8 = 0x02;
+
+/// Field type numbers, shared by claims and caveats so that a restriction has one number.
+pub(crate) mod field {
+    pub const KEY_ID: u8 = 1;
+    pub const SIGNING_KEY: u8 = 2;
+    pub const SUBJECT: u8 = 3;
+    pub const SCOPE: u8 = 4;
+    pub const OPS: u8 = 5;
+    pub const NOT_BEFORE: u8 = 6;
+    pub const EXPIRES: u8 = 7;
+    pub const MAX_BYTES: u8 = 8;
+    pub const MAX_USES: u8 = 9;
+    pub const CONTENT_TYPE: u8 = 10;
+    pub const CLIENT_IPS: u8 = 11;
+    pub const FILENAME: u8 = 12;
+    pub const EVENT_TARGET: u8 = 13;
+}
+
+/// Builds one segment. Fields must be written in ascending type order (debug-asserted: the
+/// encoders in this crate are the only callers).
+pub(crate) struct SegmentWriter {
+    buf: Vec<u8>,
+    last: u8,
+}
+
+impl SegmentWriter {
+    pub fn new(kind: u8) -> Self {
+        let mut buf = Vec::with_capacity(128);
+        buf.push(kind);
+        SegmentWriter { buf, last: 0 }
+    }
+
+    pub fn bytes(&mut self, field: u8, value: &[u8]) {
+        debug_assert!(field > self.last, "fields out of order");
+        self.last = field;
+        self.buf.push(field);
+        push_varint(&mut self.buf, value.len() as u64);
+        self.buf.extend_from_slice(value);
+    }
+
+    pub fn uint(&mut self, field: u8, value: u64) {
+        let mut tmp = Vec::with_capacity(10);
+        push_varint(&mut tmp, value);
+        self.bytes(field, &tmp);
+    }
+
+    pub fn finish(self) -> Vec<u8> {
+        self.buf
+    }
+}
+
+/// Reads one segment's fields in order.
+pub(crate) struct SegmentReader<'a> {
+    rest: &'a [u8],
+    last: u8,
+}
+
+impl<'a> SegmentReader<'a> {
+    pub fn new(segment: &'a [u8], kind: u8) -> Result<Self, FormatError> {
+        match segment.split_first() {
+            Some((&k, rest)) if k == kind => Ok(SegmentReader { rest, last: 0 }),
+            _ => Err(FormatError::SegmentKind),
+        }
+    }
+
+    /// The next field, or `None` at the end of the segment.
+    pub fn next_field(&mut self) -> Result<Option<(u8, &'a [u8])>, FormatError> {
+        let Some((&field, rest)) = self.rest.split_first() else {
+            return Ok(None);
+        };
+        if field <= self.last {
+            return Err(FormatError::Field(field));
+        }
+        self.last = field;
+        let (len, rest) = read_varint(rest)?;
+        let len = usize::try_from(len).map_err(|_| FormatError::Truncated)?;
+        if len > rest.len() {
+            return Err(FormatError::Truncated);
+        }
+        let (value, rest) = rest.split_at(len);
+        self.rest = rest;
+        Ok(Some((field, value)))
+    }
+}
+
+/// Reads a value that must be exactly one varint.
+pub(crate) fn uint_value(value: &[u8]) -> Result<u64, FormatError> {
+    match read_varint(value)? {
+        (n, []) => Ok(n),
+        _ => Err(FormatError::Truncated),
+    }
+}
+
+fn push_varint(buf: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        buf.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    buf.push(value as u8);
+}
+
+/// LEB128, canonical only: no trailing zero groups, no more than 64 bits.
+fn read_varint(bytes: &[u8]) -> Result<(u64, &[u8]), FormatError> {
+    let mut value = 0u64;
+    for (i, &b) in bytes.iter().enumerate().take(10) {
+        let group = u64::from(b & 0x7f);
+        if i == 9 && group > 1 {
+            return Err(FormatError::Truncated);
+        }
+        value |= group << (7 * i);
+        if b & 0x80 == 0 {
+            if b == 0 && i > 0 {
+                return Err(FormatError::Truncated);
+            }
+            return Ok((value, &bytes[i + 1..]));
+        }
+    }
+    Err(FormatError::Truncated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varints_round_trip_and_refuse_overlong_forms() {
+        for n in [0, 1, 127, 128, 300, u32::MAX as u64, u64::MAX] {
+            let mut buf = Vec::new();
+            push_varint(&mut buf, n);
+            assert_eq!(read_varint(&buf).unwrap(), (n, &[][..]));
+        }
+        assert!(read_varint(&[0x80, 0x00]).is_err());
+        assert!(read_varint(&[0x80]).is_err());
+        assert!(read_varint(&[0xff; 10]).is_err());
+        assert!(
+            read_varint(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]).is_err()
+        );
+    }
+
+    #[test]
+    fn reader_refuses_disorder_repeats_and_truncation() {
+        let mut w = SegmentWriter::new(CLAIMS_KIND);
+        w.uint(field::OPS, 1);
+        w.uint(field::EXPIRES, 2);
+        let seg = w.finish();
+        let mut r = SegmentReader::new(&seg, CLAIMS_KIND).unwrap();
+        assert_eq!(r.next_field().unwrap(), Some((field::OPS, &[1u8][..])));
+        assert_eq!(r.next_field().unwrap(), Some((field::EXPIRES, &[2u8][..])));
+        assert_eq!(r.next_field().unwrap(), None);
+
+        assert!(SegmentReader::new(&seg, CAVEAT_KIND).is_err());
+        let repeated = [CLAIMS_KIND, 5, 1, 1, 5, 1, 1];
+        let mut r = SegmentReader::new(&repeated, CLAIMS_KIND).unwrap();
+        r.next_field().unwrap();
+        assert_eq!(r.next_field(), Err(FormatError::Field(5)));
+        let truncated = [CLAIMS_KIND, 5, 3, 1];
+        let mut r = SegmentReader::new(&truncated, CLAIMS_KIND).unwrap();
+        assert_eq!(r.next_field(), Err(FormatError::Truncated));
+    }
+}
