@@ -57,10 +57,13 @@ pub enum ScopeError {
     UnknownKind,
     /// The container, table or queue name is not valid.
     #[error("bad name: {0}")]
-    Name(#[from] NameError),
+    Name(NameError),
     /// The blob path, partition or row key is not valid.
     #[error("bad path: {0}")]
-    Path(#[from] PathError),
+    Path(PathError),
+    /// `blob:NAME/` with nothing after the slash.
+    #[error("the whole container is written 'blob:NAME', without a trailing '/'")]
+    ContainerWithSlash,
     /// A queue scope with a path, or a table scope with too many parts.
     #[error("the scope has more parts than its kind allows")]
     TrailingParts,
@@ -131,4 +134,18 @@ pub enum FormatError {
         /// What was wrong with it.
         reason: String,
     },
+}
+
+// Written by hand rather than with `#[from]`, which would also make the inner error the
+// `source()` and print its message twice in an error chain.
+impl From<NameError> for ScopeError {
+    fn from(e: NameError) -> Self {
+        ScopeError::Name(e)
+    }
+}
+
+impl From<PathError> for ScopeError {
+    fn from(e: PathError) -> Self {
+        ScopeError::Path(e)
+    }
 }

@@ -240,6 +240,7 @@ fn parse_blob(rest: &str) -> Result<Scope, ScopeError> {
     let container = Name::parse(container)?;
     let target = match path {
         None => BlobTarget::Container,
+        Some("") => return Err(ScopeError::ContainerWithSlash),
         Some(p) if p.ends_with('/') => BlobTarget::Prefix(BlobPrefix::parse(p)?),
         Some(p) => BlobTarget::Blob(BlobPath::parse(p)?),
     };

@@ -1,0 +1,171 @@
+//! The command line: every command, flag and example of `valet`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::human;
+
+/// Valet: short-lived, narrowly scoped, signed keys for direct access to your data.
+#[derive(Debug, Parser)]
+#[command(
+    name = "valet",
+    version,
+    after_help = "Examples:\n  valet key new-keyring --out keyring\n  valet key issue --keyring keyring --resource blob:photos/2024/ --ops read --ttl 10m\n\nExit codes: 0 success, 1 failure, 2 usage error, 3 key denied."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Make, inspect, narrow and check valet keys; manage keyrings.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create a keyring file with one active signing key (owner-only permissions).
+    #[command(after_help = "Example:\n  valet key new-keyring --out /etc/valet/keyring")]
+    NewKeyring {
+        /// Where to write the keyring. Refuses to overwrite an existing file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Add a new active signing key; the previous one stays to verify what it signed.
+    #[command(after_help = "Example:\n  valet key rotate --keyring keyring")]
+    Rotate {
+        /// The keyring file.
+        #[arg(long, env = "VALET_KEYRING")]
+        keyring: PathBuf,
+    },
+    /// Remove a verify-only signing key: every key it signed stops working.
+    #[command(after_help = "Example:\n  valet key retire --keyring keyring k1")]
+    Retire {
+        /// The keyring file.
+        #[arg(long, env = "VALET_KEYRING")]
+        keyring: PathBuf,
+        /// The signing key's id, as shown by `valet key list`.
+        id: String,
+    },
+    /// List a keyring's signing keys (ids and dates, never secrets).
+    #[command(after_help = "Example:\n  valet key list --keyring keyring")]
+    List {
+        /// The keyring file.
+        #[arg(long, env = "VALET_KEYRING")]
+        keyring: PathBuf,
+    },
+    /// Issue a key; prints the token alone on stdout.
+    #[command(
+        after_help = "Example:\n  valet key issue --keyring keyring --resource blob:photos/2024/cat.jpg --ops read --ttl 10m --filename cat.jpg"
+    )]
+    Issue(IssueArgs),
+    /// Print a token's claims and caveats as JSON. Needs no secret.
+    #[command(after_help = "Example:\n  valet key inspect \"$TOKEN\"")]
+    Inspect {
+        /// The token, or `-` to read it from stdin.
+        token: String,
+    },
+    /// Narrow a token by appending a caveat; prints the new token. Needs no secret.
+    #[command(
+        after_help = "Example:\n  valet key attenuate \"$TOKEN\" --ttl 1m --ops read --resource blob:photos/2024/jan/"
+    )]
+    Attenuate(AttenuateArgs),
+    /// Check a token for one request: exit 0 and print the grant as JSON, or exit 3 and print
+    /// the denial code.
+    #[command(
+        after_help = "Example:\n  valet key verify --keyring keyring --op read --resource blob:photos/2024/cat.jpg \"$TOKEN\""
+    )]
+    Verify(VerifyArgs),
+}
+
+/// Limits shared by `issue` and `attenuate`.
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// Largest upload accepted, e.g. 10MiB.
+    #[arg(long, value_parser = human::size)]
+    pub max_bytes: Option<u64>,
+    /// How many requests the key may be used for.
+    #[arg(long)]
+    pub max_uses: Option<u64>,
+    /// Content type uploads must have: `image/png` or `image/*`.
+    #[arg(long)]
+    pub content_type: Option<String>,
+    /// Client addresses allowed (CIDR or single address); repeat or separate with commas.
+    #[arg(long = "ip")]
+    pub ips: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct IssueArgs {
+    /// The keyring file whose active key signs.
+    #[arg(long, env = "VALET_KEYRING")]
+    pub keyring: PathBuf,
+    /// What the key grants: blob:CONTAINER[/PATH or /PREFIX/], table:..., queue:NAME.
+    #[arg(long)]
+    pub resource: String,
+    /// Operations: read, write, create, delete, list, enqueue, dequeue, peek, update.
+    #[arg(long)]
+    pub ops: String,
+    /// How long the key lives, e.g. 90s, 10m, 1h.
+    #[arg(long, value_parser = human::duration, default_value = "10m")]
+    pub ttl: Duration,
+    /// Who the key is issued to.
+    #[arg(long)]
+    pub subject: Option<String>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    /// File name for downloads (Content-Disposition).
+    #[arg(long)]
+    pub filename: Option<String>,
+    /// Where the store sends events about this key's uses.
+    #[arg(long)]
+    pub event_target: Option<String>,
+    /// Print {"id", "token", "expires_at"} as JSON instead of the token alone.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AttenuateArgs {
+    /// The token to narrow, or `-` to read it from stdin.
+    pub token: String,
+    /// A shorter life, counted from now.
+    #[arg(long, value_parser = human::duration)]
+    pub ttl: Option<Duration>,
+    /// Make the key valid only after this delay from now.
+    #[arg(long, value_parser = human::duration)]
+    pub start_in: Option<Duration>,
+    /// Fewer operations.
+    #[arg(long)]
+    pub ops: Option<String>,
+    /// A narrower scope.
+    #[arg(long)]
+    pub resource: Option<String>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The keyring file.
+    #[arg(long, env = "VALET_KEYRING")]
+    pub keyring: PathBuf,
+    /// The operation requested.
+    #[arg(long)]
+    pub op: String,
+    /// The resource requested, e.g. blob:photos/2024/cat.jpg.
+    #[arg(long)]
+    pub resource: String,
+    /// The client's address.
+    #[arg(long)]
+    pub ip: Option<std::net::IpAddr>,
+    /// Clock-skew tolerance.
+    #[arg(long, value_parser = human::duration, default_value = "30s")]
+    pub skew: Duration,
+    /// The token, or `-` to read it from stdin.
+    pub token: String,
+}

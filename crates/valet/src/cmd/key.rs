@@ -1,0 +1,200 @@
+//! `valet key …`: keyrings, issuing, inspecting, narrowing and checking keys offline.
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, Context};
+use rand_core::OsRng;
+use serde_json::json;
+use valet_key::{
+    Access, Caveat, Claims, FileName, KeyId, Limits, MediaRange, Name, Op, Ops, Scope, Token,
+    Verifier,
+};
+use valet_keyring as keyring_file;
+
+use crate::cli::{AttenuateArgs, IssueArgs, KeyCommand, LimitArgs, VerifyArgs};
+use crate::exit;
+use crate::human;
+
+pub fn run(cmd: KeyCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        KeyCommand::NewKeyring { out } => {
+            let ring = keyring_file::create(&out)?;
+            let id = ring.active()?.id();
+            eprintln!("created {} with active signing key {id}", out.display());
+        }
+        KeyCommand::Rotate { keyring } => {
+            let (_, id) = keyring_file::rotate(&keyring)?;
+            eprintln!("{id} is now the active signing key; older keys verify only");
+        }
+        KeyCommand::Retire { keyring, id } => {
+            let mut ring = keyring_file::load(&keyring)?;
+            ring.retire(&id)?;
+            keyring_file::save(&keyring, &ring)?;
+            eprintln!("retired {id}: keys it signed no longer verify");
+        }
+        KeyCommand::List { keyring } => list(&keyring)?,
+        KeyCommand::Issue(args) => issue(args)?,
+        KeyCommand::Inspect { token } => inspect(&read_token(token)?)?,
+        KeyCommand::Attenuate(args) => attenuate(args)?,
+        KeyCommand::Verify(args) => return verify(args),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A token's text from the argument, or from stdin when it is `-` (keeps it out of `ps`).
+fn token_text(arg: String) -> anyhow::Result<String> {
+    if arg != "-" {
+        return Ok(arg);
+    }
+    let mut buf = String::new();
+    std::io::stdin().read_to_string(&mut buf)?;
+    Ok(buf.trim().to_owned())
+}
+
+fn read_token(arg: String) -> anyhow::Result<Token> {
+    token_text(arg)?.parse().context("not a valet key")
+}
+
+fn list(path: &std::path::Path) -> anyhow::Result<()> {
+    let ring = keyring_file::load(path)?;
+    let active = ring.active().ok().map(|k| k.id().to_owned());
+    let keys: Vec<_> = ring
+        .keys()
+        .iter()
+        .map(|k| {
+            json!({
+                "id": k.id(),
+                "active": Some(k.id()) == active.as_deref(),
+                "created_at": human::rfc3339(k.created().0),
+            })
+        })
+        .collect();
+    println!("{}", serde_json::to_string_pretty(&keys)?);
+    Ok(())
+}
+
+fn scope(text: &str) -> anyhow::Result<Scope> {
+    text.parse()
+        .with_context(|| format!("'{text}' is not a resource"))
+}
+
+fn ops(text: &str) -> anyhow::Result<Ops> {
+    text.parse().map_err(|e| anyhow!("--ops: {e}"))
+}
+
+fn media_range(text: Option<&String>) -> anyhow::Result<Option<MediaRange>> {
+    text.map(|t| t.parse().with_context(|| format!("--content-type '{t}'")))
+        .transpose()
+}
+
+fn issue(args: IssueArgs) -> anyhow::Result<()> {
+    let ring = keyring_file::load(&args.keyring)?;
+    let now = keyring_file::now();
+    let claims = Claims {
+        key_id: KeyId::random(&mut OsRng),
+        subject: args.subject,
+        scope: scope(&args.resource)?,
+        ops: ops(&args.ops)?,
+        not_before: now,
+        expires: now.plus(args.ttl.as_secs().max(1)),
+        limits: Limits {
+            max_bytes: args.limits.max_bytes,
+            max_uses: args.limits.max_uses,
+            content_type: media_range(args.limits.content_type.as_ref())?,
+            client_ips: human::networks(&args.limits.ips)?,
+            filename: args
+                .filename
+                .map(|f| FileName::parse(&f).with_context(|| format!("--filename '{f}'")))
+                .transpose()?,
+            event_target: args
+                .event_target
+                .map(|t| Name::parse(&t).with_context(|| format!("--event-target '{t}'")))
+                .transpose()?,
+        },
+    };
+    let key_id = claims.key_id;
+    let expires = claims.expires;
+    let token = ring.issue(claims)?;
+    if args.json {
+        let out = json!({
+            "id": key_id.to_string(),
+            "token": token.to_string(),
+            "expires_at": human::rfc3339(expires.0),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("{token}");
+    }
+    Ok(())
+}
+
+fn inspect(token: &Token) -> anyhow::Result<()> {
+    let (not_before, expires) = token.effective_window();
+    let limits = token.effective_limits();
+    let out = json!({
+        "version": 1,
+        "signing_key": token.signing_key(),
+        "claims": token.claims(),
+        "caveats": token.caveats(),
+        "effective": {
+            "ops": token.effective_ops(),
+            "not_before": human::rfc3339(not_before.0),
+            "expires_at": human::rfc3339(expires.0),
+            "max_bytes": limits.max_bytes,
+            "max_uses": limits.max_uses,
+            "content_types": limits.content_types,
+        },
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+fn caveat_limits(limits: &LimitArgs, caveat: &mut Caveat) -> anyhow::Result<()> {
+    caveat.max_bytes = limits.max_bytes;
+    caveat.max_uses = limits.max_uses;
+    caveat.content_type = media_range(limits.content_type.as_ref())?;
+    caveat.client_ips = human::networks(&limits.ips)?;
+    Ok(())
+}
+
+fn attenuate(args: AttenuateArgs) -> anyhow::Result<()> {
+    let token = read_token(args.token)?;
+    let now = keyring_file::now();
+    let mut caveat = Caveat {
+        scope: args.resource.as_deref().map(scope).transpose()?,
+        ops: args.ops.as_deref().map(ops).transpose()?,
+        expires: args.ttl.map(|d| now.plus(d.as_secs().max(1))),
+        not_before: args.start_in.map(|d| now.plus(d.as_secs())),
+        ..Caveat::default()
+    };
+    caveat_limits(&args.limits, &mut caveat)?;
+    let narrowed = token.attenuate(caveat).context("cannot attenuate")?;
+    println!("{narrowed}");
+    Ok(())
+}
+
+fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let ring = keyring_file::load(&args.keyring)?;
+    let op: Op = args.op.parse().map_err(|e| anyhow!("--op: {e}"))?;
+    let resource = scope(&args.resource)?;
+    let token_text = token_text(args.token)?;
+    let verifier = Verifier::new(ring).with_skew(args.skew.as_secs());
+    let access = Access {
+        op,
+        resource: &resource,
+        now: keyring_file::now(),
+        client: args.ip,
+    };
+    match verifier.authorize(&token_text, &access) {
+        Ok(grant) => {
+            println!("{}", serde_json::to_string_pretty(&grant)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(denial) => {
+            println!("{}", denial.code());
+            eprintln!("valet: denied: {denial}");
+            Ok(ExitCode::from(exit::DENIED))
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! The commands, one module per top-level verb.
+
+mod key;
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command};
+
+/// Runs one parsed command line; the exit code is the command's to choose.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Key(cmd) => key::run(cmd),
+    }
+}

@@ -1,0 +1,438 @@
+//! `valet key …` driven as a user would: the real binary, real files, real exit codes.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use std::io::Write;
+
+fn valet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_valet"))
+        .args(args)
+        .env_remove("VALET_KEYRING")
+        .output()
+        .expect("valet runs")
+}
+
+fn stdout(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "valet failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone())
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    ring: PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = dir.path().join("keyring");
+        stdout(&valet(&[
+            "key",
+            "new-keyring",
+            "--out",
+            ring.to_str().unwrap(),
+        ]));
+        Fixture { _dir: dir, ring }
+    }
+
+    fn ring(&self) -> &str {
+        self.ring.to_str().unwrap()
+    }
+
+    fn issue(&self, extra: &[&str]) -> String {
+        let mut args = vec!["key", "issue", "--keyring", self.ring()];
+        args.extend_from_slice(extra);
+        stdout(&valet(&args))
+    }
+
+    fn verify(&self, op: &str, resource: &str, token: &str, ip: Option<&str>) -> (i32, String) {
+        let mut args = vec![
+            "key",
+            "verify",
+            "--keyring",
+            self.ring(),
+            "--op",
+            op,
+            "--resource",
+            resource,
+        ];
+        if let Some(ip) = ip {
+            args.extend(["--ip", ip]);
+        }
+        args.push(token);
+        let out = valet(&args);
+        (
+            out.status.code().unwrap(),
+            String::from_utf8(out.stdout).unwrap().trim().to_owned(),
+        )
+    }
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn new_keyring_is_owner_only_and_never_overwritten() {
+    let f = Fixture::new();
+    assert_eq!(mode(&f.ring), 0o600);
+    let again = valet(&["key", "new-keyring", "--out", f.ring()]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+}
+
+#[test]
+fn issue_prints_a_compact_token_alone_that_verifies() {
+    let f = Fixture::new();
+    let token = f.issue(&[
+        "--resource",
+        "blob:photos/2024/cat.jpg",
+        "--ops",
+        "read",
+        "--ttl",
+        "10m",
+    ]);
+    assert!(token.starts_with("vk1.") && !token.contains(char::is_whitespace));
+    assert!(token.len() < 400, "{} characters", token.len());
+    assert!(token
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)));
+    let (code, grant) = f.verify("read", "blob:photos/2024/cat.jpg", &token, None);
+    assert_eq!(code, 0);
+    let grant: serde_json::Value = serde_json::from_str(&grant).unwrap();
+    assert_eq!(grant["scope"], "blob:photos/2024/cat.jpg");
+    assert_eq!(grant["ops"], serde_json::json!(["read"]));
+}
+
+#[test]
+fn verify_exits_3_with_the_denial_code() {
+    let f = Fixture::new();
+    let token = f.issue(&[
+        "--resource",
+        "blob:photos/2024/",
+        "--ops",
+        "read",
+        "--ip",
+        "10.0.0.0/8",
+    ]);
+    assert_eq!(
+        f.verify("read", "blob:photos/2024/a", &token, Some("10.1.2.3"))
+            .0,
+        0
+    );
+    let cases = [
+        (
+            "write",
+            "blob:photos/2024/a",
+            Some("10.1.2.3"),
+            "op_not_allowed",
+        ),
+        (
+            "read",
+            "blob:photos/2024-private/a",
+            Some("10.1.2.3"),
+            "out_of_scope",
+        ),
+        (
+            "read",
+            "blob:photos/2024/a",
+            Some("192.0.2.1"),
+            "ip_not_allowed",
+        ),
+        ("read", "blob:photos/2024/a", None, "ip_not_allowed"),
+    ];
+    for (op, resource, ip, want) in cases {
+        assert_eq!(
+            f.verify(op, resource, &token, ip),
+            (3, want.to_owned()),
+            "{op} {resource}"
+        );
+    }
+    assert_eq!(
+        f.verify("read", "blob:photos/2024/a", "vk1.garbage", None),
+        (3, "key_malformed".into())
+    );
+    let other = Fixture::new();
+    let foreign = other.issue(&["--resource", "blob:photos/2024/", "--ops", "read"]);
+    assert_eq!(
+        f.verify("read", "blob:photos/2024/a", &foreign, None),
+        (3, "key_invalid".into())
+    );
+}
+
+#[test]
+fn a_one_second_key_expires() {
+    let f = Fixture::new();
+    let token = f.issue(&[
+        "--resource",
+        "queue:jobs",
+        "--ops",
+        "dequeue",
+        "--ttl",
+        "1s",
+    ]);
+    let out = valet(&[
+        "key",
+        "verify",
+        "--keyring",
+        f.ring(),
+        "--op",
+        "dequeue",
+        "--resource",
+        "queue:jobs",
+        "--skew",
+        "0s",
+        &token,
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let out = valet(&[
+        "key",
+        "verify",
+        "--keyring",
+        f.ring(),
+        "--op",
+        "dequeue",
+        "--resource",
+        "queue:jobs",
+        "--skew",
+        "0s",
+        &token,
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "key_expired");
+}
+
+#[test]
+fn inspect_shows_claims_and_caveats_without_a_secret() {
+    let f = Fixture::new();
+    let token = f.issue(&[
+        "--resource",
+        "blob:photos",
+        "--ops",
+        "read,write",
+        "--subject",
+        "alice",
+        "--max-bytes",
+        "10MiB",
+        "--max-uses",
+        "3",
+        "--content-type",
+        "image/*",
+        "--filename",
+        "cat.jpg",
+    ]);
+    let narrowed = stdout(&valet(&[
+        "key",
+        "attenuate",
+        &token,
+        "--ops",
+        "read",
+        "--resource",
+        "blob:photos/jan/",
+    ]));
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&valet(&["key", "inspect", &narrowed]))).unwrap();
+    assert_eq!(json["claims"]["subject"], "alice");
+    assert_eq!(json["claims"]["max_bytes"], 10 * 1024 * 1024);
+    assert_eq!(json["claims"]["max_uses"], 3);
+    assert_eq!(json["claims"]["content_type"], "image/*");
+    assert_eq!(json["claims"]["filename"], "cat.jpg");
+    assert_eq!(json["caveats"][0]["scope"], "blob:photos/jan/");
+    assert_eq!(json["effective"]["ops"], serde_json::json!(["read"]));
+    let text = serde_json::to_string(&json).unwrap();
+    let tag = narrowed.rsplit_once('.').unwrap().1;
+    assert!(!text.contains(tag), "inspect must not print the tag");
+}
+
+#[test]
+fn attenuated_keys_verify_narrower_and_refuse_to_widen() {
+    let f = Fixture::new();
+    let token = f.issue(&[
+        "--resource",
+        "blob:photos",
+        "--ops",
+        "read,list",
+        "--ttl",
+        "10m",
+    ]);
+    let narrowed = stdout(&valet(&[
+        "key",
+        "attenuate",
+        &token,
+        "--ttl",
+        "1m",
+        "--ops",
+        "read",
+        "--resource",
+        "blob:photos/2024/",
+    ]));
+    assert_eq!(f.verify("read", "blob:photos/2024/a", &narrowed, None).0, 0);
+    assert_eq!(
+        f.verify("read", "blob:photos/2023/a", &narrowed, None).1,
+        "out_of_scope"
+    );
+    assert_eq!(
+        f.verify("list", "blob:photos/2024/", &narrowed, None).1,
+        "op_not_allowed"
+    );
+    for widen in [
+        vec!["--ttl", "1h"],
+        vec!["--ops", "read,write"],
+        vec!["--resource", "blob:photos"],
+        vec!["--resource", "blob:photos-private/"],
+    ] {
+        let mut args = vec!["key", "attenuate", &narrowed];
+        args.extend(widen.iter().copied());
+        let out = valet(&args);
+        assert_eq!(out.status.code(), Some(1), "{widen:?}");
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn tokens_can_come_from_stdin() {
+    let f = Fixture::new();
+    let token = f.issue(&["--resource", "blob:photos/a", "--ops", "read"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_valet"))
+        .args([
+            "key",
+            "verify",
+            "--keyring",
+            f.ring(),
+            "--op",
+            "read",
+            "--resource",
+            "blob:photos/a",
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{token}\n").as_bytes())
+        .unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+}
+
+#[test]
+fn rotation_and_retirement() {
+    let f = Fixture::new();
+    let old = f.issue(&["--resource", "blob:photos/a", "--ops", "read"]);
+    stdout(&valet(&["key", "rotate", "--keyring", f.ring()]));
+    assert_eq!(mode(&f.ring), 0o600);
+    let new = f.issue(&["--resource", "blob:photos/a", "--ops", "read"]);
+    let new_json: serde_json::Value =
+        serde_json::from_str(&stdout(&valet(&["key", "inspect", &new]))).unwrap();
+    assert_eq!(new_json["signing_key"], "k2");
+    assert_eq!(f.verify("read", "blob:photos/a", &old, None).0, 0);
+    let active_retire = valet(&["key", "retire", "--keyring", f.ring(), "k2"]);
+    assert_eq!(active_retire.status.code(), Some(1));
+    stdout(&valet(&["key", "retire", "--keyring", f.ring(), "k1"]));
+    assert_eq!(
+        f.verify("read", "blob:photos/a", &old, None),
+        (3, "key_invalid".into())
+    );
+    assert_eq!(f.verify("read", "blob:photos/a", &new, None).0, 0);
+    let listed = stdout(&valet(&["key", "list", "--keyring", f.ring()]));
+    assert!(listed.contains("\"k2\"") && !listed.contains("secret"));
+}
+
+#[test]
+fn bad_input_is_refused_with_a_message() {
+    let f = Fixture::new();
+    let cases: [&[&str]; 7] = [
+        &["--resource", "blob:photos/../etc", "--ops", "read"],
+        &["--resource", "blob:Photos/a", "--ops", "read"],
+        &["--resource", "blob:photos/a", "--ops", "read,admin"],
+        &[
+            "--resource",
+            "blob:photos/a",
+            "--ops",
+            "read",
+            "--ttl",
+            "soon",
+        ],
+        &[
+            "--resource",
+            "blob:photos/a",
+            "--ops",
+            "read",
+            "--max-bytes",
+            "lots",
+        ],
+        &[
+            "--resource",
+            "blob:photos/a",
+            "--ops",
+            "read",
+            "--ip",
+            "10.0.0.1/8",
+        ],
+        &[
+            "--resource",
+            "blob:photos/a",
+            "--ops",
+            "read",
+            "--filename",
+            "a\"b",
+        ],
+    ];
+    for extra in cases {
+        let mut args = vec!["key", "issue", "--keyring", f.ring()];
+        args.extend_from_slice(extra);
+        let out = valet(&args);
+        assert!(!out.status.success(), "{extra:?}");
+        assert!(out.stdout.is_empty(), "{extra:?}");
+        assert!(!out.stderr.is_empty(), "{extra:?}");
+    }
+}
+
+#[test]
+fn a_keyring_readable_by_others_is_refused() {
+    let f = Fixture::new();
+    std::fs::set_permissions(&f.ring, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = valet(&[
+        "key",
+        "issue",
+        "--keyring",
+        f.ring(),
+        "--resource",
+        "blob:photos/a",
+        "--ops",
+        "read",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"));
+}
+
+#[test]
+fn every_command_has_an_example_in_its_help() {
+    for cmd in [
+        vec!["--help"],
+        vec!["key", "new-keyring", "--help"],
+        vec!["key", "issue", "--help"],
+        vec!["key", "inspect", "--help"],
+        vec!["key", "attenuate", "--help"],
+        vec!["key", "verify", "--help"],
+        vec!["key", "rotate", "--help"],
+        vec!["key", "retire", "--help"],
+        vec!["key", "list", "--help"],
+    ] {
+        let help = stdout(&valet(&cmd));
+        assert!(help.contains("Example"), "{cmd:?} has no example");
+    }
+}
