@@ -1,2 +1,29 @@
-//! The store: the data tier. It validates every request's valet key itself and moves the bytes.
-//! Not built yet: see the store issue.
+//! The store: the data tier of Valet.
+//!
+//! Clients reach it directly with a valet key; it validates every request's key itself (no call
+//! to the gate), consults the ledger for revocations and use counts, and moves the bytes,
+//! enforcing the key's limits while they flow. Blobs live in a local folder (see `blobs`).
+//!
+//! Layout: `server` accepts connections, `service` routes each request and decorates each
+//! response, `handlers` hold one function per operation, `access` admits a request,
+//! `error` maps every failure to a status and stable code in one place.
+
+mod access;
+mod blobs;
+mod body;
+mod conditional;
+mod config;
+mod cors;
+mod error;
+mod handlers;
+mod metrics;
+mod range;
+mod request;
+mod server;
+mod service;
+mod state;
+
+pub use config::{StoreConfig, TlsFiles};
+pub use error::StoreError;
+pub use server::{serve, ServeError};
+pub use state::Store;

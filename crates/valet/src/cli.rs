@@ -15,12 +15,71 @@ use crate::human;
     after_help = "Examples:\n  valet key new-keyring --out keyring\n  valet key issue --keyring keyring --resource blob:photos/2024/ --ops read --ttl 10m\n\nExit codes: 0 success, 1 failure, 2 usage error, 3 key denied."
 )]
 pub struct Cli {
+    /// Log format: text for people, json for log pipelines. The filter is RUST_LOG
+    /// (default `info`).
+    #[arg(long, global = true, env = "VALET_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per event.
+    Json,
+}
+
+/// Which parts `valet serve` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// The data tier.
+    Store,
+    /// The gatekeeper (not built yet).
+    Gate,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Which part to run. Today only the store exists, and it is the default.
+    #[arg(long, env = "VALET_ROLE", default_value = "store")]
+    pub role: Role,
+    /// The data folder: blobs, temporary uploads, the ledger, the keyring.
+    #[arg(long, env = "VALET_DATA", default_value = "./valet-data")]
+    pub data: PathBuf,
+    /// Where the store listens.
+    #[arg(long, env = "VALET_STORE_ADDR", default_value = "127.0.0.1:8081")]
+    pub store_addr: std::net::SocketAddr,
+    /// The keyring file (default DATA/keyring, created on first start).
+    #[arg(long, env = "VALET_KEYRING")]
+    pub keyring: Option<PathBuf>,
+    /// Origins allowed to call the store from a browser (`*` for any); repeat or separate
+    /// with commas.
+    #[arg(long = "cors-origin", env = "VALET_CORS_ORIGINS")]
+    pub cors_origins: Vec<String>,
+    /// PEM certificate chain: serve HTTPS.
+    #[arg(long, env = "VALET_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "VALET_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Clock-skew tolerance for key windows.
+    #[arg(long, env = "VALET_SKEW", value_parser = human::duration, default_value = "30s")]
+    pub skew: Duration,
+    /// How long in-flight requests may finish after SIGTERM.
+    #[arg(long, env = "VALET_SHUTDOWN_GRACE", value_parser = human::duration, default_value = "30s")]
+    pub shutdown_grace: Duration,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the store: blobs served and received directly with valet keys.
+    #[command(
+        after_help = "Examples:\n  valet serve --role store --data ./valet-data --store-addr 127.0.0.1:8081\n  valet serve --role store --cors-origin https://app.example.com --tls-cert cert.pem --tls-key key.pem"
+    )]
+    Serve(ServeArgs),
     /// Make, inspect, narrow and check valet keys; manage keyrings.
     #[command(subcommand)]
     Key(KeyCommand),

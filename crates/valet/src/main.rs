@@ -21,11 +21,25 @@ pub mod exit {
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    init_logging(cli.log_format);
     match cmd::run(cli) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("valet: {err:#}");
             ExitCode::from(exit::FAILURE)
         }
+    }
+}
+
+/// Logs go to stderr, filtered by RUST_LOG (default `info`).
+fn init_logging(format: cli::LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        cli::LogFormat::Text => builder.init(),
+        cli::LogFormat::Json => builder.json().init(),
     }
 }

@@ -1,6 +1,7 @@
 //! The commands, one module per top-level verb.
 
 mod key;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -10,5 +11,6 @@ use crate::cli::{Cli, Command};
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Key(cmd) => key::run(cmd),
+        Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
     }
 }

@@ -1,0 +1,77 @@
+//! Admission of a request: the key checked by the verifier, then the ledger consulted for
+//! revocation and, if the key counts uses, one use consumed. Runs on every request; nothing is
+//! cached per connection, so a revocation bites at the next request.
+
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use valet_key::{Access, Grant, Op, Scope, UnixTime};
+use valet_ledger::{Admission, KeyUse};
+
+use crate::error::StoreError;
+use crate::state::Store;
+
+/// The current time for key windows.
+pub fn now() -> UnixTime {
+    UnixTime(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    )
+}
+
+/// Authorizes `op` on `resource` with `token`, then admits it through the ledger.
+pub async fn admit(
+    store: &Store,
+    token: &str,
+    op: Op,
+    resource: &Scope,
+    client: IpAddr,
+) -> Result<Grant, StoreError> {
+    let now = now();
+    let access = Access {
+        op,
+        resource,
+        now,
+        client: Some(client),
+    };
+    let grant = store.verifier().authorize(token, &access)?;
+    let admission = if grant.max_uses.is_some() {
+        // Counting a use is a durable write: keep it off the connection's thread.
+        let ledger = store.ledger.clone();
+        let (key_id, subject, issued_at, expires, max_uses) = (
+            grant.key_id,
+            grant.subject.clone(),
+            grant.not_before,
+            grant.expires,
+            grant.max_uses,
+        );
+        tokio::task::spawn_blocking(move || {
+            let key = KeyUse {
+                key_id,
+                subject: subject.as_deref(),
+                issued_at,
+                expires,
+                max_uses,
+            };
+            ledger.admit(&key, now)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))?
+    } else {
+        let key = KeyUse {
+            key_id: grant.key_id,
+            subject: grant.subject.as_deref(),
+            issued_at: grant.not_before,
+            expires: grant.expires,
+            max_uses: None,
+        };
+        store.ledger.admit(&key, now)
+    };
+    match admission {
+        Ok(Admission::Admitted { .. }) => Ok(grant),
+        Ok(Admission::Revoked) => Err(StoreError::Revoked),
+        Ok(Admission::Exhausted) => Err(StoreError::Exhausted),
+        Err(e) => Err(StoreError::LedgerUnavailable(e.to_string())),
+    }
+}

@@ -1,0 +1,255 @@
+//! The blob folder: blobs as plain files under `DATA/blobs/CONTAINER/PATH`, their metadata in
+//! an extended attribute of the same file.
+//!
+//! Keeping data and metadata in one inode is what makes a commit atomic: an upload is written
+//! to `DATA/tmp/`, hashed on the way, fsynced, given its metadata attribute, and only then
+//! renamed into place, so a reader sees the old blob or the new one, never a mixture, and a
+//! crash leaves at most a stray temporary file, removed at the next start. The files stay
+//! ordinary files, readable by backup tools and by a plain web server.
+
+mod listing;
+mod meta;
+mod upload;
+
+use std::fs::{self, File, OpenOptions};
+use std::hash::{Hash, Hasher};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use valet_key::{BlobPath, Name};
+
+pub use listing::Listing;
+pub use meta::BlobMeta;
+pub use upload::Upload;
+
+use crate::conditional::{Preconditions, Verdict};
+use crate::error::StoreError;
+
+/// How a finished upload may replace what is there.
+#[derive(Debug, Clone)]
+pub enum CommitMode {
+    /// Create or overwrite, subject to the request's preconditions.
+    Overwrite(Preconditions),
+    /// Only if no blob exists at the path (the `create` operation, or `If-None-Match: *`).
+    CreateOnly,
+}
+
+/// What a commit did.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// The new blob's metadata.
+    pub meta: BlobMeta,
+    /// Whether a blob was replaced (rather than created).
+    pub replaced: bool,
+}
+
+/// The local folder that holds every container.
+#[derive(Debug)]
+pub struct BlobFolder {
+    blobs: PathBuf,
+    tmp: PathBuf,
+    /// Serialises check-then-rename per path (striped), so that `If-Match` is atomic against
+    /// other writers in this process.
+    locks: Vec<Mutex<()>>,
+}
+
+impl BlobFolder {
+    /// Opens (creating) `DATA/blobs` and `DATA/tmp`, removing temporary files left by a crash.
+    pub fn open(data_dir: &Path) -> io::Result<BlobFolder> {
+        let blobs = data_dir.join("blobs");
+        let tmp = data_dir.join("tmp");
+        fs::create_dir_all(&blobs)?;
+        fs::create_dir_all(&tmp)?;
+        let mut removed = 0;
+        for entry in fs::read_dir(&tmp)? {
+            fs::remove_file(entry?.path())?;
+            removed += 1;
+        }
+        if removed > 0 {
+            tracing::info!(removed, "removed temporary files left by an earlier run");
+        }
+        Ok(BlobFolder {
+            blobs,
+            tmp,
+            locks: (0..64).map(|_| Mutex::new(())).collect(),
+        })
+    }
+
+    /// Where the blob lives on disk. The path was validated by `BlobPath::parse`, so joining
+    /// its segments cannot leave the container's folder.
+    pub fn file_path(&self, container: &Name, path: &BlobPath) -> PathBuf {
+        self.blobs.join(container.as_str()).join(path.as_str())
+    }
+
+    fn container_dir(&self, container: &Name) -> PathBuf {
+        self.blobs.join(container.as_str())
+    }
+
+    fn lock_for(&self, file: &Path) -> std::sync::MutexGuard<'_, ()> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        file.hash(&mut hasher);
+        let stripe = (hasher.finish() % self.locks.len() as u64) as usize;
+        self.locks[stripe].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Opens a blob for reading, with its metadata.
+    pub fn open_blob(
+        &self,
+        container: &Name,
+        path: &BlobPath,
+    ) -> Result<(File, BlobMeta), StoreError> {
+        let file = open_regular(&self.file_path(container, path))?;
+        let meta = BlobMeta::of_file(&file).map_err(StoreError::from_io)?;
+        Ok((file, meta))
+    }
+
+    /// The metadata of a blob, or `None` if there is none at the path.
+    pub fn stat(&self, container: &Name, path: &BlobPath) -> Result<Option<BlobMeta>, StoreError> {
+        match open_regular(&self.file_path(container, path)) {
+            Ok(file) => Ok(Some(BlobMeta::of_file(&file).map_err(StoreError::from_io)?)),
+            Err(StoreError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Starts an upload into a fresh temporary file.
+    pub fn begin_upload(
+        &self,
+        content_type: String,
+        check_md5: bool,
+    ) -> Result<Upload, StoreError> {
+        Upload::create(&self.tmp, content_type, check_md5).map_err(StoreError::from_io)
+    }
+
+    /// Makes a finished upload visible at `path`, atomically. Blocking: call off the runtime.
+    pub fn commit(
+        &self,
+        upload: Upload,
+        container: &Name,
+        path: &BlobPath,
+        mode: CommitMode,
+    ) -> Result<Committed, StoreError> {
+        let target = self.file_path(container, path);
+        let meta = upload.seal()?;
+        let _guard = self.lock_for(&target);
+        let current = self.stat(container, path)?;
+        let replaced = current.is_some();
+        match mode {
+            CommitMode::CreateOnly => {
+                if current.is_some() {
+                    return Err(StoreError::PreconditionFailed("the blob already exists"));
+                }
+                // A hard link fails if the target exists, even if another process created it
+                // since the check above: create-only is atomic, not just checked.
+                self.place(&target, |t| upload.link_to(t))?;
+            }
+            CommitMode::Overwrite(pre) => {
+                if pre.evaluate(current.as_ref(), false) != Verdict::Proceed {
+                    return Err(StoreError::PreconditionFailed("If-Match or If-None-Match"));
+                }
+                self.place(&target, |t| upload.rename_to(t))?;
+            }
+        }
+        Ok(Committed { meta, replaced })
+    }
+
+    /// Runs `place` (a rename or link into `target`), creating parent folders, and retrying
+    /// once if a concurrent delete removed an emptied parent in between.
+    fn place(
+        &self,
+        target: &Path,
+        place: impl Fn(&Path) -> io::Result<()>,
+    ) -> Result<(), StoreError> {
+        let parent = target.parent().expect("blob paths have a parent");
+        for attempt in 0..3 {
+            fs::create_dir_all(parent).map_err(conflict_or_io)?;
+            match place(target) {
+                Ok(()) => {
+                    File::open(parent)
+                        .and_then(|d| d.sync_all())
+                        .map_err(StoreError::from_io)?;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < 2 => continue,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    return Err(StoreError::PreconditionFailed("the blob already exists"))
+                }
+                Err(e) => return Err(conflict_or_io(e)),
+            }
+        }
+        Err(StoreError::Internal(
+            "could not create the blob's folder".into(),
+        ))
+    }
+
+    /// Deletes a blob, subject to preconditions, and prunes folders it leaves empty.
+    pub fn delete(
+        &self,
+        container: &Name,
+        path: &BlobPath,
+        pre: &Preconditions,
+    ) -> Result<(), StoreError> {
+        let target = self.file_path(container, path);
+        let _guard = self.lock_for(&target);
+        let current = self.stat(container, path)?.ok_or(StoreError::NotFound)?;
+        if pre.evaluate(Some(&current), false) != Verdict::Proceed {
+            return Err(StoreError::PreconditionFailed("If-Match"));
+        }
+        fs::remove_file(&target).map_err(StoreError::from_io)?;
+        let root = self.container_dir(container);
+        let mut dir = target.parent();
+        while let Some(d) = dir.filter(|d| *d != root && d.starts_with(&root)) {
+            if fs::remove_dir(d).is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
+        Ok(())
+    }
+
+    /// Lists blobs of a container whose paths start with `prefix`, after `cursor`.
+    pub fn list(
+        &self,
+        container: &Name,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Listing, StoreError> {
+        listing::list(&self.container_dir(container), prefix, cursor, limit)
+    }
+}
+
+/// Opens a regular file without following a symbolic link at the last component.
+fn open_regular(path: &Path) -> Result<File, StoreError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc_o_nofollow())
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            // ENOTDIR: a parent is a file; ELOOP: a symlink; EISDIR cannot happen for read.
+            Some(20) | Some(40) => StoreError::NotFound,
+            _ => StoreError::from_io(e),
+        })?;
+    let kind = file.metadata().map_err(StoreError::from_io)?.file_type();
+    if !kind.is_file() {
+        return Err(StoreError::NotFound);
+    }
+    Ok(file)
+}
+
+/// `O_NOFOLLOW` on Linux (the only target with a blob folder today).
+const fn libc_o_nofollow() -> i32 {
+    0o400000
+}
+
+fn conflict_or_io(e: io::Error) -> StoreError {
+    match e.raw_os_error() {
+        // EEXIST on a folder, ENOTDIR, EISDIR: `a` and `a/b` cannot both be blobs.
+        Some(17) | Some(20) | Some(21) => {
+            StoreError::Conflict("the path collides with an existing blob or folder".into())
+        }
+        _ => StoreError::from_io(e),
+    }
+}

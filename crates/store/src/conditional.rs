@@ -1,0 +1,231 @@
+//! Conditional requests (RFC 9110 §13): `If-Match`, `If-None-Match`, `If-Modified-Since`,
+//! `If-Unmodified-Since` and `If-Range`, evaluated against a blob's ETag and modification time.
+//!
+//! The same evaluation serves reads (where a match of `If-None-Match` means 304) and writes
+//! (where it means 412), and a write evaluates it under the commit lock, against the blob as
+//! it is at that moment, so that `If-Match` is a real compare-and-swap.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::{header, HeaderMap, HeaderValue};
+
+use crate::blobs::BlobMeta;
+
+/// `*` or a list of entity tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntityTags {
+    /// `*`: any current representation.
+    Any,
+    /// The tags, each with its quotes and any `W/` prefix.
+    List(Vec<String>),
+}
+
+/// The preconditions of a request.
+#[derive(Debug, Clone, Default)]
+pub struct Preconditions {
+    if_match: Option<EntityTags>,
+    if_none_match: Option<EntityTags>,
+    if_modified_since: Option<SystemTime>,
+    if_unmodified_since: Option<SystemTime>,
+}
+
+/// What the preconditions say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Carry on.
+    Proceed,
+    /// 304 Not Modified (reads only).
+    NotModified,
+    /// 412 Precondition Failed.
+    Failed,
+}
+
+impl Preconditions {
+    /// Reads the precondition headers; invalid dates are ignored, as RFC 9110 requires.
+    pub fn from_headers(headers: &HeaderMap) -> Preconditions {
+        Preconditions {
+            if_match: headers.get(header::IF_MATCH).map(parse_tags),
+            if_none_match: headers.get(header::IF_NONE_MATCH).map(parse_tags),
+            if_modified_since: headers.get(header::IF_MODIFIED_SINCE).and_then(parse_date),
+            if_unmodified_since: headers
+                .get(header::IF_UNMODIFIED_SINCE)
+                .and_then(parse_date),
+        }
+    }
+
+    /// Whether the request is `If-None-Match: *`, a create-only write.
+    pub fn is_create_only(&self) -> bool {
+        self.if_none_match == Some(EntityTags::Any)
+    }
+
+    /// Evaluates against the current blob (`None` if absent), in the order of RFC 9110 §13.2.2.
+    /// `read` is true for GET and HEAD.
+    pub fn evaluate(&self, current: Option<&BlobMeta>, read: bool) -> Verdict {
+        if let Some(tags) = &self.if_match {
+            if !current.is_some_and(|m| matches(tags, &m.etag(), true)) {
+                return Verdict::Failed;
+            }
+        } else if let (Some(since), Some(m)) = (self.if_unmodified_since, current) {
+            if seconds(m.modified) > since {
+                return Verdict::Failed;
+            }
+        }
+        if let Some(tags) = &self.if_none_match {
+            if current.is_some_and(|m| matches(tags, &m.etag(), false)) {
+                return if read {
+                    Verdict::NotModified
+                } else {
+                    Verdict::Failed
+                };
+            }
+        } else if let (true, Some(since), Some(m)) = (read, self.if_modified_since, current) {
+            if seconds(m.modified) <= since {
+                return Verdict::NotModified;
+            }
+        }
+        Verdict::Proceed
+    }
+}
+
+/// Whether a `Range` may be honoured given `If-Range`: only if the validator still matches.
+pub fn if_range_holds(headers: &HeaderMap, meta: &BlobMeta) -> bool {
+    let Some(value) = headers.get(header::IF_RANGE) else {
+        return true;
+    };
+    let Ok(text) = value.to_str() else {
+        return false;
+    };
+    let text = text.trim();
+    if text.starts_with('"') {
+        return text == meta.etag();
+    }
+    parse_date(value).is_some_and(|date| seconds(meta.modified) == date)
+}
+
+fn matches(tags: &EntityTags, etag: &str, strong: bool) -> bool {
+    match tags {
+        EntityTags::Any => true,
+        EntityTags::List(list) => list.iter().any(|tag| {
+            if strong {
+                tag == etag
+            } else {
+                tag.strip_prefix("W/").unwrap_or(tag) == etag
+            }
+        }),
+    }
+}
+
+/// Parses `*` or a comma-separated list of (possibly weak) quoted entity tags.
+fn parse_tags(value: &HeaderValue) -> EntityTags {
+    let text = value.to_str().unwrap_or_default().trim();
+    if text == "*" {
+        return EntityTags::Any;
+    }
+    let mut tags = Vec::new();
+    let mut rest = text;
+    loop {
+        rest = rest.trim_start_matches([' ', '\t', ',']);
+        let (weak, body) = match rest.strip_prefix("W/") {
+            Some(b) => ("W/", b),
+            None => ("", rest),
+        };
+        let Some(after_quote) = body.strip_prefix('"') else {
+            break;
+        };
+        let Some(end) = after_quote.find('"') else {
+            break;
+        };
+        tags.push(format!("{weak}\"{}\"", &after_quote[..end]));
+        rest = &after_quote[end + 1..];
+    }
+    EntityTags::List(tags)
+}
+
+fn parse_date(value: &HeaderValue) -> Option<SystemTime> {
+    httpdate::parse_http_date(value.to_str().ok()?).ok()
+}
+
+/// HTTP dates have whole seconds; compare at that precision.
+fn seconds(time: SystemTime) -> SystemTime {
+    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> BlobMeta {
+        BlobMeta {
+            size: 3,
+            sha256: [0xab; 32],
+            content_type: "text/plain".into(),
+            modified: UNIX_EPOCH + Duration::from_secs(1_000_000),
+        }
+    }
+
+    fn pre(pairs: &[(header::HeaderName, &str)]) -> Preconditions {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(k.clone(), HeaderValue::from_str(v).unwrap());
+        }
+        Preconditions::from_headers(&h)
+    }
+
+    #[test]
+    fn entity_tag_lists_parse() {
+        let v = HeaderValue::from_static(r#""a", W/"b",  "c,d""#);
+        let want = vec!["\"a\"".to_owned(), "W/\"b\"".into(), "\"c,d\"".into()];
+        assert_eq!(parse_tags(&v), EntityTags::List(want));
+        assert_eq!(parse_tags(&HeaderValue::from_static("*")), EntityTags::Any);
+    }
+
+    #[test]
+    fn reads_get_304_and_writes_get_412() {
+        let m = meta();
+        let etag = m.etag();
+        let inm = pre(&[(header::IF_NONE_MATCH, &etag)]);
+        assert_eq!(inm.evaluate(Some(&m), true), Verdict::NotModified);
+        assert_eq!(inm.evaluate(Some(&m), false), Verdict::Failed);
+        let weak = pre(&[(header::IF_NONE_MATCH, &format!("W/{etag}"))]);
+        assert_eq!(weak.evaluate(Some(&m), true), Verdict::NotModified);
+        let other = pre(&[(header::IF_NONE_MATCH, "\"zz\"")]);
+        assert_eq!(other.evaluate(Some(&m), true), Verdict::Proceed);
+        let ims = pre(&[(
+            header::IF_MODIFIED_SINCE,
+            &httpdate::fmt_http_date(m.modified),
+        )]);
+        assert_eq!(ims.evaluate(Some(&m), true), Verdict::NotModified);
+        let older = httpdate::fmt_http_date(m.modified - Duration::from_secs(1));
+        assert_eq!(
+            pre(&[(header::IF_MODIFIED_SINCE, &older)]).evaluate(Some(&m), true),
+            Verdict::Proceed
+        );
+    }
+
+    #[test]
+    fn if_match_is_strong_and_needs_a_blob() {
+        let m = meta();
+        let etag = m.etag();
+        assert_eq!(
+            pre(&[(header::IF_MATCH, &etag)]).evaluate(Some(&m), false),
+            Verdict::Proceed
+        );
+        assert_eq!(
+            pre(&[(header::IF_MATCH, &format!("W/{etag}"))]).evaluate(Some(&m), false),
+            Verdict::Failed
+        );
+        assert_eq!(
+            pre(&[(header::IF_MATCH, "*")]).evaluate(None, false),
+            Verdict::Failed
+        );
+        assert_eq!(
+            pre(&[(header::IF_MATCH, "*")]).evaluate(Some(&m), false),
+            Verdict::Proceed
+        );
+        let create = pre(&[(header::IF_NONE_MATCH, "*")]);
+        assert!(create.is_create_only());
+        assert_eq!(create.evaluate(Some(&m), false), Verdict::Failed);
+        assert_eq!(create.evaluate(None, false), Verdict::Proceed);
+    }
+}

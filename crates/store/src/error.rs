@@ -1,0 +1,145 @@
+//! Every way a store request can fail, and the one place that maps each to an HTTP status and
+//! a stable error code.
+//!
+//! The JSON shape is `{"error":{"code":"...","message":"..."}}`; codes are listed in
+//! `docs/ERRORS.md` and a test asserts each one over HTTP.
+
+use http::{header, HeaderValue, StatusCode};
+use valet_key::Denial;
+
+use crate::body::ResponseBody;
+
+/// A failed request.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No key in the query (`vk`) or the `Authorization: Valet` header.
+    #[error("this request needs a valet key: add ?vk=TOKEN or 'Authorization: Valet TOKEN'")]
+    KeyMissing,
+    /// The key was checked and refused.
+    #[error("{0}")]
+    Denied(#[from] Denial),
+    /// The key was revoked.
+    #[error("the key has been revoked")]
+    Revoked,
+    /// The key's uses are all spent.
+    #[error("the key has been used as many times as it allows")]
+    Exhausted,
+    /// The ledger could not be consulted; the request is refused rather than let through.
+    #[error("the ledger is unavailable, so the key cannot be checked: {0}")]
+    LedgerUnavailable(String),
+    /// The path is not a valid blob path.
+    #[error("bad path: {0}")]
+    BadPath(String),
+    /// Anything else wrong with the request.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such blob, or no such route.
+    #[error("not found")]
+    NotFound,
+    /// The route exists but not with this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The path collides with an existing blob or folder (`a` and `a/b` cannot both exist).
+    #[error("{0}")]
+    Conflict(String),
+    /// `If-Match`, `If-None-Match` or create-only refused the write, or a GET precondition failed.
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(&'static str),
+    /// The body is larger than the key allows.
+    #[error("the body is larger than the key allows ({limit} bytes)")]
+    TooLarge {
+        /// The key's cap.
+        limit: u64,
+    },
+    /// The upload's content type is not the key's.
+    #[error("content type {0:?} is not allowed by the key")]
+    ContentTypeNotAllowed(String),
+    /// The range lies outside the blob.
+    #[error("the range is outside the blob ({size} bytes)")]
+    RangeNotSatisfiable {
+        /// The blob's size, for `Content-Range: bytes */SIZE`.
+        size: u64,
+    },
+    /// The body's digest differs from `Content-MD5` or `x-valet-sha256`.
+    #[error("the body does not match its {0}")]
+    ChecksumMismatch(&'static str),
+    /// The disk is full.
+    #[error("the store is out of space")]
+    InsufficientStorage,
+    /// The client sent its body too slowly.
+    #[error("the request body stalled")]
+    RequestTimeout,
+    /// The store is shutting down.
+    #[error("the store is shutting down")]
+    Unavailable,
+    /// A bug or an I/O failure not caused by the request.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl StoreError {
+    /// The HTTP status and stable code: the only mapping from error to wire.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            StoreError::KeyMissing => (StatusCode::UNAUTHORIZED, "key_missing"),
+            StoreError::Denied(Denial::Malformed(_)) => (StatusCode::BAD_REQUEST, "key_malformed"),
+            StoreError::Denied(d) => (StatusCode::FORBIDDEN, d.code()),
+            StoreError::Revoked => (StatusCode::FORBIDDEN, "key_revoked"),
+            StoreError::Exhausted => (StatusCode::FORBIDDEN, "key_exhausted"),
+            StoreError::LedgerUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "ledger_unavailable")
+            }
+            StoreError::BadPath(_) => (StatusCode::BAD_REQUEST, "bad_path"),
+            StoreError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            StoreError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            StoreError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            StoreError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            StoreError::PreconditionFailed(_) => {
+                (StatusCode::PRECONDITION_FAILED, "precondition_failed")
+            }
+            StoreError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            StoreError::ContentTypeNotAllowed(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "content_type_not_allowed",
+            ),
+            StoreError::RangeNotSatisfiable { .. } => {
+                (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable")
+            }
+            StoreError::ChecksumMismatch(_) => (StatusCode::BAD_REQUEST, "checksum_mismatch"),
+            StoreError::InsufficientStorage => {
+                (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
+            }
+            StoreError::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            StoreError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            StoreError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+
+    /// Classifies an I/O error from the blob folder.
+    pub fn from_io(err: std::io::Error) -> StoreError {
+        match err.raw_os_error() {
+            Some(28) | Some(122) => StoreError::InsufficientStorage, // ENOSPC, EDQUOT
+            _ if err.kind() == std::io::ErrorKind::NotFound => StoreError::NotFound,
+            _ => StoreError::Internal(err.to_string()),
+        }
+    }
+
+    /// The error as a response with the JSON body.
+    pub fn into_response(self) -> http::Response<ResponseBody> {
+        let (status, code) = self.status_and_code();
+        let body = serde_json::json!({"error": {"code": code, "message": self.to_string()}});
+        let mut response = http::Response::new(ResponseBody::full(body.to_string()));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let StoreError::RangeNotSatisfiable { size } = self {
+            let value = HeaderValue::from_str(&format!("bytes */{size}")).expect("ascii");
+            headers.insert(header::CONTENT_RANGE, value);
+        }
+        response
+    }
+}

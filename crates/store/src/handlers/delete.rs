@@ -1,0 +1,29 @@
+//! `DELETE /blob/CONTAINER/PATH`.
+
+use http::{Response, StatusCode};
+use valet_key::{BlobPath, Name, Op, Scope};
+
+use super::Ctx;
+use crate::access::admit;
+use crate::body::ResponseBody;
+use crate::conditional::Preconditions;
+use crate::error::StoreError;
+
+/// Deletes a blob (honouring `If-Match`).
+pub async fn delete_blob(
+    ctx: &mut Ctx,
+    container: Name,
+    path: BlobPath,
+) -> Result<Response<ResponseBody>, StoreError> {
+    let resource = Scope::blob(container.clone(), path.clone());
+    let grant = admit(&ctx.store, ctx.key()?, Op::Delete, &resource, ctx.client).await?;
+    ctx.key_id = Some(grant.key_id);
+    let pre = Preconditions::from_headers(&ctx.parts.headers);
+    let blobs = ctx.store.blobs.clone();
+    tokio::task::spawn_blocking(move || blobs.delete(&container, &path, &pre))
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))??;
+    let mut response = Response::new(ResponseBody::Empty);
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    Ok(response)
+}

@@ -1,0 +1,158 @@
+//! `GET` and `HEAD /blob/CONTAINER/PATH`: a blob, whole or a single range, with validators.
+
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use valet_key::{BlobPath, FileName, Name, Op, Scope};
+
+use super::Ctx;
+use crate::access::admit;
+use crate::blobs::BlobMeta;
+use crate::body::{FileStream, ResponseBody};
+use crate::conditional::{if_range_holds, Preconditions, Verdict};
+use crate::error::StoreError;
+use crate::range::{resolve, ByteRange};
+
+/// Serves a blob.
+pub async fn get_blob(
+    ctx: &mut Ctx,
+    container: Name,
+    path: BlobPath,
+    head: bool,
+) -> Result<Response<ResponseBody>, StoreError> {
+    let resource = Scope::blob(container.clone(), path.clone());
+    let grant = admit(&ctx.store, ctx.key()?, Op::Read, &resource, ctx.client).await?;
+    ctx.key_id = Some(grant.key_id);
+    let (file, meta) = ctx.store.blobs.open_blob(&container, &path)?;
+    let headers = &ctx.parts.headers;
+    match Preconditions::from_headers(headers).evaluate(Some(&meta), true) {
+        Verdict::Proceed => {}
+        Verdict::NotModified => return Ok(not_modified(&meta)),
+        Verdict::Failed => {
+            return Err(StoreError::PreconditionFailed(
+                "If-Match or If-Unmodified-Since",
+            ))
+        }
+    }
+    let range = if if_range_holds(headers, &meta) {
+        let value = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+        resolve(value, meta.size)
+    } else {
+        ByteRange::Whole
+    };
+    let (status, start, len) = match range {
+        ByteRange::Whole => (StatusCode::OK, 0, meta.size),
+        ByteRange::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+        ByteRange::Unsatisfiable => {
+            return Err(StoreError::RangeNotSatisfiable { size: meta.size })
+        }
+    };
+    let body = if head {
+        ResponseBody::Empty
+    } else {
+        ctx.bytes = len;
+        ResponseBody::File(
+            FileStream::new(file, start, len, ctx.store.metrics.bytes_out.clone())
+                .map_err(StoreError::from_io)?,
+        )
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let out = response.headers_mut();
+    validators(out, &meta);
+    out.insert(
+        header::CONTENT_TYPE,
+        header_value(&meta.content_type, "application/octet-stream"),
+    );
+    out.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    out.insert(
+        "x-valet-sha256",
+        HeaderValue::from_str(&meta.sha256_hex()).expect("hex"),
+    );
+    // The URL carries a key: no shared cache may keep the response.
+    out.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+    // Uploaded content is untrusted: never let it run as a page of the store's origin.
+    out.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox; default-src 'none'"),
+    );
+    if status == StatusCode::PARTIAL_CONTENT {
+        let value = format!("bytes {start}-{}/{}", start + len - 1, meta.size);
+        out.insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_str(&value).expect("ascii"),
+        );
+    }
+    if let Some(name) = &grant.filename {
+        out.insert(header::CONTENT_DISPOSITION, content_disposition(name));
+    }
+    Ok(response)
+}
+
+fn validators(out: &mut HeaderMap, meta: &BlobMeta) {
+    out.insert(
+        header::ETAG,
+        HeaderValue::from_str(&meta.etag()).expect("hex etag"),
+    );
+    let modified = httpdate::fmt_http_date(meta.modified);
+    out.insert(
+        header::LAST_MODIFIED,
+        HeaderValue::from_str(&modified).expect("http date"),
+    );
+}
+
+fn not_modified(meta: &BlobMeta) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::Empty);
+    *response.status_mut() = StatusCode::NOT_MODIFIED;
+    validators(response.headers_mut(), meta);
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+    response
+}
+
+fn header_value(text: &str, fallback: &'static str) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static(fallback))
+}
+
+/// RFC 5987 `attr-char`s stay as they are; everything else is percent-encoded.
+const ATTR_CHAR: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'!')
+    .remove(b'#')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'+')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'^')
+    .remove(b'_')
+    .remove(b'`')
+    .remove(b'|')
+    .remove(b'~');
+
+/// `attachment` with an ASCII fallback name and the exact UTF-8 name (RFC 6266). The key crate
+/// already refused quotes, backslashes and control characters in the name.
+fn content_disposition(name: &FileName) -> HeaderValue {
+    let ascii: String = name
+        .as_str()
+        .chars()
+        .map(|c| if c.is_ascii() && c != '%' { c } else { '_' })
+        .collect();
+    let exact = utf8_percent_encode(name.as_str(), ATTR_CHAR);
+    let value = format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{exact}");
+    HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("attachment"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_disposition_has_both_forms() {
+        let name = FileName::parse("résumé 2024.pdf").unwrap();
+        assert_eq!(
+            content_disposition(&name),
+            "attachment; filename=\"r_sum_ 2024.pdf\"; filename*=UTF-8''r%C3%A9sum%C3%A9%202024.pdf"
+        );
+    }
+}

@@ -1,0 +1,46 @@
+//! The store's request handlers, one per operation, as plain async functions of a request
+//! context. Each admits the request with its key first, so that nothing (not even whether a
+//! blob exists) is revealed to a request without a valid key.
+
+mod delete;
+mod get;
+mod list;
+mod put;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::request::Parts;
+use valet_key::KeyId;
+
+pub use delete::delete_blob;
+pub use get::get_blob;
+pub use list::list_blobs;
+pub use put::put_blob;
+
+use crate::request::Query;
+use crate::state::Store;
+
+/// What a handler gets, and what it reports back for the access log.
+#[derive(Debug)]
+pub struct Ctx {
+    /// Shared state.
+    pub store: Arc<Store>,
+    /// The request head.
+    pub parts: Parts,
+    /// Its query.
+    pub query: Query,
+    /// The client's address.
+    pub client: IpAddr,
+    /// The key used, once admitted.
+    pub key_id: Option<KeyId>,
+    /// Body bytes moved.
+    pub bytes: u64,
+}
+
+impl Ctx {
+    /// The request's key text.
+    pub fn key(&self) -> Result<&str, crate::error::StoreError> {
+        crate::request::key(&self.query, &self.parts.headers)
+    }
+}

@@ -1,0 +1,184 @@
+//! `PUT /blob/CONTAINER/PATH`: an upload streamed to a temporary file and committed atomically.
+//!
+//! Limits are enforced while the bytes flow: a `Content-Length` over the key's cap is refused
+//! before a byte is read, and a chunked body is cut at the first byte over it. Anything short
+//! of a successful commit (a cap, a checksum, a disconnect, a stall, a shutdown) drops the
+//! temporary file, so no partial blob is ever visible.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use valet_key::{BlobPath, Name, Op, Scope};
+
+use super::Ctx;
+use crate::access::admit;
+use crate::blobs::{CommitMode, Upload};
+use crate::body::ResponseBody;
+use crate::conditional::Preconditions;
+use crate::error::StoreError;
+
+/// The digests a client asked the store to check.
+struct Expected {
+    md5: Option<[u8; 16]>,
+    sha256: Option<[u8; 32]>,
+}
+
+fn expected_digests(headers: &HeaderMap) -> Result<Expected, StoreError> {
+    let md5 = headers
+        .get("content-md5")
+        .map(|v| {
+            STANDARD
+                .decode(v.as_bytes())
+                .ok()
+                .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                .ok_or_else(|| {
+                    StoreError::BadRequest("Content-MD5 is not base64 of 16 bytes".into())
+                })
+        })
+        .transpose()?;
+    let sha256 = headers
+        .get("x-valet-sha256")
+        .map(|v| {
+            parse_hex32(v.to_str().unwrap_or_default())
+                .ok_or_else(|| StoreError::BadRequest("x-valet-sha256 is not 64 hex digits".into()))
+        })
+        .transpose()?;
+    Ok(Expected { md5, sha256 })
+}
+
+fn parse_hex32(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim();
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, StoreError> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|t| t.parse::<u64>().ok())
+                .ok_or_else(|| StoreError::BadRequest("bad Content-Length".into()))
+        })
+        .transpose()
+}
+
+/// Receives a blob.
+pub async fn put_blob(
+    ctx: &mut Ctx,
+    container: Name,
+    path: BlobPath,
+    body: Incoming,
+) -> Result<Response<ResponseBody>, StoreError> {
+    let resource = Scope::blob(container.clone(), path.clone());
+    // `create` is the weaker right: every writer has it, and a key with only `create` makes
+    // this upload create-only.
+    let grant = admit(&ctx.store, ctx.key()?, Op::Create, &resource, ctx.client).await?;
+    ctx.key_id = Some(grant.key_id);
+    let headers = &ctx.parts.headers;
+    let pre = Preconditions::from_headers(headers);
+    let mode = if pre.is_create_only() || !grant.ops.permits(Op::Write) {
+        CommitMode::CreateOnly
+    } else {
+        CommitMode::Overwrite(pre)
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    if !grant.permits_content_type(content_type) {
+        return Err(StoreError::ContentTypeNotAllowed(
+            content_type.unwrap_or("(none)").to_owned(),
+        ));
+    }
+    let limit = grant.max_bytes.unwrap_or(u64::MAX);
+    if declared_length(headers)?.is_some_and(|n| n > limit) {
+        return Err(StoreError::TooLarge { limit });
+    }
+    let expected = expected_digests(headers)?;
+    let content_type = content_type
+        .unwrap_or("application/octet-stream")
+        .to_owned();
+    let mut upload = ctx
+        .store
+        .blobs
+        .begin_upload(content_type, expected.md5.is_some())?;
+    let received = receive(ctx, body, &mut upload, limit).await;
+    ctx.bytes = upload.received();
+    received?;
+    if expected.md5.is_some_and(|want| upload.md5() != Some(want)) {
+        return Err(StoreError::ChecksumMismatch("Content-MD5"));
+    }
+    if expected.sha256.is_some_and(|want| upload.sha256() != want) {
+        return Err(StoreError::ChecksumMismatch("x-valet-sha256"));
+    }
+    let blobs = ctx.store.blobs.clone();
+    let (c, p) = (container.clone(), path.clone());
+    let committed = tokio::task::spawn_blocking(move || blobs.commit(upload, &c, &p, mode))
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))??;
+    let meta = committed.meta;
+    let body = serde_json::json!({
+        "container": container.as_str(),
+        "path": path.as_str(),
+        "size": meta.size,
+        "sha256": meta.sha256_hex(),
+        "etag": meta.etag(),
+        "content_type": meta.content_type,
+    });
+    let mut response = Response::new(ResponseBody::full(body.to_string()));
+    *response.status_mut() = if committed.replaced {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let out = response.headers_mut();
+    out.insert(
+        header::ETAG,
+        HeaderValue::from_str(&meta.etag()).expect("hex"),
+    );
+    out.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}
+
+/// Streams the body into the upload, cutting it at the first byte over `limit` and giving up
+/// if it stalls.
+async fn receive(
+    ctx: &Ctx,
+    mut body: Incoming,
+    upload: &mut Upload,
+    limit: u64,
+) -> Result<(), StoreError> {
+    let idle = ctx.store.config.body_idle_timeout;
+    loop {
+        let frame = match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => return Err(StoreError::RequestTimeout),
+            Ok(None) => return Ok(()),
+            Ok(Some(Err(e))) => {
+                return Err(StoreError::BadRequest(format!(
+                    "the body was cut short: {e}"
+                )))
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        if upload.received() + data.len() as u64 > limit {
+            return Err(StoreError::TooLarge { limit });
+        }
+        upload.write(&data)?;
+        ctx.store.metrics.bytes_in.inc_by(data.len() as u64);
+    }
+}

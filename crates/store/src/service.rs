@@ -1,0 +1,137 @@
+//! The router: one function from a request to a response, plus what every response gets
+//! (security headers, CORS, metrics, one access-log line).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::body::ResponseBody;
+use crate::error::StoreError;
+use crate::handlers::{self, Ctx};
+use crate::request::{blob_target, Query};
+use crate::state::Store;
+
+/// Handles one request. Never fails: errors become JSON responses.
+pub async fn handle(
+    store: Arc<Store>,
+    request: Request<Incoming>,
+    client: SocketAddr,
+) -> Response<ResponseBody> {
+    let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let method = parts.method.clone();
+    let origin = parts.headers.get(header::ORIGIN).cloned();
+    let query = Query::parse(parts.uri.query());
+    let mut ctx = Ctx {
+        store: store.clone(),
+        parts,
+        query,
+        client: client.ip(),
+        key_id: None,
+        bytes: 0,
+    };
+    let (route, result) = route(&mut ctx, body).await;
+    let mut response = result.unwrap_or_else(|err| {
+        if let (StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED, code)
+        | (_, code @ "key_malformed") = err.status_and_code()
+        {
+            store.metrics.denial(code);
+        }
+        if let StoreError::Internal(why) = &err {
+            tracing::error!(route, error = %why, "internal error");
+        }
+        err.into_response()
+    });
+    let headers = response.headers_mut();
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if route != "preflight" {
+        store.cors.decorate(origin.as_ref(), headers);
+    }
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    store.metrics.request(route, status, elapsed.as_secs_f64());
+    // The path is logged without the query: the query may hold a key.
+    tracing::info!(
+        target: "valet::access",
+        %method,
+        path = ctx.parts.uri.path(),
+        route,
+        status,
+        bytes = ctx.bytes,
+        micros = elapsed.as_micros() as u64,
+        key_id = ctx.key_id.map(|k| k.to_string()),
+        client = %client.ip(),
+    );
+    response
+}
+
+async fn route(
+    ctx: &mut Ctx,
+    body: Incoming,
+) -> (&'static str, Result<Response<ResponseBody>, StoreError>) {
+    let method = ctx.parts.method.clone();
+    let path = ctx.parts.uri.path().to_owned();
+    if method == Method::OPTIONS {
+        return (
+            "preflight",
+            Ok(ctx.store.cors.preflight(&ctx.parts.headers)),
+        );
+    }
+    match path.as_str() {
+        "/healthz" if method == Method::GET || method == Method::HEAD => {
+            return ("healthz", Ok(Response::new(ResponseBody::full("ok\n"))))
+        }
+        "/metrics" if method == Method::GET => return ("metrics", Ok(metrics(&ctx.store))),
+        "/healthz" | "/metrics" => return ("other", Err(StoreError::MethodNotAllowed)),
+        _ => {}
+    }
+    let Some(raw) = path.strip_prefix("/blob/") else {
+        return ("other", Err(StoreError::NotFound));
+    };
+    let target = match blob_target(raw) {
+        Ok(t) => t,
+        Err(e) => return ("blob", Err(e)),
+    };
+    match (method, target.path) {
+        (Method::GET, Some(p)) => (
+            "blob_get",
+            handlers::get_blob(ctx, target.container, p, false).await,
+        ),
+        (Method::HEAD, Some(p)) => (
+            "blob_head",
+            handlers::get_blob(ctx, target.container, p, true).await,
+        ),
+        (Method::PUT, Some(p)) => (
+            "blob_put",
+            handlers::put_blob(ctx, target.container, p, body).await,
+        ),
+        (Method::DELETE, Some(p)) => (
+            "blob_delete",
+            handlers::delete_blob(ctx, target.container, p).await,
+        ),
+        (Method::GET, None) => (
+            "blob_list",
+            handlers::list_blobs(ctx, target.container).await,
+        ),
+        _ => ("blob", Err(StoreError::MethodNotAllowed)),
+    }
+}
+
+fn metrics(store: &Store) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(store.metrics.render()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
+}
