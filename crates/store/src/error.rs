@@ -69,9 +69,6 @@ pub enum StoreError {
     /// The client sent its body too slowly.
     #[error("the request body stalled")]
     RequestTimeout,
-    /// The store is shutting down.
-    #[error("the store is shutting down")]
-    Unavailable,
     /// A bug or an I/O failure not caused by the request.
     #[error("internal error: {0}")]
     Internal(String),
@@ -110,7 +107,6 @@ impl StoreError {
                 (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
             }
             StoreError::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
-            StoreError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             StoreError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

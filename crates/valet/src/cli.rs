@@ -133,6 +133,21 @@ pub enum KeyCommand {
         after_help = "Example:\n  valet key attenuate \"$TOKEN\" --ttl 1m --ops read --resource blob:photos/2024/jan/"
     )]
     Attenuate(AttenuateArgs),
+    /// Revoke a key, every key of a subject issued before a time, or every key issued before a
+    /// time, in the ledger of a data folder. A running store sees it at its next request.
+    #[command(
+        after_help = "Examples:\n  valet key revoke --data ./valet-data 5f0c…e1   (a key id, or the token itself)\n  valet key revoke --data ./valet-data --subject alice --before now\n  valet key revoke --data ./valet-data --before 2026-11-27T12:00:00Z"
+    )]
+    Revoke(RevokeArgs),
+    /// Show a key's uses and whether it is revoked, from the ledger of a data folder.
+    #[command(after_help = "Example:\n  valet key status --data ./valet-data 5f0c…e1")]
+    Status {
+        /// The data folder whose ledger to read.
+        #[arg(long, env = "VALET_DATA", default_value = "./valet-data")]
+        data: PathBuf,
+        /// The key id (32 hex digits) or the token.
+        key: String,
+    },
     /// Check a token for one request: exit 0 and print the grant as JSON, or exit 3 and print
     /// the denial code.
     #[command(
@@ -227,4 +242,20 @@ pub struct VerifyArgs {
     pub skew: Duration,
     /// The token, or `-` to read it from stdin.
     pub token: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// The data folder whose ledger to write.
+    #[arg(long, env = "VALET_DATA", default_value = "./valet-data")]
+    pub data: PathBuf,
+    /// The key to revoke: its id (32 hex digits) or the token itself.
+    #[arg(conflicts_with_all = ["subject", "before"])]
+    pub key: Option<String>,
+    /// Revoke the keys of this subject (with --before).
+    #[arg(long, requires = "before")]
+    pub subject: Option<String>,
+    /// Revoke keys issued before this time: RFC 3339 (2026-11-27T12:00:00Z) or `now`.
+    #[arg(long)]
+    pub before: Option<String>,
 }

@@ -8,11 +8,12 @@ use rand_core::OsRng;
 use serde_json::json;
 use valet_key::{
     Access, Caveat, Claims, FileName, KeyId, Limits, MediaRange, Name, Op, Ops, Scope, Token,
-    Verifier,
+    UnixTime, Verifier,
 };
 use valet_keyring as keyring_file;
+use valet_ledger::{Ledger, SqliteLedger};
 
-use crate::cli::{AttenuateArgs, IssueArgs, KeyCommand, LimitArgs, VerifyArgs};
+use crate::cli::{AttenuateArgs, IssueArgs, KeyCommand, LimitArgs, RevokeArgs, VerifyArgs};
 use crate::exit;
 use crate::human;
 
@@ -38,6 +39,8 @@ pub fn run(cmd: KeyCommand) -> anyhow::Result<ExitCode> {
         KeyCommand::Inspect { token } => inspect(&read_token(token)?)?,
         KeyCommand::Attenuate(args) => attenuate(args)?,
         KeyCommand::Verify(args) => return verify(args),
+        KeyCommand::Revoke(args) => revoke(args)?,
+        KeyCommand::Status { data, key } => status(&data, &key)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -197,4 +200,79 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(exit::DENIED))
         }
     }
+}
+
+fn ledger(data: &std::path::Path) -> anyhow::Result<SqliteLedger> {
+    let path = data.join("ledger.sqlite");
+    if !path.exists() {
+        anyhow::bail!(
+            "no ledger at {} (is --data the store's data folder?)",
+            path.display()
+        );
+    }
+    SqliteLedger::open(&path).with_context(|| format!("opening {}", path.display()))
+}
+
+/// A key id from its hex form, or from a token (whose expiry then bounds the record).
+fn key_reference(text: &str) -> anyhow::Result<(KeyId, Option<UnixTime>)> {
+    if let Some(id) = KeyId::parse_hex(text) {
+        return Ok((id, None));
+    }
+    let token: Token = text
+        .parse()
+        .map_err(|_| anyhow!("'{text}' is neither a key id (32 hex digits) nor a valet key"))?;
+    Ok((token.claims().key_id, Some(token.claims().expires)))
+}
+
+fn time_arg(text: &str) -> anyhow::Result<UnixTime> {
+    if text == "now" {
+        return Ok(keyring_file::now());
+    }
+    let time = humantime::parse_rfc3339_weak(text)
+        .with_context(|| format!("'{text}' is not a time like 2026-11-27T12:00:00Z or 'now'"))?;
+    let secs = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Ok(UnixTime(secs))
+}
+
+fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
+    let ledger = ledger(&args.data)?;
+    let now = keyring_file::now();
+    match (args.key, args.subject, args.before) {
+        (Some(key), None, None) => {
+            let (id, expires) = key_reference(&key)?;
+            let fresh = ledger.revoke_key(id, expires, now)?;
+            eprintln!(
+                "{} {id}",
+                if fresh { "revoked" } else { "already revoked:" }
+            );
+        }
+        (None, Some(subject), Some(before)) => {
+            let before = time_arg(&before)?;
+            ledger.revoke_subject(&subject, before, now)?;
+            eprintln!(
+                "revoked every key of {subject:?} issued before {}",
+                human::rfc3339(before.0)
+            );
+        }
+        (None, None, Some(before)) => {
+            let before = time_arg(&before)?;
+            ledger.revoke_all_before(before, now)?;
+            eprintln!(
+                "revoked every key issued before {}",
+                human::rfc3339(before.0)
+            );
+        }
+        _ => anyhow::bail!("give a key, or --subject S --before T, or --before T"),
+    }
+    Ok(())
+}
+
+fn status(data: &std::path::Path, key: &str) -> anyhow::Result<()> {
+    let (id, _) = key_reference(key)?;
+    let status = ledger(data)?.status(id)?;
+    let out = json!({"id": id.to_string(), "uses": status.uses, "revoked": status.revoked});
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
 }

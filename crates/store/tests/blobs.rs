@@ -1,0 +1,691 @@
+//! Blobs over real HTTP: downloads with ranges and validators, atomic uploads with limits
+//! enforced while the bytes flow, deletes and listings.
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::stream;
+use reqwest::StatusCode;
+use support::*;
+use valet_key::{Limits, MediaRange};
+
+#[tokio::test]
+async fn get_and_head_serve_the_blob_with_validators() {
+    let s = TestStore::start().await;
+    s.put("photos", "2024/cat.jpg", "meow meow", "image/jpeg")
+        .await;
+    let key = s.key("blob:photos/2024/cat.jpg", "read");
+    let url = s.url(&format!("/blob/photos/2024/cat.jpg?vk={key}"));
+    let r = s.http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let h = r.headers().clone();
+    assert_eq!(h["content-type"], "image/jpeg");
+    assert_eq!(h["content-length"], "9");
+    assert_eq!(h["accept-ranges"], "bytes");
+    let etag = h["etag"].to_str().unwrap().to_owned();
+    assert!(etag.starts_with('"') && etag.len() == 66, "{etag}");
+    assert!(h.contains_key("last-modified"));
+    assert_eq!(r.text().await.unwrap(), "meow meow");
+    let head = s.http.head(&url).send().await.unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(head.headers()["content-length"], "9");
+    assert_eq!(head.headers()["etag"], etag.as_str());
+    assert!(head.bytes().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn ranges_give_206_and_416() {
+    let s = TestStore::start().await;
+    s.put("files", "digits", "0123456789", "text/plain").await;
+    let key = s.key("blob:files/digits", "read");
+    let url = s.url(&format!("/blob/files/digits?vk={key}"));
+    let get = |range: &'static str| s.http.get(&url).header("range", range).send();
+    let r = get("bytes=2-5").await.unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.headers()["content-range"], "bytes 2-5/10");
+    assert_eq!(r.text().await.unwrap(), "2345");
+    let r = get("bytes=-3").await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "789");
+    let r = get("bytes=7-").await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "789");
+    let r = get("bytes=10-").await.unwrap();
+    assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(r.headers()["content-range"], "bytes */10");
+    assert_eq!(error_code(r).await, "range_not_satisfiable");
+    let r = get("bytes=0-1,4-5").await.unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "multi-range falls back to the whole blob"
+    );
+}
+
+#[tokio::test]
+async fn conditional_gets() {
+    let s = TestStore::start().await;
+    s.put("files", "a.txt", "abc", "text/plain").await;
+    let key = s.key("blob:files/a.txt", "read");
+    let url = s.url(&format!("/blob/files/a.txt?vk={key}"));
+    let first = s.http.get(&url).send().await.unwrap();
+    let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+    let modified = first.headers()["last-modified"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let r = s
+        .http
+        .get(&url)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(r.headers()["etag"], etag.as_str());
+    let r = s
+        .http
+        .get(&url)
+        .header("if-modified-since", &modified)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+    let r = s
+        .http
+        .get(&url)
+        .header("if-none-match", "\"other\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = s
+        .http
+        .get(&url)
+        .header("if-match", "\"other\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
+    assert_eq!(error_code(r).await, "precondition_failed");
+    // If-Range with a stale validator sends the whole blob instead of the range.
+    let r = s
+        .http
+        .get(&url)
+        .header("range", "bytes=0-0")
+        .header("if-range", "\"stale\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = s
+        .http
+        .get(&url)
+        .header("range", "bytes=0-0")
+        .header("if-range", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+}
+
+#[tokio::test]
+async fn the_key_file_name_becomes_content_disposition() {
+    let s = TestStore::start().await;
+    s.put("files", "x/report", "pdf", "application/pdf").await;
+    let key = s.key_with(
+        "blob:files/x/report",
+        "read",
+        KeySpec {
+            limits: Limits {
+                filename: Some(valet_key::FileName::parse("Q3 résumé.pdf").unwrap()),
+                ..Limits::default()
+            },
+            ..KeySpec::default()
+        },
+    );
+    let r = s
+        .http
+        .get(s.url(&format!("/blob/files/x/report?vk={key}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["content-disposition"],
+        "attachment; filename=\"Q3 r_sum_.pdf\"; filename*=UTF-8''Q3%20r%C3%A9sum%C3%A9.pdf"
+    );
+}
+
+#[tokio::test]
+async fn missing_blobs_are_404_only_for_a_valid_key() {
+    let s = TestStore::start().await;
+    let key = s.key("blob:files", "read");
+    let r = s
+        .http
+        .get(s.url(&format!("/blob/files/nope?vk={key}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(error_code(r).await, "not_found");
+    let other = s.key("blob:other", "read");
+    let r = s
+        .http
+        .get(s.url(&format!("/blob/files/nope?vk={other}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::FORBIDDEN,
+        "existence is not revealed to a key without scope"
+    );
+}
+
+#[tokio::test]
+async fn uploads_replace_atomically_and_report_created_or_replaced() {
+    let s = TestStore::start().await;
+    let key = s.key("blob:files", "read,write");
+    let url = s.url(&format!("/blob/files/doc.txt?vk={key}"));
+    let r = s.http.put(&url).body("v1").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let etag1 = r.headers()["etag"].to_str().unwrap().to_owned();
+    let json: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(json["size"], 2);
+    assert_eq!(json["content_type"], "application/octet-stream");
+    let r = s.http.put(&url).body("version 2").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_ne!(r.headers()["etag"].to_str().unwrap(), etag1);
+    assert_eq!(
+        s.http.get(&url).send().await.unwrap().text().await.unwrap(),
+        "version 2"
+    );
+    assert_eq!(s.temp_files(), 0);
+}
+
+#[tokio::test]
+async fn create_only_refuses_to_overwrite() {
+    let s = TestStore::start().await;
+    let write = s.key("blob:files", "write");
+    let create = s.key("blob:files", "create");
+    let r = s
+        .http
+        .put(s.url(&format!("/blob/files/a?vk={create}")))
+        .body("first")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = s
+        .http
+        .put(s.url(&format!("/blob/files/a?vk={create}")))
+        .body("second")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
+    assert_eq!(error_code(r).await, "precondition_failed");
+    let r = s
+        .http
+        .put(s.url(&format!("/blob/files/a?vk={write}")))
+        .header("if-none-match", "*")
+        .body("third")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
+    assert_eq!(std::fs::read(s.blob_file("files", "a")).unwrap(), b"first");
+    assert_eq!(s.temp_files(), 0);
+}
+
+#[tokio::test]
+async fn concurrent_create_only_uploads_have_one_winner() {
+    let s = TestStore::start().await;
+    let key = s.key("blob:files", "create");
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let req = s
+                .http
+                .put(s.url(&format!("/blob/files/race?vk={key}")))
+                .body(format!("writer {i}"));
+            tokio::spawn(async move { req.send().await.unwrap().status() })
+        })
+        .collect();
+    let mut created = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            StatusCode::CREATED => created += 1,
+            StatusCode::PRECONDITION_FAILED => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(created, 1);
+    assert_eq!(s.temp_files(), 0);
+}
+
+#[tokio::test]
+async fn if_match_makes_overwrite_conditional() {
+    let s = TestStore::start().await;
+    let key = s.key("blob:files", "read,write");
+    let url = s.url(&format!("/blob/files/cas?vk={key}"));
+    let etag = s.http.put(&url).body("one").send().await.unwrap().headers()["etag"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let stale = s
+        .http
+        .put(&url)
+        .header("if-match", "\"nope\"")
+        .body("two")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED);
+    let fresh = s
+        .http
+        .put(&url)
+        .header("if-match", &etag)
+        .body("two")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fresh.status(), StatusCode::OK);
+    let again = s
+        .http
+        .put(&url)
+        .header("if-match", &etag)
+        .body("three")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::PRECONDITION_FAILED);
+    assert_eq!(
+        s.http.get(&url).send().await.unwrap().text().await.unwrap(),
+        "two"
+    );
+}
+
+fn capped(s: &TestStore, bytes: u64) -> String {
+    s.key_with(
+        "blob:files",
+        "write",
+        KeySpec {
+            limits: Limits {
+                max_bytes: Some(bytes),
+                ..Limits::default()
+            },
+            ..KeySpec::default()
+        },
+    )
+}
+
+#[tokio::test]
+async fn an_upload_over_the_cap_by_content_length_is_refused_unread() {
+    let s = TestStore::start().await;
+    let key = capped(&s, 100);
+    let r = s
+        .http
+        .put(s.url(&format!("/blob/files/big?vk={key}")))
+        .body(vec![0u8; 101])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(error_code(r).await, "too_large");
+    let r = s
+        .http
+        .put(s.url(&format!("/blob/files/ok?vk={key}")))
+        .body(vec![0u8; 100])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert!(!s.blob_file("files", "big").exists());
+    assert_eq!(s.temp_files(), 0);
+}
+
+#[tokio::test]
+async fn a_chunked_upload_is_cut_at_the_first_byte_over_the_cap() {
+    let s = TestStore::start().await;
+    let key = capped(&s, 1000);
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..20).map(|_| Ok(vec![7u8; 100])).collect();
+    let body = reqwest::Body::wrap_stream(stream::iter(chunks));
+    let r = s
+        .http
+        .put(s.url(&format!("/blob/files/chunked?vk={key}")))
+        .body(body)
+        .send()
+        .await;
+    if let Ok(r) = r {
+        assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(error_code(r).await, "too_large");
+    }
+    assert!(!s.blob_file("files", "chunked").exists());
+    assert_eq!(s.temp_files(), 0);
+    let fits: Vec<Result<Vec<u8>, std::io::Error>> = (0..10).map(|_| Ok(vec![7u8; 100])).collect();
+    let r = s
+        .http
+        .put(s.url(&format!("/blob/files/fits?vk={key}")))
+        .body(reqwest::Body::wrap_stream(stream::iter(fits)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(
+        std::fs::metadata(s.blob_file("files", "fits"))
+            .unwrap()
+            .len(),
+        1000
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_mid_upload_leaves_nothing() {
+    let s = TestStore::start().await;
+    let key = s.key("blob:files", "write");
+    let request = format!(
+        "PUT /blob/files/partial?vk={key} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n{}",
+        "x".repeat(50_000)
+    );
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            s.temp_files(),
+            1,
+            "the upload is in progress in a temporary file"
+        );
+    }
+    for _ in 0..50 {
+        if s.temp_files() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(s.temp_files(), 0);
+    assert!(!s.blob_file("files", "partial").exists());
+}
+
+#[tokio::test]
+async fn checksums_are_verified_before_commit() {
+    let s = TestStore::start().await;
+    let key = s.key("blob:files", "write");
+    let url = |name: &str| s.url(&format!("/blob/files/{name}?vk={key}"));
+    // md5("hello") = 5d41402abc4b2a76b9719d911017c592
+    let good_md5 = "XUFAKrxLKna5cZ2REBfFkg==";
+    let r = s
+        .http
+        .put(url("m1"))
+        .header("content-md5", good_md5)
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = s
+        .http
+        .put(url("m2"))
+        .header("content-md5", good_md5)
+        .body("hellO")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(r).await, "checksum_mismatch");
+    let sha = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+    let r = s
+        .http
+        .put(url("s1"))
+        .header("x-valet-sha256", sha)
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = s
+        .http
+        .put(url("s2"))
+        .header("x-valet-sha256", sha)
+        .body("jello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await, "checksum_mismatch");
+    let r = s
+        .http
+        .put(url("s3"))
+        .header("x-valet-sha256", "zz")
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await, "bad_request");
+    assert!(!s.blob_file("files", "m2").exists() && !s.blob_file("files", "s2").exists());
+    assert_eq!(s.temp_files(), 0);
+}
+
+#[tokio::test]
+async fn content_type_limits_are_enforced() {
+    let s = TestStore::start().await;
+    let key = s.key_with(
+        "blob:files",
+        "write",
+        KeySpec {
+            limits: Limits {
+                content_type: Some("image/*".parse::<MediaRange>().unwrap()),
+                ..Limits::default()
+            },
+            ..KeySpec::default()
+        },
+    );
+    let put = |ct: Option<&'static str>, name: &'static str| {
+        let mut req = s
+            .http
+            .put(s.url(&format!("/blob/files/{name}?vk={key}")))
+            .body("data");
+        if let Some(ct) = ct {
+            req = req.header("content-type", ct);
+        }
+        req.send()
+    };
+    assert_eq!(
+        put(Some("image/png"), "ok").await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    let r = put(Some("text/html"), "bad").await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(error_code(r).await, "content_type_not_allowed");
+    assert_eq!(
+        put(None, "none").await.unwrap().status(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    assert!(!s.blob_file("files", "bad").exists());
+}
+
+#[tokio::test]
+async fn a_path_cannot_be_both_a_blob_and_a_folder() {
+    let s = TestStore::start().await;
+    let key = s.key("blob:files", "write");
+    s.put("files", "a/b", "x", "text/plain").await;
+    let r = s
+        .http
+        .put(s.url(&format!("/blob/files/a?vk={key}")))
+        .body("y")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert_eq!(error_code(r).await, "conflict");
+    let r = s
+        .http
+        .put(s.url(&format!("/blob/files/a/b/c?vk={key}")))
+        .body("y")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert_eq!(s.temp_files(), 0);
+}
+
+#[tokio::test]
+async fn deletes_remove_the_blob_and_honour_if_match() {
+    let s = TestStore::start().await;
+    s.put("files", "d/e/f", "x", "text/plain").await;
+    let key = s.key("blob:files/d/", "read,delete");
+    let url = s.url(&format!("/blob/files/d/e/f?vk={key}"));
+    let r = s
+        .http
+        .delete(&url)
+        .header("if-match", "\"wrong\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
+    let r = s.http.delete(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        s.http.get(&url).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        s.http.delete(&url).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    assert!(
+        !s.data().join("blobs/files/d").exists(),
+        "emptied folders are pruned"
+    );
+}
+
+#[tokio::test]
+async fn listings_are_paginated_in_path_order() {
+    let s = TestStore::start().await;
+    for path in ["a-b", "a/1", "a/2", "a/sub/3", "b", "c/4"] {
+        s.put("files", path, path.to_owned(), "text/plain").await;
+    }
+    let key = s.key("blob:files", "list");
+    let page = |query: &str| {
+        let url = s.url(&format!("/blob/files?vk={key}&{query}"));
+        let http = s.http.clone();
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let paths = |v: &serde_json::Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["path"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let all = page("").await;
+    assert_eq!(paths(&all), ["a-b", "a/1", "a/2", "a/sub/3", "b", "c/4"]);
+    assert!(all["next_cursor"].is_null());
+    assert_eq!(all["items"][0]["size"], 3);
+    let first = page("limit=2").await;
+    assert_eq!(paths(&first), ["a-b", "a/1"]);
+    let cursor = first["next_cursor"].as_str().unwrap().to_owned();
+    let second = page(&format!("limit=2&cursor={cursor}")).await;
+    assert_eq!(paths(&second), ["a/2", "a/sub/3"]);
+    let third = page(&format!(
+        "limit=2&cursor={}",
+        second["next_cursor"].as_str().unwrap()
+    ))
+    .await;
+    assert_eq!(paths(&third), ["b", "c/4"]);
+    assert!(third["next_cursor"].is_null());
+    assert_eq!(paths(&page("prefix=a/").await), ["a/1", "a/2", "a/sub/3"]);
+    assert_eq!(
+        paths(&page("prefix=a").await),
+        ["a-b", "a/1", "a/2", "a/sub/3"]
+    );
+    let r = s
+        .http
+        .get(s.url(&format!("/blob/files?vk={key}&limit=0")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await, "bad_request");
+    let empty = s.key("blob:nothing", "list");
+    let r = s
+        .http
+        .get(s.url(&format!("/blob/nothing?vk={empty}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["items"],
+        serde_json::json!([])
+    );
+}
+
+#[tokio::test]
+async fn listing_needs_list_on_a_scope_covering_the_prefix() {
+    let s = TestStore::start().await;
+    s.put("files", "2024/jan/a", "x", "text/plain").await;
+    s.put("files", "2024-private/b", "x", "text/plain").await;
+    let key = s.key("blob:files/2024/", "list");
+    let get = |query: &str| {
+        s.http
+            .get(s.url(&format!("/blob/files?vk={key}&{query}")))
+            .send()
+    };
+    assert_eq!(get("prefix=2024/").await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        get("prefix=2024/ja").await.unwrap().status(),
+        StatusCode::OK
+    );
+    for outside in ["", "prefix=2024", "prefix=2024-private/", "prefix=20"] {
+        let r = get(outside).await.unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{outside}");
+        assert_eq!(error_code(r).await, "out_of_scope");
+    }
+    let read_only = s.key("blob:files", "read");
+    let r = s
+        .http
+        .get(s.url(&format!("/blob/files?vk={read_only}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await, "op_not_allowed");
+}
+
+#[tokio::test]
+async fn large_blobs_stream_intact() {
+    let s = TestStore::start().await;
+    let data: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
+    s.put("files", "big.bin", data.clone(), "application/octet-stream")
+        .await;
+    let key = s.key("blob:files/big.bin", "read");
+    let got = s
+        .http
+        .get(s.url(&format!("/blob/files/big.bin?vk={key}")))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(got.len(), data.len());
+    assert!(got == data);
+    let part = s
+        .http
+        .get(s.url(&format!("/blob/files/big.bin?vk={key}")))
+        .header("range", "bytes=1000000-3999999")
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(part[..] == data[1_000_000..4_000_000]);
+}

@@ -1,0 +1,248 @@
+//! What every response carries and what operators see: security headers, CORS, health,
+//! metrics, and the documented error-code table.
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use reqwest::StatusCode;
+use support::*;
+
+#[tokio::test]
+async fn every_response_keeps_tokens_out_of_referrers_and_types_unsniffed() {
+    let s = TestStore::start().await;
+    s.put("files", "a", "<script>alert(1)</script>", "text/html")
+        .await;
+    let key = s.key("blob:files/a", "read");
+    for url in [
+        s.url(&format!("/blob/files/a?vk={key}")),
+        s.url("/blob/files/a"),
+        s.url("/healthz"),
+    ] {
+        let r = s.http.get(&url).send().await.unwrap();
+        assert_eq!(r.headers()["referrer-policy"], "no-referrer", "{url}");
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff", "{url}");
+    }
+    let r = s
+        .http
+        .get(s.url(&format!("/blob/files/a?vk={key}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["content-security-policy"],
+        "sandbox; default-src 'none'"
+    );
+    assert_eq!(r.headers()["cache-control"], "private");
+}
+
+#[tokio::test]
+async fn cors_preflight_needs_no_key_and_exposes_what_downloads_need() {
+    let s = TestStore::start_with(|c| c.cors_origins = vec!["https://app.example".into()]).await;
+    s.put("files", "a", "x", "text/plain").await;
+    let preflight = s
+        .http
+        .request(reqwest::Method::OPTIONS, s.url("/blob/files/a"))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "PUT")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), StatusCode::NO_CONTENT);
+    let h = preflight.headers();
+    assert_eq!(h["access-control-allow-origin"], "https://app.example");
+    assert!(h["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .contains("PUT"));
+    assert!(h["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .contains("Authorization"));
+
+    let key = s.key("blob:files/a", "read");
+    let r = s
+        .http
+        .get(s.url(&format!("/blob/files/a?vk={key}")))
+        .header("origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
+    let expose = r.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for header in ["ETag", "Content-Range", "Content-Length"] {
+        assert!(expose.contains(header), "{expose}");
+    }
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+}
+
+#[tokio::test]
+async fn cors_from_an_origin_not_allowed_gets_no_allowance() {
+    let s = TestStore::start_with(|c| c.cors_origins = vec!["https://app.example".into()]).await;
+    for origin in ["https://evil.example", "https://app.example.evil", "null"] {
+        let preflight = s
+            .http
+            .request(reqwest::Method::OPTIONS, s.url("/blob/files/a"))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            !preflight
+                .headers()
+                .contains_key("access-control-allow-origin"),
+            "{origin}"
+        );
+        let r = s
+            .http
+            .get(s.url("/blob/files/a"))
+            .header("origin", origin)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            !r.headers().contains_key("access-control-allow-origin"),
+            "{origin}"
+        );
+    }
+    let none = TestStore::start().await;
+    let r = none
+        .http
+        .request(reqwest::Method::OPTIONS, none.url("/blob/files/a"))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert!(!r.headers().contains_key("access-control-allow-origin"));
+}
+
+#[tokio::test]
+async fn health_and_metrics() {
+    let s = TestStore::start().await;
+    let r = s.http.get(s.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    s.put("files", "a", "hello", "text/plain").await;
+    let key = s.key("blob:files/a", "read");
+    s.http
+        .get(s.url(&format!("/blob/files/a?vk={key}")))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    s.http
+        .get(s.url("/blob/files/a?vk=vk1.x"))
+        .send()
+        .await
+        .unwrap();
+    s.http
+        .get(s.url(&format!("/blob/files/b?vk={key}")))
+        .send()
+        .await
+        .unwrap();
+    let text = s
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "valet_store_requests_total{route=\"blob_get\",status=\"200\"} 1",
+        "valet_store_requests_total{route=\"blob_put\",status=\"201\"} 1",
+        "valet_store_denials_total{code=\"key_malformed\"} 1",
+        "valet_store_denials_total{code=\"out_of_scope\"} 1",
+        "valet_store_bytes_in_total 5",
+        "valet_store_bytes_out_total 5",
+    ] {
+        assert!(text.contains(line), "missing {line} in\n{text}");
+    }
+    assert!(text.contains("valet_store_request_duration_seconds_bucket"));
+}
+
+fn documented_codes() -> BTreeSet<String> {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/ERRORS.md"))
+        .unwrap();
+    doc.lines()
+        .filter(|l| l.starts_with("| ") && l.contains('`'))
+        .filter_map(|l| l.split('`').nth(1).map(str::to_owned))
+        .collect()
+}
+
+/// Codes the store can produce, read from the one mapping function's source.
+fn codes_in_source() -> BTreeSet<String> {
+    let src =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/error.rs")).unwrap();
+    let mut codes: BTreeSet<String> = src
+        .split("StatusCode::")
+        .skip(1)
+        .filter_map(|chunk| chunk.split('"').nth(1).map(str::to_owned))
+        .filter(|c| c.chars().all(|ch| ch.is_ascii_lowercase() || ch == '_'))
+        .collect();
+    for denial in [
+        "key_invalid",
+        "key_expired",
+        "key_not_yet_valid",
+        "out_of_scope",
+        "op_not_allowed",
+        "ip_not_allowed",
+    ] {
+        codes.insert(denial.into());
+    }
+    codes
+}
+
+#[test]
+fn the_error_table_documents_exactly_the_codes_the_store_produces() {
+    assert_eq!(documented_codes(), codes_in_source());
+}
+
+#[tokio::test]
+async fn the_codes_that_other_tests_do_not_reach_are_produced_here() {
+    let s = TestStore::start().await;
+    let r = s.http.get(s.url("/nowhere")).send().await.unwrap();
+    assert_eq!(
+        (r.status().as_u16(), error_code(r).await),
+        (404, "not_found".into())
+    );
+    let r = s.http.post(s.url("/healthz")).send().await.unwrap();
+    assert_eq!(
+        (r.status().as_u16(), error_code(r).await),
+        (405, "method_not_allowed".into())
+    );
+    let r = s.http.get(s.url("/blob/Bad/x")).send().await.unwrap();
+    assert_eq!(
+        (r.status().as_u16(), error_code(r).await),
+        (400, "bad_path".into())
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_upload_times_out_and_leaves_nothing() {
+    let s = TestStore::start_with(|c| c.body_idle_timeout = std::time::Duration::from_millis(300))
+        .await;
+    let key = s.key("blob:files", "write");
+    let response = s
+        .raw(&format!(
+            "PUT /blob/files/slow?vk={key} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\nConnection: close\r\n\r\nonly a little"
+        ))
+        .await;
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    assert!(response.contains("request_timeout"));
+    assert_eq!(s.temp_files(), 0);
+    assert!(!s.blob_file("files", "slow").exists());
+}

@@ -1,0 +1,199 @@
+//! A real store on an ephemeral loopback port, its data in a temporary folder, and helpers to
+//! mint keys for it.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+use valet_key::{Caveat, Claims, KeyId, Keyring, Limits, Scope, Token, UnixTime};
+use valet_ledger::{Ledger, SqliteLedger};
+use valet_store::{Store, StoreConfig};
+
+pub struct TestStore {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub keyring: Keyring,
+    pub ledger: Arc<SqliteLedger>,
+    pub store: Arc<Store>,
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub fn now() -> UnixTime {
+    UnixTime(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+}
+
+pub fn scope(text: &str) -> Scope {
+    text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
+}
+
+/// What a test key grants; `Default` is a 10-minute key with no limits.
+#[derive(Default, Clone)]
+pub struct KeySpec {
+    pub subject: Option<String>,
+    pub not_before: Option<UnixTime>,
+    pub expires: Option<UnixTime>,
+    pub limits: Limits,
+}
+
+impl TestStore {
+    pub async fn start() -> TestStore {
+        TestStore::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(configure: impl FnOnce(&mut StoreConfig)) -> TestStore {
+        let dir = tempfile::tempdir().unwrap();
+        let keyring_path = dir.path().join("keyring");
+        let keyring = valet_keyring::create(&keyring_path).unwrap();
+        let ledger = Arc::new(SqliteLedger::open(&dir.path().join("ledger.sqlite")).unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut config = StoreConfig::new(dir.path().to_owned(), addr);
+        config.keyring_path = keyring_path;
+        configure(&mut config);
+        let store =
+            Store::open(config, keyring.clone(), ledger.clone() as Arc<dyn Ledger>).unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn({
+            let store = store.clone();
+            async move {
+                valet_store::serve(store, listener, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+            }
+        });
+        TestStore {
+            addr,
+            dir,
+            keyring,
+            ledger,
+            store,
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("http://{}{}", self.addr, path_and_query)
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().to_owned()
+    }
+
+    pub fn blob_file(&self, container: &str, path: &str) -> PathBuf {
+        self.data().join("blobs").join(container).join(path)
+    }
+
+    /// Files left in the temporary upload folder.
+    pub fn temp_files(&self) -> usize {
+        std::fs::read_dir(self.data().join("tmp")).unwrap().count()
+    }
+
+    pub fn token(&self, scope_text: &str, ops: &str, spec: KeySpec) -> Token {
+        let now = now();
+        let claims = Claims {
+            key_id: KeyId::random(&mut rand_core::OsRng),
+            subject: spec.subject,
+            scope: scope(scope_text),
+            ops: ops.parse().unwrap(),
+            not_before: spec.not_before.unwrap_or(now),
+            expires: spec.expires.unwrap_or(now.plus(600)),
+            limits: spec.limits,
+        };
+        self.keyring.issue(claims).unwrap()
+    }
+
+    /// A plain key's text.
+    pub fn key(&self, scope_text: &str, ops: &str) -> String {
+        self.token(scope_text, ops, KeySpec::default()).to_string()
+    }
+
+    pub fn key_with(&self, scope_text: &str, ops: &str, spec: KeySpec) -> String {
+        self.token(scope_text, ops, spec).to_string()
+    }
+
+    pub fn attenuated(&self, token: &Token, caveat: Caveat) -> String {
+        token.attenuate(caveat).unwrap().to_string()
+    }
+
+    /// Uploads `data` with a fresh write key; panics unless it is stored.
+    pub async fn put(
+        &self,
+        container: &str,
+        path: &str,
+        data: impl Into<reqwest::Body>,
+        content_type: &str,
+    ) {
+        let key = self.key(&format!("blob:{container}/{path}"), "write");
+        let response = self
+            .http
+            .put(self.url(&format!("/blob/{container}/{path}?vk={key}")))
+            .header("content-type", content_type)
+            .body(data)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "PUT {path}: {}",
+            response.status()
+        );
+    }
+
+    /// Sends raw bytes as one HTTP/1.1 request and returns the raw response, so that no
+    /// client library normalises the path first.
+    pub async fn raw(&self, request: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        let _ = stream.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Status code of a raw `GET target` with `Connection: close`.
+    pub async fn raw_get_status(&self, target: &str, extra_headers: &str) -> u16 {
+        let response = self
+            .raw(&format!(
+                "GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra_headers}\r\n"
+            ))
+            .await;
+        response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {response:?}"))
+    }
+}
+
+/// The error code of a JSON error response.
+pub async fn error_code(response: reqwest::Response) -> String {
+    let json: serde_json::Value = response.json().await.expect("a JSON error body");
+    json["error"]["code"]
+        .as_str()
+        .expect("an error code")
+        .to_owned()
+}

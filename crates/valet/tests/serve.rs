@@ -1,0 +1,397 @@
+//! `valet serve --role store` as a user runs it: the real binary, real curl, real signals.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn valet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_valet"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `valet serve` whose stderr is collected.
+struct Server {
+    child: Child,
+    port: u16,
+    data: PathBuf,
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    fn start(data: &Path, extra: &[&str]) -> Server {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut args = vec![
+            "serve",
+            "--role",
+            "store",
+            "--data",
+            data.to_str().unwrap(),
+            "--store-addr",
+            &addr,
+        ];
+        args.extend_from_slice(extra);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_valet"))
+            .args(&args)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(&addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "store did not start: {}",
+                log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Server {
+            child,
+            port,
+            data: data.to_owned(),
+            log,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn key(&self, resource: &str, ops: &str, extra: &[&str]) -> String {
+        let keyring = self.data.join("keyring");
+        let mut args = vec![
+            "key",
+            "issue",
+            "--keyring",
+            keyring.to_str().unwrap(),
+            "--resource",
+            resource,
+            "--ops",
+            ops,
+        ];
+        args.extend_from_slice(extra);
+        stdout(valet(&args))
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        self.wait(Duration::from_secs(20))
+    }
+
+    fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "valet serve did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn curl(args: &[&str]) -> (String, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20"])
+        .args(args)
+        .output()
+        .expect("curl is installed");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn first_start_creates_an_owner_only_keyring_and_curl_round_trips_a_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &[]);
+    let mode = std::fs::metadata(data.join("keyring"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(data.join("ledger.sqlite").exists());
+
+    let file = dir.path().join("report.txt");
+    std::fs::write(&file, "quarterly numbers\n").unwrap();
+    let key = server.key(
+        "blob:files/reports/",
+        "read,write",
+        &["--filename", "report.txt"],
+    );
+    let url = server.url(&format!("/blob/files/reports/q3.txt?vk={key}"));
+    let (out, err) = curl(&[
+        "-w",
+        "%{http_code}",
+        "-o",
+        "/dev/null",
+        "-T",
+        file.to_str().unwrap(),
+        "-H",
+        "Content-Type: text/plain",
+        &url,
+    ]);
+    assert_eq!(out, "201", "{err}");
+    let (body, _) = curl(&[&url]);
+    assert_eq!(body, "quarterly numbers\n");
+    let (headers, _) = curl(&["-D", "-", "-o", "/dev/null", &url]);
+    assert!(
+        headers
+            .to_lowercase()
+            .contains("content-disposition: attachment; filename=\"report.txt\""),
+        "{headers}"
+    );
+
+    let tag = key.rsplit_once('.').unwrap().1;
+    let log = server.log();
+    assert!(log.contains("valet::access"), "{log}");
+    assert!(!log.contains(tag), "a key's tag reached the log:\n{log}");
+    assert!(!log.contains(&key), "a key reached the log");
+}
+
+#[test]
+fn revocation_from_another_process_reaches_the_running_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &[]);
+    let key = server.key("blob:files", "read,write", &["--subject", "alice"]);
+    let url = server.url(&format!("/blob/files/a?vk={key}"));
+    let (code, _) = curl(&[
+        "-w",
+        "%{http_code}",
+        "-o",
+        "/dev/null",
+        "-X",
+        "PUT",
+        "--data-binary",
+        "x",
+        &url,
+    ]);
+    assert_eq!(code, "201");
+    let revoke = valet(&["key", "revoke", "--data", data.to_str().unwrap(), &key]);
+    assert!(
+        revoke.status.success(),
+        "{}",
+        String::from_utf8_lossy(&revoke.stderr)
+    );
+    let (body, _) = curl(&[&url]);
+    assert!(body.contains("key_revoked"), "{body}");
+    let status = stdout(valet(&[
+        "key",
+        "status",
+        "--data",
+        data.to_str().unwrap(),
+        &key,
+    ]));
+    assert!(status.contains("\"revoked\": true"), "{status}");
+
+    let other = server.key("blob:files", "read", &["--subject", "bob"]);
+    let url = server.url(&format!("/blob/files/a?vk={other}"));
+    assert_eq!(curl(&[&url]).0, "x");
+    std::thread::sleep(Duration::from_millis(1100));
+    let revoke = valet(&[
+        "key",
+        "revoke",
+        "--data",
+        data.to_str().unwrap(),
+        "--subject",
+        "bob",
+        "--before",
+        "now",
+    ]);
+    assert!(revoke.status.success());
+    assert!(curl(&[&url]).0.contains("key_revoked"));
+}
+
+#[test]
+fn sigterm_lets_transfers_finish_within_the_grace_and_leaves_no_partial_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("tmp")).unwrap();
+    std::fs::write(data.join("tmp/crashed-upload.part"), "left by a crash").unwrap();
+    let mut server = Server::start(&data, &["--shutdown-grace", "1s"]);
+    assert_eq!(
+        std::fs::read_dir(data.join("tmp")).unwrap().count(),
+        0,
+        "crash leftovers are removed at start"
+    );
+
+    let key = server.key("blob:files", "write", &[]);
+    let mut upload = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    write!(
+        upload,
+        "PUT /blob/files/slow?vk={key} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n"
+    )
+    .unwrap();
+    upload.write_all(&[b'x'; 10_000]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(std::fs::read_dir(data.join("tmp")).unwrap().count(), 1);
+
+    let started = Instant::now();
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    assert_eq!(
+        std::fs::read_dir(data.join("tmp")).unwrap().count(),
+        0,
+        "the partial upload is removed"
+    );
+    assert!(!data.join("blobs/files/slow").exists());
+    assert!(
+        TcpStream::connect(("127.0.0.1", server.port)).is_err(),
+        "no new connections after shutdown"
+    );
+    let mut rest = String::new();
+    let _ = upload.read_to_string(&mut rest);
+}
+
+#[test]
+fn a_rotated_keyring_reaches_the_running_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &[]);
+    let old = server.key("blob:files", "write", &[]);
+    stdout(valet(&[
+        "key",
+        "rotate",
+        "--keyring",
+        data.join("keyring").to_str().unwrap(),
+    ]));
+    let new = server.key("blob:files", "write", &[]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, _) = curl(&[
+            "-w",
+            "%{http_code}",
+            "-o",
+            "/dev/null",
+            "-X",
+            "PUT",
+            "--data-binary",
+            "x",
+            &server.url(&format!("/blob/files/n?vk={new}")),
+        ]);
+        if code == "201" || code == "200" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new signing key never reached the store ({code})"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (code, _) = curl(&[
+        "-w",
+        "%{http_code}",
+        "-o",
+        "/dev/null",
+        "-X",
+        "PUT",
+        "--data-binary",
+        "x",
+        &server.url(&format!("/blob/files/o?vk={old}")),
+    ]);
+    assert_eq!(code, "201", "keys of the previous signing key still verify");
+}
+
+#[test]
+fn tls_with_a_configured_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(
+        &data,
+        &[
+            "--tls-cert",
+            cert_path.to_str().unwrap(),
+            "--tls-key",
+            key_path.to_str().unwrap(),
+        ],
+    );
+    let key = server.key("blob:files", "read,write", &[]);
+    let url = format!(
+        "https://localhost:{}/blob/files/secure?vk={key}",
+        server.port
+    );
+    let cacert = cert_path.to_str().unwrap();
+    let (code, err) = curl(&[
+        "--cacert",
+        cacert,
+        "-w",
+        "%{http_code}",
+        "-o",
+        "/dev/null",
+        "-X",
+        "PUT",
+        "--data-binary",
+        "over tls",
+        &url,
+    ]);
+    assert_eq!(code, "201", "{err}");
+    let (body, err) = curl(&["--cacert", cacert, "--http2", &url]);
+    assert_eq!(body, "over tls", "{err}");
+    let (plain, _) = curl(&[&url.replace("https://localhost", "http://localhost")]);
+    assert_ne!(
+        plain, "over tls",
+        "plain HTTP must not be served on a TLS port"
+    );
+}
