@@ -114,7 +114,7 @@ impl StoreError {
     /// Classifies an I/O error from the blob folder.
     pub fn from_io(err: std::io::Error) -> StoreError {
         match err.raw_os_error() {
-            Some(28) | Some(122) => StoreError::InsufficientStorage, // ENOSPC, EDQUOT
+            Some(libc::ENOSPC | libc::EDQUOT) => StoreError::InsufficientStorage,
             _ if err.kind() == std::io::ErrorKind::NotFound => StoreError::NotFound,
             _ => StoreError::Internal(err.to_string()),
         }

@@ -43,30 +43,22 @@ fn mtime_ns(m: &std::fs::Metadata) -> i128 {
     i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec())
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<[u8; 32]> {
+/// A SHA-256 from its hex form.
+pub fn parse_sha256_hex(text: &str) -> Option<[u8; 32]> {
     let mut out = [0; 32];
-    if text.len() != 64 {
-        return None;
-    }
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
+    hex::decode_to_slice(text.trim(), &mut out).ok()?;
     Some(out)
 }
 
 impl BlobMeta {
     /// The strong ETag: the quoted hex SHA-256.
     pub fn etag(&self) -> String {
-        format!("\"{}\"", hex(&self.sha256))
+        format!("\"{}\"", hex::encode(self.sha256))
     }
 
     /// The hex SHA-256, for `x-valet-sha256`.
     pub fn sha256_hex(&self) -> String {
-        hex(&self.sha256)
+        hex::encode(self.sha256)
     }
 
     /// Reads the metadata of an open blob, repairing it if the data changed behind our back.
@@ -79,7 +71,7 @@ impl BlobMeta {
             .and_then(|raw| serde_json::from_slice::<Stored>(&raw).ok())
             .filter(|s| s.v == 1 && s.size == stat.len() && s.mtime_ns == mtime_ns(&stat))
         {
-            if let Some(sha256) = unhex(&stored.sha256) {
+            if let Some(sha256) = parse_sha256_hex(&stored.sha256) {
                 return Ok(BlobMeta {
                     size: stored.size,
                     sha256,
@@ -124,7 +116,7 @@ impl BlobMeta {
         let stored = Stored {
             v: 1,
             size: self.size,
-            sha256: hex(&self.sha256),
+            sha256: hex::encode(self.sha256),
             content_type: self.content_type.clone(),
             mtime_ns: mtime_ns(stat),
         };

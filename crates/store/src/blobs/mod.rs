@@ -21,7 +21,7 @@ use std::sync::Mutex;
 use valet_key::{BlobPath, Name};
 
 pub use listing::Listing;
-pub use meta::BlobMeta;
+pub use meta::{parse_sha256_hex, BlobMeta};
 pub use upload::Upload;
 
 use crate::conditional::{Preconditions, Verdict};
@@ -225,11 +225,11 @@ impl BlobFolder {
 fn open_regular(path: &Path) -> Result<File, StoreError> {
     let file = OpenOptions::new()
         .read(true)
-        .custom_flags(libc_o_nofollow())
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .map_err(|e| match e.raw_os_error() {
-            // ENOTDIR: a parent is a file; ELOOP: a symlink; EISDIR cannot happen for read.
-            Some(20) | Some(40) => StoreError::NotFound,
+            // A parent is a file, or the blob is a symbolic link: there is no such blob.
+            Some(libc::ENOTDIR | libc::ELOOP) => StoreError::NotFound,
             _ => StoreError::from_io(e),
         })?;
     let kind = file.metadata().map_err(StoreError::from_io)?.file_type();
@@ -239,15 +239,10 @@ fn open_regular(path: &Path) -> Result<File, StoreError> {
     Ok(file)
 }
 
-/// `O_NOFOLLOW` on Linux (the only target with a blob folder today).
-const fn libc_o_nofollow() -> i32 {
-    0o400000
-}
-
 fn conflict_or_io(e: io::Error) -> StoreError {
     match e.raw_os_error() {
-        // EEXIST on a folder, ENOTDIR, EISDIR: `a` and `a/b` cannot both be blobs.
-        Some(17) | Some(20) | Some(21) => {
+        // `a` and `a/b` cannot both be blobs.
+        Some(libc::EEXIST | libc::ENOTDIR | libc::EISDIR) => {
             StoreError::Conflict("the path collides with an existing blob or folder".into())
         }
         _ => StoreError::from_io(e),

@@ -14,7 +14,7 @@ use valet_key::{BlobPath, Name, Op, Scope};
 
 use super::Ctx;
 use crate::access::admit;
-use crate::blobs::{CommitMode, Upload};
+use crate::blobs::{parse_sha256_hex, CommitMode, Upload};
 use crate::body::ResponseBody;
 use crate::conditional::Preconditions;
 use crate::error::StoreError;
@@ -41,23 +41,11 @@ fn expected_digests(headers: &HeaderMap) -> Result<Expected, StoreError> {
     let sha256 = headers
         .get("x-valet-sha256")
         .map(|v| {
-            parse_hex32(v.to_str().unwrap_or_default())
+            parse_sha256_hex(v.to_str().unwrap_or_default())
                 .ok_or_else(|| StoreError::BadRequest("x-valet-sha256 is not 64 hex digits".into()))
         })
         .transpose()?;
     Ok(Expected { md5, sha256 })
-}
-
-fn parse_hex32(text: &str) -> Option<[u8; 32]> {
-    let text = text.trim();
-    if text.len() != 64 {
-        return None;
-    }
-    let mut out = [0; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, StoreError> {
