@@ -78,13 +78,13 @@ fn ledger_is_shareable_across_threads() {
     fn assert_ledger<T: Ledger>() {}
     assert_ledger::<SqliteLedger>();
     let (_dir, path) = temp_db();
-    let _shared: Arc<dyn Ledger> = Arc::new(SqliteLedger::open(&path).unwrap());
+    let _shared: Arc<dyn Ledger> = Arc::new(strict(&path));
 }
 
 #[test]
 fn one_time_key_is_admitted_exactly_once_among_64_threads() {
     let (_dir, path) = temp_db();
-    let ledger = SqliteLedger::open(&path).unwrap();
+    let ledger = strict(&path);
     let once = key(id(1), Some(1));
     let (uses, exhausted) = race(&[&ledger], 64, &once);
     assert_eq!(uses, vec![1]);
@@ -102,7 +102,7 @@ fn one_time_key_is_admitted_exactly_once_among_64_threads() {
 #[test]
 fn five_use_key_is_admitted_exactly_five_times_among_64_threads() {
     let (_dir, path) = temp_db();
-    let ledger = SqliteLedger::open(&path).unwrap();
+    let ledger = strict(&path);
     let five = key(id(2), Some(5));
     let (uses, exhausted) = race(&[&ledger], 64, &five);
     assert_eq!(
@@ -117,7 +117,7 @@ fn five_use_key_is_admitted_exactly_five_times_among_64_threads() {
 #[test]
 fn uses_are_counted_only_with_a_cap() {
     let (_dir, path) = temp_db();
-    let ledger = SqliteLedger::open(&path).unwrap();
+    let ledger = strict(&path);
     let free = key(id(3), None);
     for _ in 0..3 {
         assert_eq!(
@@ -147,7 +147,7 @@ fn uses_are_counted_only_with_a_cap() {
 #[test]
 fn a_revoked_key_consumes_no_use() {
     let (_dir, path) = temp_db();
-    let ledger = SqliteLedger::open(&path).unwrap();
+    let ledger = strict(&path);
     let capped = key(id(6), Some(3));
     assert_eq!(
         ledger.admit(&capped, NOW).unwrap(),
@@ -171,8 +171,8 @@ fn a_revoked_key_consumes_no_use() {
 #[test]
 fn revocations_through_one_ledger_are_seen_by_the_next_admit_of_another() {
     let (_dir, path) = temp_db();
-    let gate = SqliteLedger::open(&path).unwrap();
-    let store = SqliteLedger::open(&path).unwrap();
+    let gate = strict(&path);
+    let store = strict(&path);
 
     // By key id. The store has admitted before, so it must notice the change, not just load.
     let k = key(id(10), None);
@@ -216,8 +216,8 @@ fn a_revocation_is_seen_after_many_unrelated_commits() {
     // Use counts by another connection change `data_version` without touching revocations;
     // the view must follow those changes and still catch a later revocation.
     let (_dir, path) = temp_db();
-    let gate = SqliteLedger::open(&path).unwrap();
-    let store = SqliteLedger::open(&path).unwrap();
+    let gate = strict(&path);
+    let store = strict(&path);
     let watched = key(id(20), None);
     for n in 0..50u8 {
         assert!(admitted(&gate, &key(KeyId([n; 16]), Some(10))));
@@ -230,8 +230,8 @@ fn a_revocation_is_seen_after_many_unrelated_commits() {
 #[test]
 fn use_counting_is_exact_across_two_ledgers_on_one_file() {
     let (_dir, path) = temp_db();
-    let gate = SqliteLedger::open(&path).unwrap();
-    let store = SqliteLedger::open(&path).unwrap();
+    let gate = strict(&path);
+    let store = strict(&path);
     let ten = key(id(30), Some(10));
     let (uses, exhausted) = race(&[&gate, &store], 32, &ten);
     assert_eq!(uses, (1..=10).collect::<Vec<u64>>());
@@ -243,7 +243,7 @@ fn use_counting_is_exact_across_two_ledgers_on_one_file() {
 #[test]
 fn subject_revocation_affects_only_that_subjects_older_keys() {
     let (_dir, path) = temp_db();
-    let ledger = SqliteLedger::open(&path).unwrap();
+    let ledger = strict(&path);
     let before = NOW.minus(100);
     let alice_old = KeyUse {
         issued_at: before.minus(1),
@@ -297,7 +297,7 @@ fn subject_revocation_affects_only_that_subjects_older_keys() {
     assert!(admitted(&ledger, &alice_new));
 
     // The same, as seen from a ledger that starts after the fact.
-    let late = SqliteLedger::open(&path).unwrap();
+    let late = strict(&path);
     assert_eq!(late.admit(&alice_at, NOW).unwrap(), Admission::Revoked);
     assert!(admitted(&late, &alice_new));
     assert!(admitted(&late, &bob_old));
@@ -306,8 +306,8 @@ fn subject_revocation_affects_only_that_subjects_older_keys() {
 #[test]
 fn global_revocation_affects_only_keys_issued_before() {
     let (_dir, path) = temp_db();
-    let ledger = SqliteLedger::open(&path).unwrap();
-    let other = SqliteLedger::open(&path).unwrap();
+    let ledger = strict(&path);
+    let other = strict(&path);
     let before = NOW.minus(100);
     let old = KeyUse {
         subject: Some("bob"),
@@ -363,7 +363,7 @@ fn counts_and_revocations_survive_reopening() {
         ..key(id(63), None)
     };
     {
-        let ledger = SqliteLedger::open(&path).unwrap();
+        let ledger = strict(&path);
         for n in 1..=3 {
             assert_eq!(
                 ledger.admit(&capped, NOW).unwrap(),
@@ -374,7 +374,7 @@ fn counts_and_revocations_survive_reopening() {
         ledger.revoke_subject("bob", NOW, NOW).unwrap();
         ledger.revoke_all_before(NOW.minus(500), NOW).unwrap();
     }
-    let ledger = SqliteLedger::open(&path).unwrap();
+    let ledger = strict(&path);
     assert_eq!(
         ledger.status(id(60)).unwrap(),
         KeyStatus {
@@ -403,8 +403,9 @@ fn counts_and_revocations_survive_reopening() {
 fn forget_expired_removes_only_expired_rows() {
     let (_dir, path) = temp_db();
     let no_grace = SqliteOptions::default().with_forget_grace(Duration::ZERO);
-    let ledger = SqliteLedger::open_with(&path, no_grace.clone()).unwrap();
-    let other = SqliteLedger::open_with(&path, no_grace).unwrap();
+    let ledger =
+        SqliteLedger::open_with(&path, no_grace.clone().with_freshness(Duration::ZERO)).unwrap();
+    let other = SqliteLedger::open_with(&path, no_grace.with_freshness(Duration::ZERO)).unwrap();
     let soon = KeyUse {
         expires: NOW.plus(10),
         ..key(id(70), Some(1))
@@ -500,7 +501,7 @@ fn forget_expired_removes_only_expired_rows() {
 #[test]
 fn forget_expired_keeps_rows_for_the_clock_skew_by_default() {
     let (_dir, path) = temp_db();
-    let ledger = SqliteLedger::open(&path).unwrap();
+    let ledger = strict(&path);
     let once = key(id(80), Some(1));
     assert!(admitted(&ledger, &once));
     // A verifier still accepts the key 30 s after it expires: so must the ledger refuse it.
@@ -514,7 +515,7 @@ fn forget_expired_keeps_rows_for_the_clock_skew_by_default() {
 fn the_database_is_owner_only() {
     use std::os::unix::fs::PermissionsExt;
     let (_dir, path) = temp_db();
-    let ledger = SqliteLedger::open(&path).unwrap();
+    let ledger = strict(&path);
     ledger.revoke_key(id(90), None, NOW).unwrap();
     let wal = PathBuf::from(format!("{}-wal", path.display()));
     for file in [&path, &wal] {
@@ -526,7 +527,7 @@ fn the_database_is_owner_only() {
 #[test]
 fn the_schema_version_is_recorded() {
     let (_dir, path) = temp_db();
-    drop(SqliteLedger::open(&path).unwrap());
+    drop(strict(&path));
     let conn = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -585,7 +586,7 @@ fn a_write_lock_held_elsewhere_makes_counted_admits_fail_not_pass() {
 #[test]
 fn a_lock_released_within_the_busy_timeout_is_waited_for() {
     let (_dir, path) = temp_db();
-    let ledger = SqliteLedger::open(&path).unwrap();
+    let ledger = strict(&path);
     let once = key(id(103), Some(1));
     let other = rusqlite::Connection::open(&path).unwrap();
     other.execute_batch("BEGIN EXCLUSIVE").unwrap();
@@ -620,7 +621,7 @@ fn a_foreign_or_newer_database_is_refused() {
     assert!(message.contains("not a valet ledger"), "{message}");
 
     let (_dir, path) = temp_db();
-    drop(SqliteLedger::open(&path).unwrap());
+    drop(strict(&path));
     rusqlite::Connection::open(&path)
         .unwrap()
         .pragma_update(None, "user_version", 2)
@@ -647,7 +648,7 @@ fn an_unopenable_path_is_refused() {
 #[test]
 fn a_database_corrupted_under_a_running_ledger_fails_closed() {
     let (_dir, path) = temp_db();
-    let ledger = SqliteLedger::open(&path).unwrap();
+    let ledger = strict(&path);
     let once = key(id(110), Some(1));
     assert!(admitted(&ledger, &key(id(111), Some(1))));
     ledger.revoke_key(id(112), None, NOW).unwrap();
@@ -729,7 +730,7 @@ fn child_process() {
     let (Ok(path), Ok(task)) = (std::env::var(CHILD_DB), std::env::var(CHILD_TASK)) else {
         return;
     };
-    let ledger = SqliteLedger::open(Path::new(&path)).unwrap();
+    let ledger = strict(Path::new(&path));
     wait_until(std::env::var(CHILD_START).unwrap().parse().unwrap());
     let mut count = 0u64;
     match task.as_str() {
@@ -754,7 +755,7 @@ fn child_process() {
 #[test]
 fn revocations_by_another_process_are_seen_at_once() {
     let (_dir, path) = temp_db();
-    let ledger = SqliteLedger::open(&path).unwrap();
+    let ledger = strict(&path);
     let k = key(id(120), None);
     let bob = KeyUse {
         subject: Some("bob"),
@@ -770,7 +771,7 @@ fn revocations_by_another_process_are_seen_at_once() {
 #[test]
 fn use_counting_is_exact_across_processes() {
     let (_dir, path) = temp_db();
-    let ledger = SqliteLedger::open(&path).unwrap();
+    let ledger = strict(&path);
     let capped = key(id(121), Some(200));
     let start = unix_millis() + 1000;
     let child = run_child(&path, "count", start);
@@ -785,4 +786,51 @@ fn use_counting_is_exact_across_processes() {
     println!("admitted here {here}, in the other process {there}");
     assert_eq!(here + there, 200, "here {here}, there {there}");
     assert_eq!(ledger.status(id(121)).unwrap().uses, 200);
+}
+
+/// A ledger that looks for other connections' commits on every admission, so that tests can
+/// assert what "the very next admit" sees.
+fn strict(path: &Path) -> SqliteLedger {
+    SqliteLedger::open_with(
+        path,
+        SqliteOptions::default().with_freshness(Duration::ZERO),
+    )
+    .unwrap()
+}
+
+#[test]
+fn with_default_options_another_ledgers_revocation_bites_within_the_freshness_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let gate = SqliteLedger::open(&path).unwrap();
+    let store = SqliteLedger::open(&path).unwrap();
+    let key = KeyUse {
+        key_id: KeyId([42; 16]),
+        subject: None,
+        issued_at: UnixTime(1000),
+        expires: UnixTime(u64::MAX / 2),
+        max_uses: None,
+    };
+    assert!(matches!(
+        store.admit(&key, UnixTime(1000)).unwrap(),
+        Admission::Admitted { .. }
+    ));
+    gate.revoke_key(key.key_id, None, UnixTime(1000)).unwrap();
+    std::thread::sleep(SqliteOptions::default().freshness + Duration::from_millis(1));
+    assert_eq!(
+        store.admit(&key, UnixTime(1000)).unwrap(),
+        Admission::Revoked
+    );
+    let counted = KeyUse {
+        key_id: KeyId([43; 16]),
+        max_uses: Some(5),
+        ..key
+    };
+    gate.revoke_key(counted.key_id, None, UnixTime(1000))
+        .unwrap();
+    assert_eq!(
+        store.admit(&counted, UnixTime(1000)).unwrap(),
+        Admission::Revoked,
+        "counted keys are never stale"
+    );
 }

@@ -11,7 +11,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use prometheus_client::metrics::counter::Counter;
 
@@ -59,25 +59,19 @@ impl FileStream {
     }
 
     fn next_chunk(&mut self) -> io::Result<Bytes> {
-        let want = self.remaining.min(FILE_CHUNK as u64) as usize;
-        let mut buf = BytesMut::zeroed(want);
-        let mut filled = 0;
-        while filled < want {
-            match self.file.read(&mut buf[filled..]) {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the blob shrank while it was being read",
-                    ))
-                }
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+        let want = self.remaining.min(FILE_CHUNK as u64);
+        // `read_to_end` into spare capacity: no zeroing of a buffer about to be overwritten.
+        let mut buf = Vec::with_capacity(want as usize);
+        (&mut self.file).take(want).read_to_end(&mut buf)?;
+        if (buf.len() as u64) < want {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the blob shrank while it was being read",
+            ));
         }
-        self.remaining -= want as u64;
-        self.sent.inc_by(want as u64);
-        Ok(buf.freeze())
+        self.remaining -= want;
+        self.sent.inc_by(want);
+        Ok(Bytes::from(buf))
     }
 }
 

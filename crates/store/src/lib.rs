@@ -25,5 +25,5 @@ mod state;
 
 pub use config::{StoreConfig, TlsFiles};
 pub use error::StoreError;
-pub use server::{serve, ServeError};
+pub use server::{bind_listeners, run, serve, watch_keyring, ServeError};
 pub use state::Store;

@@ -1,9 +1,12 @@
 //! Accepting connections: TCP with `TCP_NODELAY`, optional TLS (rustls), HTTP/1.1 and HTTP/2,
 //! header and idle timeouts, and graceful shutdown.
 //!
-//! Each connection is served on its own task by hyper; requests run on that task with no
-//! hand-off to another thread, except the few blocking steps (fsync, rename, listing, a durable
-//! use count) that go to the blocking pool.
+//! [`run`] serves with one single-threaded runtime per core, each accepting on its own
+//! `SO_REUSEPORT` listener, as nginx runs one worker per core: a connection lives on one thread
+//! from accept to close, so a request never wakes another thread or has its task stolen by one.
+//! Requests run on the connection's task, except the few blocking steps (fsync, rename,
+//! listing, a durable use count) that go to the blocking pool. [`serve`] is one such worker,
+//! usable on any runtime.
 
 use std::future::Future;
 use std::io;
@@ -46,7 +49,7 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(store.config.header_timeout)
-        .max_buf_size(64 * 1024);
+        .max_buf_size(256 * 1024);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -54,7 +57,6 @@ pub async fn serve(
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
-    let keyring_task = tokio::spawn(watch_keyring(store.clone()));
     tokio::pin!(shutdown);
     loop {
         let (stream, client) = tokio::select! {
@@ -98,7 +100,6 @@ pub async fn serve(
         });
     }
     drop(listener);
-    keyring_task.abort();
     tracing::info!(grace = ?store.config.shutdown_grace, "shutting down: no new connections");
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
@@ -124,7 +125,9 @@ async fn tls_handshake(
     }
 }
 
-async fn watch_keyring(store: Arc<Store>) {
+/// Re-reads the keyring file every two seconds if it changed, so that a rotation by the gate
+/// or `valet key rotate` reaches a running store.
+pub async fn watch_keyring(store: Arc<Store>) {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
         tick.tick().await;
@@ -154,4 +157,76 @@ fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, ServeError> {
         .map_err(|e| ServeError::Tls(e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Binds `count` listeners to `addr` with `SO_REUSEPORT`, so that the kernel spreads incoming
+/// connections across them. With port 0, all share the port the first one got.
+pub fn bind_listeners(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let mut addr = addr;
+    let mut listeners = Vec::with_capacity(count);
+    for _ in 0..count.max(1) {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
+        let listener: std::net::TcpListener = socket.into();
+        addr = listener.local_addr()?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+/// Serves the store on `listeners`, one thread with its own single-threaded runtime each,
+/// until `shutdown` completes; then every worker stops accepting and gives its in-flight
+/// requests the grace period. Blocks until all workers are done.
+pub fn run(
+    store: Arc<Store>,
+    listeners: Vec<std::net::TcpListener>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut workers = Vec::with_capacity(listeners.len());
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let store = store.clone();
+        let mut stopped = stopped.clone();
+        let worker = std::thread::Builder::new()
+            .name(format!("valet-store-{i}"))
+            .spawn(move || -> Result<(), ServeError> {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async move {
+                    let listener = TcpListener::from_std(listener)?;
+                    let stop = async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    };
+                    serve(store, listener, stop).await
+                })
+            })?;
+        workers.push(worker);
+    }
+    let coordinator = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    coordinator.block_on(async {
+        let watcher = tokio::spawn(watch_keyring(store.clone()));
+        shutdown.await;
+        watcher.abort();
+    });
+    let _ = stop.send(true);
+    let mut result = Ok(());
+    for worker in workers {
+        match worker.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => result = Err(e),
+            Err(_) => result = Err(ServeError::Io(io::Error::other("a store worker panicked"))),
+        }
+    }
+    result
 }

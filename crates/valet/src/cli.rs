@@ -68,6 +68,9 @@ pub struct ServeArgs {
     /// Clock-skew tolerance for key windows.
     #[arg(long, env = "VALET_SKEW", value_parser = human::duration, default_value = "30s")]
     pub skew: Duration,
+    /// Worker threads, each with its own listener (default: one per CPU).
+    #[arg(long, env = "VALET_WORKERS")]
+    pub workers: Option<usize>,
     /// How long in-flight requests may finish after SIGTERM.
     #[arg(long, env = "VALET_SHUTDOWN_GRACE", value_parser = human::duration, default_value = "30s")]
     pub shutdown_grace: Duration,

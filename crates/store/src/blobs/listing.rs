@@ -124,12 +124,13 @@ impl Walk<'_> {
 
 fn item(file: &Path, path: String) -> Result<ListingItem, StoreError> {
     let f = fs::File::open(file).map_err(StoreError::from_io)?;
-    let meta = BlobMeta::of_file(&f).map_err(StoreError::from_io)?;
+    let stat = f.metadata().map_err(StoreError::from_io)?;
+    let meta = BlobMeta::of_file(&f, &stat).map_err(StoreError::from_io)?;
     Ok(ListingItem {
         path,
         size: meta.size,
-        etag: meta.etag(),
+        etag: meta.etag().to_owned(),
+        last_modified: meta.last_modified().to_owned(),
         content_type: meta.content_type,
-        last_modified: httpdate::fmt_http_date(meta.modified),
     })
 }

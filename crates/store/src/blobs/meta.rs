@@ -1,14 +1,21 @@
-//! Blob metadata, kept in the `user.valet` extended attribute of the blob's own file.
+//! Blob metadata, kept in the `user.valet` extended attribute of the blob's own file, and
+//! cached in memory by file identity.
 //!
 //! It records what a reader needs without re-reading the data: size, SHA-256 (the strong
 //! ETag), content type, and the modification time the data had when committed. If the file was
 //! changed behind the store's back (its size or mtime no longer match), the metadata is
 //! recomputed from the data and written back.
+//!
+//! The cache saves a download the attribute read and its parsing. It is keyed by everything
+//! that changes when a file does (device, inode, size, mtime and ctime, which setting an
+//! attribute also changes), so a stale entry can never be served: a commit always brings a new
+//! inode, and an edit in place a new mtime or ctime.
 
-use std::fs::File;
+use std::collections::HashMap;
+use std::fs::{File, Metadata};
 use std::io;
-use std::os::unix::fs::FileExt as _;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt as _, MetadataExt};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -17,7 +24,7 @@ use xattr::FileExt;
 
 const ATTRIBUTE: &str = "user.valet";
 
-/// A blob's metadata.
+/// A blob's metadata, with its validators formatted once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobMeta {
     /// Length in bytes.
@@ -28,6 +35,8 @@ pub struct BlobMeta {
     pub content_type: String,
     /// When the data was last written.
     pub modified: SystemTime,
+    etag: String,
+    last_modified: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -39,7 +48,7 @@ struct Stored {
     mtime_ns: i128,
 }
 
-fn mtime_ns(m: &std::fs::Metadata) -> i128 {
+fn mtime_ns(m: &Metadata) -> i128 {
     i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec())
 }
 
@@ -51,43 +60,60 @@ pub fn parse_sha256_hex(text: &str) -> Option<[u8; 32]> {
 }
 
 impl BlobMeta {
+    /// Metadata of a blob with these properties.
+    pub fn new(
+        size: u64,
+        sha256: [u8; 32],
+        content_type: String,
+        modified: SystemTime,
+    ) -> BlobMeta {
+        BlobMeta {
+            size,
+            sha256,
+            content_type,
+            modified,
+            etag: format!("\"{}\"", hex::encode(sha256)),
+            last_modified: httpdate::fmt_http_date(modified),
+        }
+    }
+
     /// The strong ETag: the quoted hex SHA-256.
-    pub fn etag(&self) -> String {
-        format!("\"{}\"", hex::encode(self.sha256))
+    pub fn etag(&self) -> &str {
+        &self.etag
+    }
+
+    /// `Last-Modified` as an HTTP date.
+    pub fn last_modified(&self) -> &str {
+        &self.last_modified
     }
 
     /// The hex SHA-256, for `x-valet-sha256`.
-    pub fn sha256_hex(&self) -> String {
-        hex::encode(self.sha256)
+    pub fn sha256_hex(&self) -> &str {
+        &self.etag[1..self.etag.len() - 1]
     }
 
     /// Reads the metadata of an open blob, repairing it if the data changed behind our back.
-    pub fn of_file(file: &File) -> io::Result<BlobMeta> {
-        let stat = file.metadata()?;
+    pub fn of_file(file: &File, stat: &Metadata) -> io::Result<BlobMeta> {
         let modified =
-            UNIX_EPOCH + Duration::from_nanos(u64::try_from(mtime_ns(&stat)).unwrap_or(0));
-        if let Some(stored) = file
+            UNIX_EPOCH + Duration::from_nanos(u64::try_from(mtime_ns(stat)).unwrap_or(0));
+        let stored = file
             .get_xattr(ATTRIBUTE)?
             .and_then(|raw| serde_json::from_slice::<Stored>(&raw).ok())
-            .filter(|s| s.v == 1 && s.size == stat.len() && s.mtime_ns == mtime_ns(&stat))
-        {
+            .filter(|s| s.v == 1 && s.size == stat.len() && s.mtime_ns == mtime_ns(stat));
+        if let Some(stored) = stored {
             if let Some(sha256) = parse_sha256_hex(&stored.sha256) {
-                return Ok(BlobMeta {
-                    size: stored.size,
+                return Ok(BlobMeta::new(
+                    stored.size,
                     sha256,
-                    content_type: stored.content_type,
+                    stored.content_type,
                     modified,
-                });
+                ));
             }
         }
-        Self::rebuild(file, &stat, modified)
+        Self::rebuild(file, stat, modified)
     }
 
-    fn rebuild(
-        file: &File,
-        stat: &std::fs::Metadata,
-        modified: SystemTime,
-    ) -> io::Result<BlobMeta> {
+    fn rebuild(file: &File, stat: &Metadata, modified: SystemTime) -> io::Result<BlobMeta> {
         // Positional reads leave the file offset alone for the caller that streams it next.
         let mut hasher = Sha256::new();
         let mut buf = vec![0; 256 * 1024];
@@ -100,19 +126,19 @@ impl BlobMeta {
             hasher.update(&buf[..n]);
             offset += n as u64;
         }
-        let meta = BlobMeta {
-            size: stat.len(),
-            sha256: hasher.finalize().into(),
-            content_type: "application/octet-stream".into(),
+        let meta = BlobMeta::new(
+            stat.len(),
+            hasher.finalize().into(),
+            "application/octet-stream".into(),
             modified,
-        };
+        );
         // Best effort: a read-only folder still serves, it just re-hashes next time.
         let _ = meta.write_to(file, stat);
         Ok(meta)
     }
 
     /// Stores this metadata on `file`, stamped with the file's current size and mtime.
-    pub fn write_to(&self, file: &File, stat: &std::fs::Metadata) -> io::Result<()> {
+    pub fn write_to(&self, file: &File, stat: &Metadata) -> io::Result<()> {
         let stored = Stored {
             v: 1,
             size: self.size,
@@ -122,5 +148,57 @@ impl BlobMeta {
         };
         let raw = serde_json::to_vec(&stored).expect("metadata serialises");
         file.set_xattr(ATTRIBUTE, &raw)
+    }
+}
+
+/// Everything that changes when a file's data or attribute does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FileIdentity {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl FileIdentity {
+    fn of(stat: &Metadata) -> FileIdentity {
+        FileIdentity {
+            dev: stat.dev(),
+            ino: stat.ino(),
+            size: stat.len(),
+            mtime_ns: mtime_ns(stat),
+            ctime_ns: i128::from(stat.ctime()) * 1_000_000_000 + i128::from(stat.ctime_nsec()),
+        }
+    }
+}
+
+/// Parsed metadata of recently read blobs.
+#[derive(Debug, Default)]
+pub struct MetaCache {
+    entries: Mutex<HashMap<FileIdentity, Arc<BlobMeta>>>,
+}
+
+/// Entries kept before the cache starts over; at ~200 bytes each, a few MiB at most.
+const CACHE_ENTRIES: usize = 16 * 1024;
+
+impl MetaCache {
+    /// The metadata of an open blob, from the cache or from its attribute.
+    pub fn get(&self, file: &File, stat: &Metadata) -> io::Result<Arc<BlobMeta>> {
+        let id = FileIdentity::of(stat);
+        if let Some(meta) = self.lock().get(&id) {
+            return Ok(meta.clone());
+        }
+        let meta = Arc::new(BlobMeta::of_file(file, stat)?);
+        let mut entries = self.lock();
+        if entries.len() >= CACHE_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(id, meta.clone());
+        Ok(meta)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<FileIdentity, Arc<BlobMeta>>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -16,11 +16,12 @@ use std::hash::{Hash, Hasher};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use valet_key::{BlobPath, Name};
 
 pub use listing::Listing;
+use meta::MetaCache;
 pub use meta::{parse_sha256_hex, BlobMeta};
 pub use upload::Upload;
 
@@ -53,6 +54,7 @@ pub struct BlobFolder {
     /// Serialises check-then-rename per path (striped), so that `If-Match` is atomic against
     /// other writers in this process.
     locks: Vec<Mutex<()>>,
+    metadata: MetaCache,
 }
 
 impl BlobFolder {
@@ -74,6 +76,7 @@ impl BlobFolder {
             blobs,
             tmp,
             locks: (0..64).map(|_| Mutex::new(())).collect(),
+            metadata: MetaCache::default(),
         })
     }
 
@@ -99,16 +102,27 @@ impl BlobFolder {
         &self,
         container: &Name,
         path: &BlobPath,
-    ) -> Result<(File, BlobMeta), StoreError> {
-        let file = open_regular(&self.file_path(container, path))?;
-        let meta = BlobMeta::of_file(&file).map_err(StoreError::from_io)?;
+    ) -> Result<(File, Arc<BlobMeta>), StoreError> {
+        let (file, stat) = open_regular(&self.file_path(container, path))?;
+        let meta = self
+            .metadata
+            .get(&file, &stat)
+            .map_err(StoreError::from_io)?;
         Ok((file, meta))
     }
 
     /// The metadata of a blob, or `None` if there is none at the path.
-    pub fn stat(&self, container: &Name, path: &BlobPath) -> Result<Option<BlobMeta>, StoreError> {
+    pub fn stat(
+        &self,
+        container: &Name,
+        path: &BlobPath,
+    ) -> Result<Option<Arc<BlobMeta>>, StoreError> {
         match open_regular(&self.file_path(container, path)) {
-            Ok(file) => Ok(Some(BlobMeta::of_file(&file).map_err(StoreError::from_io)?)),
+            Ok((file, stat)) => Ok(Some(
+                self.metadata
+                    .get(&file, &stat)
+                    .map_err(StoreError::from_io)?,
+            )),
             Err(StoreError::NotFound) => Ok(None),
             Err(e) => Err(e),
         }
@@ -146,7 +160,7 @@ impl BlobFolder {
                 self.place(&target, |t| upload.link_to(t))?;
             }
             CommitMode::Overwrite(pre) => {
-                if pre.evaluate(current.as_ref(), false) != Verdict::Proceed {
+                if pre.evaluate(current.as_deref(), false) != Verdict::Proceed {
                     return Err(StoreError::PreconditionFailed("If-Match or If-None-Match"));
                 }
                 self.place(&target, |t| upload.rename_to(t))?;
@@ -222,7 +236,7 @@ impl BlobFolder {
 }
 
 /// Opens a regular file without following a symbolic link at the last component.
-fn open_regular(path: &Path) -> Result<File, StoreError> {
+fn open_regular(path: &Path) -> Result<(File, std::fs::Metadata), StoreError> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
@@ -232,11 +246,11 @@ fn open_regular(path: &Path) -> Result<File, StoreError> {
             Some(libc::ENOTDIR | libc::ELOOP) => StoreError::NotFound,
             _ => StoreError::from_io(e),
         })?;
-    let kind = file.metadata().map_err(StoreError::from_io)?.file_type();
-    if !kind.is_file() {
+    let stat = file.metadata().map_err(StoreError::from_io)?;
+    if !stat.is_file() {
         return Err(StoreError::NotFound);
     }
-    Ok(file)
+    Ok((file, stat))
 }
 
 fn conflict_or_io(e: io::Error) -> StoreError {

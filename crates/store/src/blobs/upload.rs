@@ -87,12 +87,8 @@ impl Upload {
     pub(super) fn seal(&self) -> Result<BlobMeta, StoreError> {
         self.file.sync_data().map_err(StoreError::from_io)?;
         let stat = self.file.metadata().map_err(StoreError::from_io)?;
-        let meta = BlobMeta {
-            size: self.len,
-            sha256: self.sha256(),
-            content_type: self.content_type.clone(),
-            modified: stat.modified().map_err(StoreError::from_io)?,
-        };
+        let modified = stat.modified().map_err(StoreError::from_io)?;
+        let meta = BlobMeta::new(self.len, self.sha256(), self.content_type.clone(), modified);
         meta.write_to(&self.file, &stat)
             .map_err(StoreError::from_io)?;
         self.file.sync_all().map_err(StoreError::from_io)?;

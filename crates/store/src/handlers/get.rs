@@ -67,7 +67,7 @@ pub async fn get_blob(
     out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     out.insert(
         "x-valet-sha256",
-        HeaderValue::from_str(&meta.sha256_hex()).expect("hex"),
+        HeaderValue::from_str(meta.sha256_hex()).expect("hex"),
     );
     // The URL carries a key: no shared cache may keep the response.
     out.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
@@ -92,13 +92,10 @@ pub async fn get_blob(
 fn validators(out: &mut HeaderMap, meta: &BlobMeta) {
     out.insert(
         header::ETAG,
-        HeaderValue::from_str(&meta.etag()).expect("hex etag"),
+        HeaderValue::from_str(meta.etag()).expect("hex etag"),
     );
-    let modified = httpdate::fmt_http_date(meta.modified);
-    out.insert(
-        header::LAST_MODIFIED,
-        HeaderValue::from_str(&modified).expect("http date"),
-    );
+    let modified = HeaderValue::from_str(meta.last_modified()).expect("http date");
+    out.insert(header::LAST_MODIFIED, modified);
 }
 
 fn not_modified(meta: &BlobMeta) -> Response<ResponseBody> {

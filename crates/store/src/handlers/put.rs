@@ -131,7 +131,7 @@ pub async fn put_blob(
     let out = response.headers_mut();
     out.insert(
         header::ETAG,
-        HeaderValue::from_str(&meta.etag()).expect("hex"),
+        HeaderValue::from_str(meta.etag()).expect("hex"),
     );
     out.insert(
         header::CONTENT_TYPE,

@@ -12,11 +12,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if args.role == Role::Gate {
         anyhow::bail!("the gate role is not built yet; run --role store");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
-    runtime.block_on(serve_store(args))
+    serve_store(args)
 }
 
 fn store_config(args: &ServeArgs) -> anyhow::Result<StoreConfig> {
@@ -45,7 +41,7 @@ fn store_config(args: &ServeArgs) -> anyhow::Result<StoreConfig> {
     Ok(config)
 }
 
-async fn serve_store(args: ServeArgs) -> anyhow::Result<()> {
+fn serve_store(args: ServeArgs) -> anyhow::Result<()> {
     let config = store_config(&args)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data folder {}", config.data_dir.display()))?;
@@ -53,24 +49,27 @@ async fn serve_store(args: ServeArgs) -> anyhow::Result<()> {
     let ledger_path = config.data_dir.join("ledger.sqlite");
     let ledger = SqliteLedger::open(&ledger_path)
         .with_context(|| format!("opening the ledger {}", ledger_path.display()))?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let listeners = valet_store::bind_listeners(config.listen, workers)
         .with_context(|| format!("listening on {} (--store-addr)", config.listen))?;
+    let addr = listeners[0].local_addr()?;
     let scheme = if config.tls.is_some() {
         "https"
     } else {
         "http"
     };
     tracing::info!(
-        addr = %listener.local_addr()?,
+        %addr,
+        workers,
         data = %config.data_dir.display(),
         keyring = %config.keyring_path.display(),
-        "store listening on {scheme}://{}",
-        listener.local_addr()?
+        "store listening on {scheme}://{addr}"
     );
     let store = valet_store::Store::open(config, keyring, Arc::new(ledger))
         .context("opening the blob folder")?;
-    valet_store::serve(store, listener, shutdown_signal()).await?;
+    valet_store::run(store, listeners, shutdown_signal())?;
     Ok(())
 }
 
