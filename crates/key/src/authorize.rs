@@ -9,14 +9,14 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::claims::{FileName, KeyId, UnixTime};
+use crate::claims::{FileName, KeyId, Limits, UnixTime};
 use crate::error::FormatError;
 use crate::keyring::Keyring;
 use crate::media_range::MediaRange;
 use crate::name::Name;
 use crate::op::{Op, Ops};
 use crate::scope::Scope;
-use crate::token::Token;
+use crate::token::{EffectiveLimits, Token};
 
 /// The default tolerance for clocks that disagree, in seconds.
 pub const DEFAULT_SKEW_SECONDS: u64 = 30;
@@ -149,11 +149,33 @@ impl Verifier {
     /// Parses `token` and authorizes `access` with it.
     pub fn authorize(&self, token: &str, access: &Access<'_>) -> Result<Grant, Denial> {
         let token: Token = token.parse().map_err(Denial::Malformed)?;
-        self.authorize_token(&token, access)
+        let checked = self.check(&token, access)?;
+        // The token is ours: the grant takes its strings rather than copies of them.
+        let (claims, _) = token.into_parts();
+        Ok(checked.into_grant(
+            claims.key_id,
+            claims.subject,
+            claims.scope,
+            claims.not_before,
+            claims.limits,
+        ))
     }
 
     /// Authorizes `access` with an already parsed token.
     pub fn authorize_token(&self, token: &Token, access: &Access<'_>) -> Result<Grant, Denial> {
+        let checked = self.check(token, access)?;
+        let claims = token.claims().clone();
+        Ok(checked.into_grant(
+            claims.key_id,
+            claims.subject,
+            claims.scope,
+            claims.not_before,
+            claims.limits,
+        ))
+    }
+
+    /// Every check, in order; what they found that the grant needs.
+    fn check(&self, token: &Token, access: &Access<'_>) -> Result<Checked, Denial> {
         if !self.keyring.check_tag(token) {
             return Err(Denial::Invalid);
         }
@@ -188,19 +210,42 @@ impl Verifier {
                 return Err(Denial::IpNotAllowed);
             }
         }
-        let limits = token.effective_limits();
-        Ok(Grant {
-            key_id: claims.key_id,
-            subject: claims.subject.clone(),
-            scope: claims.scope.clone(),
+        Ok(Checked {
             ops,
             expires,
-            not_before: claims.not_before,
-            max_bytes: limits.max_bytes,
-            max_uses: limits.max_uses,
-            content_types: limits.content_types,
-            filename: claims.limits.filename.clone(),
-            event_target: claims.limits.event_target.clone(),
+            limits: token.effective_limits(),
         })
+    }
+}
+
+/// What the checks established, waiting for the claims' owned parts.
+struct Checked {
+    ops: Ops,
+    expires: UnixTime,
+    limits: EffectiveLimits,
+}
+
+impl Checked {
+    fn into_grant(
+        self,
+        key_id: KeyId,
+        subject: Option<String>,
+        scope: Scope,
+        not_before: UnixTime,
+        limits: Limits,
+    ) -> Grant {
+        Grant {
+            key_id,
+            subject,
+            scope,
+            ops: self.ops,
+            expires: self.expires,
+            not_before,
+            max_bytes: self.limits.max_bytes,
+            max_uses: self.limits.max_uses,
+            content_types: self.limits.content_types,
+            filename: limits.filename,
+            event_target: limits.event_target,
+        }
     }
 }

@@ -139,7 +139,7 @@ impl Caveat {
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut w = SegmentWriter::new(CAVEAT_KIND);
         if let Some(scope) = &self.scope {
-            w.bytes(field::SCOPE, scope.to_string().as_bytes());
+            w.text(field::SCOPE, scope);
         }
         if let Some(ops) = self.ops {
             w.uint(field::OPS, u64::from(ops.bits()));

@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::ops::Range;
 
 use ipnet::IpNet;
 use serde::Serialize;
@@ -230,7 +231,7 @@ impl Claims {
         if let Some(subject) = &self.subject {
             w.bytes(field::SUBJECT, subject.as_bytes());
         }
-        w.bytes(field::SCOPE, self.scope.to_string().as_bytes());
+        w.text(field::SCOPE, &self.scope);
         w.uint(field::OPS, u64::from(self.ops.bits()));
         w.uint(field::NOT_BEFORE, self.not_before.0);
         w.uint(field::EXPIRES, self.expires.0);
@@ -256,8 +257,9 @@ impl Claims {
         w.finish()
     }
 
-    /// Reads a claims segment: the claims and the id of the key that signed them.
-    pub(crate) fn decode(segment: &[u8]) -> Result<(Claims, String), FormatError> {
+    /// Reads a claims segment: the claims, and where in the segment the id of the key that
+    /// signed them is (it stays there: the token keeps the segment's bytes anyway).
+    pub(crate) fn decode(segment: &[u8]) -> Result<(Claims, Range<usize>), FormatError> {
         let mut r = SegmentReader::new(segment, CLAIMS_KIND)?;
         let mut key_id = None;
         let mut signing_key = None;
@@ -272,7 +274,11 @@ impl Claims {
                 field::KEY_ID => {
                     key_id = Some(KeyId(v.try_into().map_err(|_| invalid(f, "not 16 bytes"))?))
                 }
-                field::SIGNING_KEY => signing_key = Some(text_value(f, v)?.to_owned()),
+                field::SIGNING_KEY => {
+                    text_value(f, v)?;
+                    let start = v.as_ptr() as usize - segment.as_ptr() as usize;
+                    signing_key = Some(start..start + v.len());
+                }
                 field::SUBJECT => {
                     let text = text_value(f, v)?;
                     if !valid_subject(text) {

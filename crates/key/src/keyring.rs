@@ -10,8 +10,7 @@
 
 use std::fmt;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
+use base64_simd::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -257,7 +256,7 @@ impl Keyring {
         let key = self.active()?;
         let bytes = claims.encode(&key.id);
         let tag = key.root_tag(&bytes);
-        Ok(Token::signed(key.id.clone(), claims, bytes, tag))
+        Ok(Token::signed(claims, bytes, tag))
     }
 
     /// Whether `token`'s tag chain was started by a key of this ring.
@@ -281,7 +280,7 @@ impl Keyring {
                 .iter()
                 .map(|k| KeyDoc {
                     id: k.id.clone(),
-                    secret: URL_SAFE_NO_PAD.encode(k.secret),
+                    secret: URL_SAFE_NO_PAD.encode_to_string(k.secret),
                     created: k.created.0,
                 })
                 .collect(),
@@ -299,7 +298,7 @@ impl Keyring {
         let mut keys: Vec<SigningKey> = Vec::with_capacity(doc.keys.len());
         for k in doc.keys {
             let secret = URL_SAFE_NO_PAD
-                .decode(&k.secret)
+                .decode_to_vec(&k.secret)
                 .ok()
                 .and_then(|s| <[u8; 32]>::try_from(s).ok())
                 .ok_or_else(|| KeyringError::BadSecret(k.id.clone()))?;

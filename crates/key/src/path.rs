@@ -70,39 +70,38 @@ fn validate_segments(text: &str) -> Result<(), PathError> {
     if text.len() > MAX_PATH_LEN {
         return Err(PathError::TooLong);
     }
-    text.split('/').try_for_each(validate_segment)
+    text.as_bytes()
+        .split(|&b| b == b'/')
+        .try_for_each(validate_segment)
 }
 
-fn validate_segment(segment: &str) -> Result<(), PathError> {
+fn validate_segment(segment: &[u8]) -> Result<(), PathError> {
     match segment {
-        "" => Err(PathError::EmptySegment),
-        "." | ".." => Err(PathError::DotSegment),
+        b"" => Err(PathError::EmptySegment),
+        b"." | b".." => Err(PathError::DotSegment),
         _ => validate_characters(segment),
     }
 }
 
-/// The character rules shared by path segments and table keys.
-fn validate_characters(text: &str) -> Result<(), PathError> {
-    for c in text.chars() {
-        if c == '\\' {
-            return Err(PathError::Backslash);
+/// The character rules shared by path segments and table keys, in one pass over the bytes of
+/// a valid UTF-8 string: no backslash, no control character (C0, DEL, and C1, which UTF-8
+/// writes as `C2 80`..`C2 9F`), and no `%XX` triplet.
+fn validate_characters(bytes: &[u8]) -> Result<(), PathError> {
+    let hex_at = |i: usize| bytes.get(i).is_some_and(u8::is_ascii_hexdigit);
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'\\' => return Err(PathError::Backslash),
+            0x00..=0x1f | 0x7f => return Err(PathError::ControlCharacter),
+            0xc2 if bytes.get(i + 1).is_some_and(|n| (0x80..=0x9f).contains(n)) => {
+                return Err(PathError::ControlCharacter)
+            }
+            // After the store's one decoding, a triplet can only come from double encoding
+            // (`%252e`), which another layer might decode once more.
+            b'%' if hex_at(i + 1) && hex_at(i + 2) => return Err(PathError::PercentEncoded),
+            _ => {}
         }
-        if c.is_control() {
-            return Err(PathError::ControlCharacter);
-        }
-    }
-    if has_percent_triplet(text) {
-        return Err(PathError::PercentEncoded);
     }
     Ok(())
-}
-
-/// A `%` followed by two hex digits. After the one decoding the store does, such a triplet can
-/// only come from double encoding (`%252e`), which another layer might decode once more.
-fn has_percent_triplet(text: &str) -> bool {
-    text.as_bytes()
-        .windows(3)
-        .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
 }
 
 /// A validated partition key or row key of a table: 1 to 256 bytes, the path character rules,
@@ -125,7 +124,7 @@ impl TableKey {
         if text.contains(['/', '#', '?']) || text.contains("..") {
             return Err(PathError::ReservedCharacter);
         }
-        validate_characters(text)?;
+        validate_characters(text.as_bytes())?;
         Ok(TableKey(text.to_owned()))
     }
 
@@ -165,6 +164,8 @@ mod tests {
             ".hidden/..x/x..",
             "100% done",
             "50%off",
+            "no\u{a0}break",
+            "%zz%4",
         ] {
             assert!(BlobPath::parse(ok).is_ok(), "{ok}");
         }

@@ -53,9 +53,31 @@ impl SegmentWriter {
     }
 
     pub fn uint(&mut self, field: u8, value: u64) {
-        let mut tmp = Vec::with_capacity(10);
-        push_varint(&mut tmp, value);
-        self.bytes(field, &tmp);
+        let mut tmp = [0u8; 10];
+        let len = write_varint(&mut tmp, value);
+        self.bytes(field, &tmp[..len]);
+    }
+
+    /// A field whose value is `value`'s `Display` text, written in place: no temporary string.
+    pub fn text(&mut self, field: u8, value: &impl std::fmt::Display) {
+        use std::fmt::Write as _;
+        debug_assert!(field > self.last, "fields out of order");
+        self.last = field;
+        self.buf.push(field);
+        // Room for a two-byte length (texts here are under 16 KiB), shrunk to one if it fits.
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&[0, 0]);
+        let mut out = Utf8Sink(&mut self.buf);
+        write!(out, "{value}").expect("writing to a Vec cannot fail");
+        let len = self.buf.len() - at - 2;
+        assert!(len < 1 << 14, "text field too long for its length prefix");
+        if len < 0x80 {
+            self.buf[at] = len as u8;
+            self.buf.remove(at + 1);
+        } else {
+            self.buf[at] = (len as u8) | 0x80;
+            self.buf[at + 1] = (len >> 7) as u8;
+        }
     }
 
     pub fn finish(self) -> Vec<u8> {
@@ -97,6 +119,18 @@ impl<'a> SegmentReader<'a> {
     }
 }
 
+/// Where `field`'s value is in `segment`, found without reading the other values.
+pub(crate) fn field_range(segment: &[u8], kind: u8, field: u8) -> Option<std::ops::Range<usize>> {
+    let mut reader = SegmentReader::new(segment, kind).ok()?;
+    while let Ok(Some((f, value))) = reader.next_field() {
+        if f == field {
+            let start = value.as_ptr() as usize - segment.as_ptr() as usize;
+            return Some(start..start + value.len());
+        }
+    }
+    None
+}
+
 /// Reads a value that must be exactly one varint.
 pub(crate) fn uint_value(value: &[u8]) -> Result<u64, FormatError> {
     match read_varint(value)? {
@@ -105,12 +139,31 @@ pub(crate) fn uint_value(value: &[u8]) -> Result<u64, FormatError> {
     }
 }
 
-fn push_varint(buf: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        buf.push((value as u8) | 0x80);
-        value >>= 7;
+struct Utf8Sink<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Utf8Sink<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
     }
-    buf.push(value as u8);
+}
+
+fn push_varint(buf: &mut Vec<u8>, value: u64) {
+    let mut tmp = [0u8; 10];
+    let len = write_varint(&mut tmp, value);
+    buf.extend_from_slice(&tmp[..len]);
+}
+
+/// Writes `value` as LEB128 into `out`, returning how many bytes it took.
+fn write_varint(out: &mut [u8; 10], mut value: u64) -> usize {
+    let mut i = 0;
+    while value >= 0x80 {
+        out[i] = (value as u8) | 0x80;
+        value >>= 7;
+        i += 1;
+    }
+    out[i] = value as u8;
+    i + 1
 }
 
 /// LEB128, canonical only: no trailing zero groups, no more than 64 bits.
@@ -149,6 +202,25 @@ mod tests {
         assert!(
             read_varint(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]).is_err()
         );
+    }
+
+    #[test]
+    fn text_fields_get_the_shortest_length_prefix() {
+        for len in [0usize, 1, 127, 128, 300, 5000] {
+            let text = "x".repeat(len);
+            let mut w = SegmentWriter::new(CLAIMS_KIND);
+            w.text(field::SCOPE, &text);
+            let seg = w.finish();
+            let mut r = SegmentReader::new(&seg, CLAIMS_KIND).unwrap();
+            assert_eq!(
+                r.next_field().unwrap(),
+                Some((field::SCOPE, text.as_bytes()))
+            );
+            assert_eq!(r.next_field().unwrap(), None);
+            let mut expected = SegmentWriter::new(CLAIMS_KIND);
+            expected.bytes(field::SCOPE, text.as_bytes());
+            assert_eq!(seg, expected.finish(), "same bytes as the plain encoder");
+        }
     }
 
     #[test]
