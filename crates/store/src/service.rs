@@ -80,14 +80,16 @@ async fn route(
     body: Incoming,
 ) -> (&'static str, Result<Response<ResponseBody>, StoreError>) {
     let method = ctx.parts.method.clone();
-    let path = ctx.parts.uri.path().to_owned();
+    // A cheap clone (shared bytes): the handlers borrow `ctx` mutably while the path is read.
+    let uri = ctx.parts.uri.clone();
+    let path = uri.path();
     if method == Method::OPTIONS {
         return (
             "preflight",
             Ok(ctx.store.cors.preflight(&ctx.parts.headers)),
         );
     }
-    match path.as_str() {
+    match path {
         "/healthz" if method == Method::GET || method == Method::HEAD => {
             return ("healthz", Ok(Response::new(ResponseBody::full("ok\n"))))
         }

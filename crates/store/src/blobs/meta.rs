@@ -18,6 +18,7 @@ use std::os::unix::fs::{FileExt as _, MetadataExt};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use http::HeaderValue;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use xattr::FileExt;
@@ -37,6 +38,21 @@ pub struct BlobMeta {
     pub modified: SystemTime,
     etag: String,
     last_modified: String,
+    /// The response headers a download sends, made once rather than per request.
+    pub headers: BlobHeaders,
+}
+
+/// Ready-made header values of a blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobHeaders {
+    /// `ETag`.
+    pub etag: HeaderValue,
+    /// `Last-Modified`.
+    pub last_modified: HeaderValue,
+    /// `Content-Type`.
+    pub content_type: HeaderValue,
+    /// `x-valet-sha256`.
+    pub sha256: HeaderValue,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -67,13 +83,23 @@ impl BlobMeta {
         content_type: String,
         modified: SystemTime,
     ) -> BlobMeta {
+        let etag = format!("\"{}\"", hex::encode(sha256));
+        let last_modified = httpdate::fmt_http_date(modified);
+        let headers = BlobHeaders {
+            etag: HeaderValue::from_str(&etag).expect("hex is a header value"),
+            last_modified: HeaderValue::from_str(&last_modified).expect("an HTTP date"),
+            content_type: HeaderValue::from_str(&content_type)
+                .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+            sha256: HeaderValue::from_str(&etag[1..etag.len() - 1]).expect("hex"),
+        };
         BlobMeta {
             size,
             sha256,
             content_type,
             modified,
-            etag: format!("\"{}\"", hex::encode(sha256)),
-            last_modified: httpdate::fmt_http_date(modified),
+            etag,
+            last_modified,
+            headers,
         }
     }
 

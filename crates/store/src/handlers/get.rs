@@ -4,7 +4,7 @@ use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use valet_key::{BlobPath, FileName, Name, Op, Scope};
 
-use super::Ctx;
+use super::{blob_of, Ctx};
 use crate::access::admit;
 use crate::blobs::BlobMeta;
 use crate::body::{FileStream, ResponseBody};
@@ -19,10 +19,11 @@ pub async fn get_blob(
     path: BlobPath,
     head: bool,
 ) -> Result<Response<ResponseBody>, StoreError> {
-    let resource = Scope::blob(container.clone(), path.clone());
+    let resource = Scope::blob(container, path);
     let grant = admit(&ctx.store, ctx.key()?, Op::Read, &resource, ctx.client).await?;
     ctx.key_id = Some(grant.key_id);
-    let (file, meta) = ctx.store.blobs.open_blob(&container, &path)?;
+    let (container, path) = blob_of(&resource);
+    let (file, meta) = ctx.store.blobs.open_blob(container, path)?;
     let headers = &ctx.parts.headers;
     match Preconditions::from_headers(headers).evaluate(Some(&meta), true) {
         Verdict::Proceed => {}
@@ -59,16 +60,10 @@ pub async fn get_blob(
     *response.status_mut() = status;
     let out = response.headers_mut();
     validators(out, &meta);
-    out.insert(
-        header::CONTENT_TYPE,
-        header_value(&meta.content_type, "application/octet-stream"),
-    );
+    out.insert(header::CONTENT_TYPE, meta.headers.content_type.clone());
     out.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    out.insert(
-        "x-valet-sha256",
-        HeaderValue::from_str(meta.sha256_hex()).expect("hex"),
-    );
+    out.insert("x-valet-sha256", meta.headers.sha256.clone());
     // The URL carries a key: no shared cache may keep the response.
     out.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
     // Uploaded content is untrusted: never let it run as a page of the store's origin.
@@ -90,12 +85,8 @@ pub async fn get_blob(
 }
 
 fn validators(out: &mut HeaderMap, meta: &BlobMeta) {
-    out.insert(
-        header::ETAG,
-        HeaderValue::from_str(meta.etag()).expect("hex etag"),
-    );
-    let modified = HeaderValue::from_str(meta.last_modified()).expect("http date");
-    out.insert(header::LAST_MODIFIED, modified);
+    out.insert(header::ETAG, meta.headers.etag.clone());
+    out.insert(header::LAST_MODIFIED, meta.headers.last_modified.clone());
 }
 
 fn not_modified(meta: &BlobMeta) -> Response<ResponseBody> {
@@ -106,10 +97,6 @@ fn not_modified(meta: &BlobMeta) -> Response<ResponseBody> {
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
     response
-}
-
-fn header_value(text: &str, fallback: &'static str) -> HeaderValue {
-    HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static(fallback))
 }
 
 /// RFC 5987 `attr-char`s stay as they are; everything else is percent-encoded.

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::request::Parts;
-use valet_key::KeyId;
+use valet_key::{BlobPath, BlobTarget, KeyId, Name, Scope};
 
 pub use delete::delete_blob;
 pub use get::get_blob;
@@ -36,6 +36,18 @@ pub struct Ctx {
     pub key_id: Option<KeyId>,
     /// Body bytes moved.
     pub bytes: u64,
+}
+
+/// The container and path of a scope made by `Scope::blob`, borrowed back from it, so that a
+/// handler builds the resource it authorizes once and serves exactly that.
+pub fn blob_of(scope: &Scope) -> (&Name, &BlobPath) {
+    match scope {
+        Scope::Blob {
+            container,
+            target: BlobTarget::Blob(path),
+        } => (container, path),
+        _ => unreachable!("handlers build one-blob scopes with Scope::blob"),
+    }
 }
 
 impl Ctx {
