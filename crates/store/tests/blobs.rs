@@ -412,55 +412,26 @@ async fn a_client_that_disconnects_mid_upload_leaves_nothing() {
 async fn checksums_are_verified_before_commit() {
     let s = TestStore::start().await;
     let key = s.key("blob:files", "write");
-    let url = |name: &str| s.url(&format!("/blob/files/{name}?vk={key}"));
+    let put = |name: &str, header: &'static str, value: &str, body: &'static str| {
+        s.http
+            .put(s.url(&format!("/blob/files/{name}?vk={key}")))
+            .header(header, value)
+            .body(body)
+            .send()
+    };
     // md5("hello") = 5d41402abc4b2a76b9719d911017c592
-    let good_md5 = "XUFAKrxLKna5cZ2REBfFkg==";
-    let r = s
-        .http
-        .put(url("m1"))
-        .header("content-md5", good_md5)
-        .body("hello")
-        .send()
-        .await
-        .unwrap();
+    let md5 = "XUFAKrxLKna5cZ2REBfFkg==";
+    let sha = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+    let r = put("m1", "content-md5", md5, "hello").await.unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
-    let r = s
-        .http
-        .put(url("m2"))
-        .header("content-md5", good_md5)
-        .body("hellO")
-        .send()
-        .await
-        .unwrap();
+    let r = put("m2", "content-md5", md5, "hellO").await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(error_code(r).await, "checksum_mismatch");
-    let sha = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
-    let r = s
-        .http
-        .put(url("s1"))
-        .header("x-valet-sha256", sha)
-        .body("hello")
-        .send()
-        .await
-        .unwrap();
+    let r = put("s1", "x-valet-sha256", sha, "hello").await.unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
-    let r = s
-        .http
-        .put(url("s2"))
-        .header("x-valet-sha256", sha)
-        .body("jello")
-        .send()
-        .await
-        .unwrap();
+    let r = put("s2", "x-valet-sha256", sha, "jello").await.unwrap();
     assert_eq!(error_code(r).await, "checksum_mismatch");
-    let r = s
-        .http
-        .put(url("s3"))
-        .header("x-valet-sha256", "zz")
-        .body("hello")
-        .send()
-        .await
-        .unwrap();
+    let r = put("s3", "x-valet-sha256", "zz", "hello").await.unwrap();
     assert_eq!(error_code(r).await, "bad_request");
     assert!(!s.blob_file("files", "m2").exists() && !s.blob_file("files", "s2").exists());
     assert_eq!(s.temp_files(), 0);

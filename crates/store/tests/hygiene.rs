@@ -246,3 +246,75 @@ async fn a_stalled_upload_times_out_and_leaves_nothing() {
     assert_eq!(s.temp_files(), 0);
     assert!(!s.blob_file("files", "slow").exists());
 }
+
+/// A small tmpfs, unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(SmallDisk { dir })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+fn running_as_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+#[tokio::test]
+async fn a_full_disk_gives_insufficient_storage_stores_nothing_and_keeps_serving() {
+    if !running_as_root() {
+        eprintln!("SKIPPED: mounting a small tmpfs needs root (CI runs as root)");
+        return;
+    }
+    let disk = SmallDisk::mount("1m").expect("root can mount a tmpfs");
+    let data = disk.dir.path().to_owned();
+    let s = TestStore::start_with(|c| c.data_dir = data.clone()).await;
+    let key = s.key("blob:files", "read,write");
+    let r = s
+        .http
+        .put(s.url(&format!("/blob/files/huge?vk={key}")))
+        .body(vec![1u8; 3 * 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 507);
+    assert_eq!(error_code(r).await, "insufficient_storage");
+    assert_eq!(std::fs::read_dir(data.join("tmp")).unwrap().count(), 0);
+    assert!(!data.join("blobs/files/huge").exists());
+    let r = s
+        .http
+        .put(s.url(&format!("/blob/files/small?vk={key}")))
+        .body("still serving")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let body = s
+        .http
+        .get(s.url(&format!("/blob/files/small?vk={key}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body.text().await.unwrap(), "still serving");
+    s.stop().await;
+    drop(disk);
+}
