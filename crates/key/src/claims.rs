@@ -113,7 +113,7 @@ pub const MAX_SUBJECT_LEN: usize = 256;
 
 /// Whether `text` is an acceptable subject: up to 256 bytes, no control characters.
 pub fn valid_subject(text: &str) -> bool {
-    text.len() <= MAX_SUBJECT_LEN && !text.contains(char::is_control)
+    text.len() <= MAX_SUBJECT_LEN && !text.chars().any(char::is_control)
 }
 
 /// Limits that the store enforces while the bytes flow.

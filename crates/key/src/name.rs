@@ -41,7 +41,8 @@ fn validate_name(text: &str) -> Result<(), NameError> {
         return Err(NameError::Charset);
     }
     let bytes = text.as_bytes();
-    if bytes[0] == b'-' || bytes[bytes.len() - 1] == b'-' || text.contains("--") {
+    let doubled = bytes.windows(2).any(|w| w == b"--");
+    if bytes[0] == b'-' || bytes[bytes.len() - 1] == b'-' || doubled {
         return Err(NameError::Hyphens);
     }
     Ok(())

@@ -233,9 +233,9 @@ impl FromStr for Scope {
 }
 
 fn parse_blob(rest: &str) -> Result<Scope, ScopeError> {
-    let (container, path) = match rest.split_once('/') {
+    let (container, path) = match rest.bytes().position(|b| b == b'/') {
         None => (rest, None),
-        Some((container, path)) => (container, Some(path)),
+        Some(i) => (&rest[..i], Some(&rest[i + 1..])),
     };
     let container = Name::parse(container)?;
     let target = match path {
