@@ -132,6 +132,10 @@ impl StoreError {
             HeaderValue::from_static("application/json"),
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        // RFC 9110: a 401 names the scheme that would work.
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Valet"));
+        }
         if let StoreError::RangeNotSatisfiable { size } = self {
             let value = HeaderValue::from_str(&format!("bytes */{size}")).expect("ascii");
             headers.insert(header::CONTENT_RANGE, value);

@@ -34,6 +34,7 @@ async fn every_key_failure_has_its_code() {
     assert_eq!(get(good.to_string()).await.0, 200);
 
     let r = s.http.get(s.url("/blob/files/a")).send().await.unwrap();
+    assert_eq!(r.headers()["www-authenticate"], "Valet");
     assert_eq!(status_and_code(r).await, (401, "key_missing".into()));
     assert_eq!(
         get("vk1.nonsense".into()).await,
