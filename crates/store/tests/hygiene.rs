@@ -318,3 +318,57 @@ async fn a_full_disk_gives_insufficient_storage_stores_nothing_and_keeps_serving
     s.stop().await;
     drop(disk);
 }
+
+#[tokio::test]
+async fn oversized_heads_are_refused_and_the_store_keeps_serving() {
+    let s = TestStore::start().await;
+    s.put("files", "a", "x", "text/plain").await;
+    let huge_header = format!(
+        "GET /blob/files/a HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(300_000)
+    );
+    let response = s.raw(&huge_header).await;
+    assert!(
+        response.starts_with("HTTP/1.1 431"),
+        "{}",
+        &response[..response.len().min(200)]
+    );
+    let huge_url = format!(
+        "GET /blob/files/{}?vk=x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "a".repeat(300_000)
+    );
+    let response = s.raw(&huge_url).await;
+    let status: u16 = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    assert!(status == 414 || status == 431 || status == 400, "{status}");
+    let key = s.key("blob:files/a", "read");
+    assert_eq!(
+        s.raw_get_status(&format!("/blob/files/a?vk={key}"), "")
+            .await,
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    let s =
+        TestStore::start_with(|c| c.header_timeout = std::time::Duration::from_millis(300)).await;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    stream
+        .write_all(b"GET /blob/files/a HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut buf),
+    )
+    .await;
+    assert!(read.is_ok(), "the store kept a stalled connection open");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
