@@ -26,6 +26,12 @@ impl BlobPath {
         Ok(BlobPath(text.to_owned()))
     }
 
+    /// Validates an owned string as the path of one blob, keeping its allocation.
+    pub fn from_string(text: String) -> Result<Self, PathError> {
+        validate_segments(&text)?;
+        Ok(BlobPath(text))
+    }
+
     /// The path as text.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -63,7 +63,7 @@ fn decode_path(raw: &str) -> Result<BlobPath, StoreError> {
         }
         path.push_str(&decode_segment(segment)?);
     }
-    BlobPath::parse(&path).map_err(|e| StoreError::BadPath(e.to_string()))
+    BlobPath::from_string(path).map_err(|e| StoreError::BadPath(e.to_string()))
 }
 
 /// The query parameters the store understands.

@@ -1,5 +1,5 @@
-//! Accepting connections: TCP with `TCP_NODELAY`, optional TLS (rustls), HTTP/1.1 and HTTP/2,
-//! header and idle timeouts, and graceful shutdown.
+//! Accepting connections: TCP with `TCP_NODELAY`, optional TLS (rustls, with HTTP/2 or HTTP/1.1
+//! by ALPN), header and idle timeouts, and graceful shutdown.
 //!
 //! [`run`] serves with one single-threaded runtime per core, each accepting on its own
 //! `SO_REUSEPORT` listener, as nginx runs one worker per core: a connection lives on one thread
