@@ -30,10 +30,6 @@ use valet_key::{
     Access, Caveat, Claims, KeyId, Keyring, Limits, Op, Ops, Scope, Token, UnixTime, Verifier,
 };
 
-/// The `valet` binary runs with mimalloc; measure the library with the allocator it runs on.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// A fixed "now": 2025-06-15T15:06:40Z.
 const NOW: u64 = 1_750_000_000;
 /// Ten minutes, the typical lifetime of a handed-out key or presigned URL.

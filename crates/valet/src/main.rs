@@ -11,11 +11,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// mimalloc: a store allocates and frees small buffers on every request, and mimalloc's
-/// thread-local free lists make that measurably cheaper than the system allocator.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Exit codes, documented in `valet --help` and the README.
 pub mod exit {
     /// The command failed: bad input, unreadable file, and the like.
