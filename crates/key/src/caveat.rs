@@ -58,6 +58,9 @@ pub enum AttenuateError {
     /// The token already carries the most caveats allowed.
     #[error("the token already has {0} caveats, the most allowed")]
     TooManyCaveats(usize),
+    /// The token would grow past the longest text a verifier accepts.
+    #[error("the token would be longer than {0} characters")]
+    TooLong(usize),
     /// The caveat would not narrow the key in the named respect.
     #[error("the caveat's {0} is not narrower than the key's")]
     Widens(&'static str),

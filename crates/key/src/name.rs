@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use compact_str::CompactString;
+
 use crate::error::NameError;
 
 /// The longest name accepted, in bytes.
@@ -17,13 +19,13 @@ pub const MIN_NAME_LEN: usize = 3;
 /// ASCII letters, digits and `-`, starting and ending with a letter or digit, with no `--`.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(transparent)]
-pub struct Name(String);
+pub struct Name(CompactString);
 
 impl Name {
     /// Validates `text` as a name.
     pub fn parse(text: &str) -> Result<Self, NameError> {
         validate_name(text)?;
-        Ok(Name(text.to_owned()))
+        Ok(Name(CompactString::new(text)))
     }
 
     /// The name as text.

@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use compact_str::CompactString;
+
 use crate::error::PathError;
 
 /// The longest blob path accepted, in bytes.
@@ -17,19 +19,19 @@ pub const MAX_TABLE_KEY_LEN: usize = 256;
 /// A validated blob path inside a container: `/`-separated segments, none empty, `.` or `..`,
 /// with no backslash, control character or leftover percent-encoding. Never ends with `/`.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct BlobPath(String);
+pub struct BlobPath(CompactString);
 
 impl BlobPath {
     /// Validates `text` as the path of one blob.
     pub fn parse(text: &str) -> Result<Self, PathError> {
         validate_segments(text)?;
-        Ok(BlobPath(text.to_owned()))
+        Ok(BlobPath(CompactString::new(text)))
     }
 
     /// Validates an owned string as the path of one blob, keeping its allocation.
     pub fn from_string(text: String) -> Result<Self, PathError> {
         validate_segments(&text)?;
-        Ok(BlobPath(text))
+        Ok(BlobPath(CompactString::from(text)))
     }
 
     /// The path as text.
@@ -46,7 +48,7 @@ impl BlobPath {
 
 /// A validated blob prefix: a path of whole segments followed by `/`, such as `photos/2024/`.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct BlobPrefix(String);
+pub struct BlobPrefix(CompactString);
 
 impl BlobPrefix {
     /// Validates `text`, which must end with `/`, as a prefix.
@@ -55,7 +57,7 @@ impl BlobPrefix {
             return Err(PathError::EmptySegment);
         };
         validate_segments(inner)?;
-        Ok(BlobPrefix(text.to_owned()))
+        Ok(BlobPrefix(CompactString::new(text)))
     }
 
     /// The prefix as text, with its trailing `/`.
@@ -65,7 +67,7 @@ impl BlobPrefix {
 
     /// Whether `other` is this prefix or lies under it.
     pub fn contains_prefix(&self, other: &BlobPrefix) -> bool {
-        other.0.starts_with(&self.0)
+        other.0.starts_with(self.0.as_str())
     }
 }
 
@@ -113,7 +115,7 @@ fn validate_characters(bytes: &[u8]) -> Result<(), PathError> {
 /// A validated partition key or row key of a table: 1 to 256 bytes, the path character rules,
 /// and none of `/`, `#`, `?`, nor `..` (which separates the ends of a row range).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TableKey(String);
+pub struct TableKey(CompactString);
 
 impl TableKey {
     /// Validates `text` as a partition or row key.
@@ -131,7 +133,7 @@ impl TableKey {
             return Err(PathError::ReservedCharacter);
         }
         validate_characters(text.as_bytes())?;
-        Ok(TableKey(text.to_owned()))
+        Ok(TableKey(CompactString::new(text)))
     }
 
     /// The key as text.

@@ -40,8 +40,9 @@ pub struct Token {
     /// The claims segment, then one per caveat, back to back: the bytes the tag chain covers.
     /// One buffer rather than one per segment, because parsing is on the store's hot path.
     raw: Vec<u8>,
-    /// Where each segment ends in `raw`.
-    ends: Vec<usize>,
+    /// Where each segment ends in `raw`, inline: a token has at most 17 segments of at most
+    /// 4 KiB in all, and one allocation fewer per parse counts on the store's hot path.
+    ends: SegmentEnds,
     tag: Tag,
 }
 
@@ -59,7 +60,8 @@ pub struct EffectiveLimits {
 
 impl Token {
     pub(crate) fn signed(claims: Claims, bytes: Vec<u8>, tag: Tag) -> Token {
-        let ends = vec![bytes.len()];
+        let mut ends = SegmentEnds::default();
+        ends.push(bytes.len());
         let signing_key = field_range(&bytes, CLAIMS_KIND, field::SIGNING_KEY)
             .expect("encoded claims name their signing key");
         Token {
@@ -88,14 +90,15 @@ impl Token {
     }
 
     pub(crate) fn segments(&self) -> impl Iterator<Item = &[u8]> {
-        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        let starts = std::iter::once(0).chain(self.ends.iter());
         starts
-            .zip(self.ends.iter().copied())
+            .zip(self.ends.iter())
             .map(|(start, end)| &self.raw[start..end])
     }
 
     /// The claims, caveats and signing-key id, moved out: what a grant keeps of a token.
     pub(crate) fn into_parts(self) -> (Claims, Vec<Caveat>) {
+        recycle_buffer(self.raw);
         (self.claims, self.caveats)
     }
 
@@ -126,6 +129,9 @@ impl Token {
         token.raw.extend_from_slice(&bytes);
         token.ends.push(token.raw.len());
         token.caveats.push(caveat);
+        if token.to_text().len() > MAX_TOKEN_LEN {
+            return Err(AttenuateError::TooLong(MAX_TOKEN_LEN));
+        }
         Ok(token)
     }
 
@@ -173,6 +179,49 @@ impl Token {
     }
 }
 
+std::thread_local! {
+    /// One decoded-bytes buffer kept per thread between a verification and the next, so that
+    /// the store's hot path (parse, verify, drop) allocates it once per thread, not per request.
+    static SPARE_BUFFER: std::cell::Cell<Option<Vec<u8>>> = const { std::cell::Cell::new(None) };
+}
+
+fn take_buffer(capacity: usize) -> Vec<u8> {
+    match SPARE_BUFFER.with(std::cell::Cell::take) {
+        Some(mut buf) => {
+            buf.clear();
+            buf.reserve(capacity);
+            buf
+        }
+        None => Vec::with_capacity(capacity),
+    }
+}
+
+fn recycle_buffer(buf: Vec<u8>) {
+    if buf.capacity() <= 2 * MAX_TOKEN_LEN {
+        SPARE_BUFFER.with(|spare| spare.set(Some(buf)));
+    }
+}
+
+/// Segment end offsets, stored inline.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+struct SegmentEnds {
+    ends: [u16; MAX_CAVEATS + 1],
+    len: u8,
+}
+
+impl SegmentEnds {
+    fn push(&mut self, end: usize) {
+        self.ends[usize::from(self.len)] = u16::try_from(end).expect("tokens are under 4 KiB");
+        self.len += 1;
+    }
+
+    fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.ends[..usize::from(self.len)]
+            .iter()
+            .map(|&e| usize::from(e))
+    }
+}
+
 /// Appends the bytes of one base64url segment to `raw`.
 fn decode_segment(text: &[u8], raw: &mut Vec<u8>) -> Result<(), FormatError> {
     // base64-simd decodes strictly (no padding, no non-zero trailing bits), so one byte
@@ -203,8 +252,8 @@ impl FromStr for Token {
         URL_SAFE_NO_PAD
             .decode(tag_text.as_bytes(), base64_simd::Out::from_slice(&mut tag))
             .map_err(|_| FormatError::Base64)?;
-        let mut raw = Vec::with_capacity(parts.len() * 3 / 4 + 3);
-        let mut ends = Vec::with_capacity(2);
+        let mut raw = take_buffer(parts.len() * 3 / 4 + 3);
+        let mut ends = SegmentEnds::default();
         let mut parts = parts.as_bytes().split(|&b| b == b'.');
         decode_segment(parts.next().expect("split yields one part"), &mut raw)?;
         ends.push(raw.len());

@@ -549,3 +549,29 @@ fn keyrings_round_trip_through_json_and_refuse_bad_documents() {
         assert!(Keyring::from_json(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn attenuation_never_produces_a_token_too_long_to_verify() {
+    let mut deeper = "blob:photos/".to_owned();
+    let mut t = token("blob:photos", "read");
+    let mut refused = false;
+    for _ in 0..valet_key::MAX_CAVEATS {
+        deeper.push_str(&format!("{}/", "d".repeat(200)));
+        match t.attenuate(Caveat {
+            scope: Some(scope(&deeper)),
+            ..Caveat::default()
+        }) {
+            Ok(next) => t = next,
+            Err(AttenuateError::TooLong(_)) => {
+                refused = true;
+                break;
+            }
+            Err(other) => panic!("{other}"),
+        }
+        assert!(t.to_string().parse::<Token>().is_ok());
+    }
+    assert!(
+        refused,
+        "caveats of 200+ byte scopes must hit the length limit"
+    );
+}
