@@ -58,10 +58,35 @@ pub enum ResponseBody {
     File(FileStream),
 }
 
+/// Ranges up to this size are read whole, with one system call into one buffer, instead of
+/// being streamed: most small-blob downloads then cost a single allocation.
+pub const SMALL_READ: u64 = 64 * 1024;
+
 impl ResponseBody {
     /// A body of one buffer.
     pub fn full(data: impl Into<Bytes>) -> ResponseBody {
         ResponseBody::Full(Some(data.into()))
+    }
+
+    /// `len` bytes of `file` from `offset`: read now if small, streamed otherwise. The bytes
+    /// are added to `sent`.
+    pub fn file(mut file: File, offset: u64, len: u64, sent: Counter) -> io::Result<ResponseBody> {
+        if len > SMALL_READ {
+            return FileStream::new(file, offset, len, sent).map(ResponseBody::File);
+        }
+        if offset > 0 {
+            file.seek(SeekFrom::Start(offset))?;
+        }
+        let mut buf = Vec::with_capacity(len as usize);
+        file.take(len).read_to_end(&mut buf)?;
+        if (buf.len() as u64) < len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the blob shrank while it was being read",
+            ));
+        }
+        sent.inc_by(len);
+        Ok(ResponseBody::full(buf))
     }
 }
 

@@ -56,6 +56,11 @@ fn decode_segment(raw: &str) -> Result<Cow<'_, str>, StoreError> {
 }
 
 fn decode_path(raw: &str) -> Result<BlobPath, StoreError> {
+    let invalid = |e: valet_key::PathError| StoreError::BadPath(e.to_string());
+    if !raw.contains('%') {
+        // Nothing to decode: validate the text as it is, without building a copy.
+        return BlobPath::parse(raw).map_err(invalid);
+    }
     let mut path = String::with_capacity(raw.len());
     for (i, segment) in raw.split('/').enumerate() {
         if i > 0 {
@@ -63,7 +68,7 @@ fn decode_path(raw: &str) -> Result<BlobPath, StoreError> {
         }
         path.push_str(&decode_segment(segment)?);
     }
-    BlobPath::from_string(path).map_err(|e| StoreError::BadPath(e.to_string()))
+    BlobPath::from_string(path).map_err(invalid)
 }
 
 /// The query parameters the store understands.

@@ -83,7 +83,12 @@ impl BlobFolder {
     /// Where the blob lives on disk. The path was validated by `BlobPath::parse`, so joining
     /// its segments cannot leave the container's folder.
     pub fn file_path(&self, container: &Name, path: &BlobPath) -> PathBuf {
-        self.blobs.join(container.as_str()).join(path.as_str())
+        let (root, container, path) = (self.blobs.as_os_str(), container.as_str(), path.as_str());
+        let mut file = PathBuf::with_capacity(root.len() + container.len() + path.len() + 2);
+        file.push(root);
+        file.push(container);
+        file.push(path);
+        file
     }
 
     fn container_dir(&self, container: &Name) -> PathBuf {

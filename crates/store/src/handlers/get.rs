@@ -7,7 +7,7 @@ use valet_key::{BlobPath, FileName, Name, Op, Scope};
 use super::{blob_of, Ctx};
 use crate::access::admit;
 use crate::blobs::BlobMeta;
-use crate::body::{FileStream, ResponseBody};
+use crate::body::ResponseBody;
 use crate::conditional::{if_range_holds, Preconditions, Verdict};
 use crate::error::StoreError;
 use crate::range::{resolve, ByteRange};
@@ -51,10 +51,8 @@ pub async fn get_blob(
         ResponseBody::Empty
     } else {
         ctx.bytes = len;
-        ResponseBody::File(
-            FileStream::new(file, start, len, ctx.store.metrics.bytes_out.clone())
-                .map_err(StoreError::from_io)?,
-        )
+        ResponseBody::file(file, start, len, ctx.store.metrics.bytes_out.clone())
+            .map_err(StoreError::from_io)?
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;
