@@ -267,55 +267,28 @@ async fn if_match_makes_overwrite_conditional() {
     let s = TestStore::start().await;
     let key = s.key("blob:files", "read,write");
     let url = s.url(&format!("/blob/files/cas?vk={key}"));
-    let etag = s.http.put(&url).body("one").send().await.unwrap().headers()["etag"]
+    let etag = s.put_with(&url, None, "one").await.headers()["etag"]
         .to_str()
         .unwrap()
         .to_owned();
     let stale = s
-        .http
-        .put(&url)
-        .header("if-match", "\"nope\"")
-        .body("two")
-        .send()
-        .await
-        .unwrap();
+        .put_with(&url, Some(("if-match", "\"nope\"")), "two")
+        .await;
     assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED);
-    let fresh = s
-        .http
-        .put(&url)
-        .header("if-match", &etag)
-        .body("two")
-        .send()
-        .await
-        .unwrap();
+    let fresh = s.put_with(&url, Some(("if-match", &etag)), "two").await;
     assert_eq!(fresh.status(), StatusCode::OK);
-    let again = s
-        .http
-        .put(&url)
-        .header("if-match", &etag)
-        .body("three")
-        .send()
-        .await
-        .unwrap();
+    let again = s.put_with(&url, Some(("if-match", &etag)), "three").await;
     assert_eq!(again.status(), StatusCode::PRECONDITION_FAILED);
-    assert_eq!(
-        s.http.get(&url).send().await.unwrap().text().await.unwrap(),
-        "two"
-    );
+    let body = s.http.get(&url).send().await.unwrap().text().await.unwrap();
+    assert_eq!(body, "two");
 }
 
 fn capped(s: &TestStore, bytes: u64) -> String {
-    s.key_with(
-        "blob:files",
-        "write",
-        KeySpec {
-            limits: Limits {
-                max_bytes: Some(bytes),
-                ..Limits::default()
-            },
-            ..KeySpec::default()
-        },
-    )
+    let limits = Limits {
+        max_bytes: Some(bytes),
+        ..Limits::default()
+    };
+    s.key_with("blob:files", "write", KeySpec::limited(limits))
 }
 
 #[tokio::test]

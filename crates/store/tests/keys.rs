@@ -5,7 +5,7 @@ mod support;
 
 use reqwest::{Method, StatusCode};
 use support::*;
-use valet_key::{Caveat, Limits};
+use valet_key::{Caveat, Limits, UnixTime};
 use valet_ledger::Ledger;
 
 async fn status_and_code(r: reqwest::Response) -> (u16, String) {
@@ -322,33 +322,17 @@ async fn revocation_by_id_subject_and_time_bites_at_the_next_request() {
         "attenuations share the key id"
     );
 
-    let alice_old = s.key_with(
-        "blob:files/a",
-        "read",
-        KeySpec {
-            subject: Some("alice".into()),
-            not_before: Some(t.minus(100)),
+    let issued = |subject: &str, at: UnixTime| {
+        let spec = KeySpec {
+            subject: Some(subject.into()),
+            not_before: Some(at),
             ..KeySpec::default()
-        },
-    );
-    let alice_new = s.key_with(
-        "blob:files/a",
-        "read",
-        KeySpec {
-            subject: Some("alice".into()),
-            not_before: Some(t.plus(1)),
-            ..KeySpec::default()
-        },
-    );
-    let bob_old = s.key_with(
-        "blob:files/a",
-        "read",
-        KeySpec {
-            subject: Some("bob".into()),
-            not_before: Some(t.minus(100)),
-            ..KeySpec::default()
-        },
-    );
+        };
+        s.key_with("blob:files/a", "read", spec)
+    };
+    let alice_old = issued("alice", t.minus(100));
+    let alice_new = issued("alice", t.plus(1));
+    let bob_old = issued("bob", t.minus(100));
     s.ledger.revoke_subject("alice", t, t).unwrap();
     assert_eq!(get(alice_old).await.1, "key_revoked");
     assert_eq!(get(alice_new.clone()).await.0, 200);

@@ -47,7 +47,31 @@ pub struct KeySpec {
     pub limits: Limits,
 }
 
+impl KeySpec {
+    /// A 10-minute key with these limits.
+    pub fn limited(limits: Limits) -> KeySpec {
+        KeySpec {
+            limits,
+            ..KeySpec::default()
+        }
+    }
+}
+
 impl TestStore {
+    /// `PUT url` with `body` and, if given, one extra header.
+    pub async fn put_with(
+        &self,
+        url: &str,
+        header: Option<(&str, &str)>,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        let mut request = self.http.put(url).body(body);
+        if let Some((name, value)) = header {
+            request = request.header(name, value);
+        }
+        request.send().await.unwrap()
+    }
+
     pub async fn start() -> TestStore {
         TestStore::start_with(|_| {}).await
     }
