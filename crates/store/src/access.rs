@@ -39,39 +39,28 @@ pub async fn admit(
     let admission = if grant.max_uses.is_some() {
         // Counting a use is a durable write: keep it off the connection's thread.
         let ledger = store.ledger.clone();
-        let (key_id, subject, issued_at, expires, max_uses) = (
-            grant.key_id,
-            grant.subject.clone(),
-            grant.not_before,
-            grant.expires,
-            grant.max_uses,
-        );
-        tokio::task::spawn_blocking(move || {
-            let key = KeyUse {
-                key_id,
-                subject: subject.as_deref(),
-                issued_at,
-                expires,
-                max_uses,
-            };
-            ledger.admit(&key, now)
-        })
-        .await
-        .map_err(|e| StoreError::Internal(e.to_string()))?
+        let counted = grant.clone();
+        tokio::task::spawn_blocking(move || ledger.admit(&key_use(&counted), now))
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))?
     } else {
-        let key = KeyUse {
-            key_id: grant.key_id,
-            subject: grant.subject.as_deref(),
-            issued_at: grant.not_before,
-            expires: grant.expires,
-            max_uses: None,
-        };
-        store.ledger.admit(&key, now)
+        store.ledger.admit(&key_use(&grant), now)
     };
     match admission {
         Ok(Admission::Admitted { .. }) => Ok(grant),
         Ok(Admission::Revoked) => Err(StoreError::Revoked),
         Ok(Admission::Exhausted) => Err(StoreError::Exhausted),
         Err(e) => Err(StoreError::LedgerUnavailable(e.to_string())),
+    }
+}
+
+/// What the ledger needs to know of a grant.
+fn key_use(grant: &Grant) -> KeyUse<'_> {
+    KeyUse {
+        key_id: grant.key_id,
+        subject: grant.subject.as_deref(),
+        issued_at: grant.not_before,
+        expires: grant.expires,
+        max_uses: grant.max_uses,
     }
 }

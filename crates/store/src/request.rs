@@ -108,16 +108,16 @@ impl Query {
 /// The request's key: from `?vk=` or `Authorization: Valet …`, and never both, so that no
 /// proxy or client library can make the store see a different key than the client meant.
 pub fn key<'a>(query: &'a Query, headers: &'a HeaderMap) -> Result<&'a str, StoreError> {
-    let header_key = headers
+    let mut header_keys = headers
         .get_all(header::AUTHORIZATION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .filter_map(|v| {
             let (scheme, rest) = v.trim().split_once(' ')?;
             scheme.eq_ignore_ascii_case("valet").then(|| rest.trim())
-        })
-        .collect::<Vec<_>>();
-    let total = query.keys_seen + header_key.len();
+        });
+    let header_key = header_keys.next();
+    let total = query.keys_seen + usize::from(header_key.is_some()) + header_keys.count();
     if total > 1 {
         return Err(StoreError::BadRequest(
             "the request carries more than one key; send exactly one, in ?vk= or in Authorization"
@@ -127,7 +127,7 @@ pub fn key<'a>(query: &'a Query, headers: &'a HeaderMap) -> Result<&'a str, Stor
     query
         .key
         .as_deref()
-        .or(header_key.first().copied())
+        .or(header_key)
         .ok_or(StoreError::KeyMissing)
 }
 

@@ -67,44 +67,24 @@ async fn conditional_gets() {
     s.put("files", "a.txt", "abc", "text/plain").await;
     let key = s.key("blob:files/a.txt", "read");
     let url = s.url(&format!("/blob/files/a.txt?vk={key}"));
+    let get_with = |name: &'static str, value: &str| {
+        let request = s.http.get(&url).header(name, value);
+        async move { request.send().await.unwrap() }
+    };
     let first = s.http.get(&url).send().await.unwrap();
     let etag = first.headers()["etag"].to_str().unwrap().to_owned();
     let modified = first.headers()["last-modified"]
         .to_str()
         .unwrap()
         .to_owned();
-    let r = s
-        .http
-        .get(&url)
-        .header("if-none-match", &etag)
-        .send()
-        .await
-        .unwrap();
+    let r = get_with("if-none-match", &etag).await;
     assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
     assert_eq!(r.headers()["etag"], etag.as_str());
-    let r = s
-        .http
-        .get(&url)
-        .header("if-modified-since", &modified)
-        .send()
-        .await
-        .unwrap();
+    let r = get_with("if-modified-since", &modified).await;
     assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
-    let r = s
-        .http
-        .get(&url)
-        .header("if-none-match", "\"other\"")
-        .send()
-        .await
-        .unwrap();
+    let r = get_with("if-none-match", "\"other\"").await;
     assert_eq!(r.status(), StatusCode::OK);
-    let r = s
-        .http
-        .get(&url)
-        .header("if-match", "\"other\"")
-        .send()
-        .await
-        .unwrap();
+    let r = get_with("if-match", "\"other\"").await;
     assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
     assert_eq!(error_code(r).await, "precondition_failed");
     // If-Range with a stale validator sends the whole blob instead of the range.

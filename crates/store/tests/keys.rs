@@ -52,27 +52,19 @@ async fn every_key_failure_has_its_code() {
         .unwrap();
     assert_eq!(get(foreign.to_string()).await, (403, "key_invalid".into()));
 
-    let past = now().minus(3600);
-    let expired = s.key_with(
-        "blob:files/a",
-        "read",
-        KeySpec {
-            not_before: Some(past),
-            expires: Some(past.plus(60)),
+    let window = |from: UnixTime| {
+        let spec = KeySpec {
+            not_before: Some(from),
+            expires: Some(from.plus(60)),
             ..KeySpec::default()
-        },
-    );
+        };
+        s.key_with("blob:files/a", "read", spec)
+    };
+    let past = now().minus(3600);
+    let expired = window(past);
     assert_eq!(get(expired).await, (403, "key_expired".into()));
     let future = now().plus(3600);
-    let early = s.key_with(
-        "blob:files/a",
-        "read",
-        KeySpec {
-            not_before: Some(future),
-            expires: Some(future.plus(60)),
-            ..KeySpec::default()
-        },
-    );
+    let early = window(future);
     assert_eq!(get(early).await, (403, "key_not_yet_valid".into()));
 
     assert_eq!(
