@@ -1,2 +1,36 @@
-//! The gate: authenticates clients, issues and revokes valet keys, routes requests.
-//! Not built yet: see the gate issue.
+//! The gate: the Gatekeeper of the Valet Key pattern, and the only part that knows who the
+//! client is.
+//!
+//! It authenticates clients (API keys, JWTs), checks what they ask for against their roles'
+//! policies, and issues valet keys so that data requests go straight to the store: a delegate
+//! route answers with a redirect carrying a key for exactly one resource, and never carries a
+//! delegated byte. Compute requests on proxy routes are streamed to the API tier. Revocations
+//! go to the ledger the stores read, so they bite at the next request.
+//!
+//! Layout: `service` routes each request; `api` is the key API; `delegate` and `proxy` are
+//! the two kinds of route in `routes`; `auth` says who is asking, `policy` what they may have,
+//! `issue` signs and records keys; `error` maps every failure to a status and code in one place.
+
+mod api;
+mod auth;
+mod body;
+pub mod config;
+mod delegate;
+mod error;
+mod issue;
+mod metrics;
+mod policy;
+mod proxy;
+mod routes;
+mod service;
+mod state;
+
+pub use auth::{api_key_hash, new_api_key, Principal, API_KEY_PREFIX};
+pub use body::GateBody;
+pub use config::{ConfigError, GateConfig};
+pub use error::GateError;
+pub use metrics::Metrics;
+pub use policy::DEFAULT_TTL;
+pub use routes::DEFAULT_DELEGATE_TTL;
+pub use service::handle;
+pub use state::{housekeeping, Gate};

@@ -10,6 +10,10 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+mod watch;
+
+pub use watch::{KeyringWatch, Reload};
+
 use rand_core::OsRng;
 use valet_key::{Keyring, KeyringError, UnixTime};
 

@@ -1,9 +1,10 @@
 //! The ledger: what must be remembered about keys after they are issued.
 //!
-//! A valet key is self-contained, so a store can check it without the gate, but two facts
-//! cannot live in the key itself: how often it has been used, and whether it has been revoked.
-//! The ledger holds both. It is shared by every store and gate node (one SQLite file for a
-//! single machine; PostgreSQL later, behind the same [`Ledger`] trait).
+//! A valet key is self-contained, so a store can check it without the gate, but some facts
+//! cannot live in the key itself: how often it has been used, whether it has been revoked, and
+//! (for the gate's status API) which keys were issued at all. The ledger holds them. It is
+//! shared by every store and gate node (one SQLite file for a single machine; PostgreSQL later,
+//! behind the same [`Ledger`] trait).
 //!
 //! Guarantees:
 //! - **Exact use counting.** [`Ledger::admit`] consumes one use atomically; with `max_uses = 1`
@@ -11,9 +12,19 @@
 //!   request is admitted, before any byte moves: a transfer that fails later still used it.
 //! - **Revocation is immediate.** A revocation written through any `Ledger` on the same database
 //!   is seen by the next `admit` of every other, in this process or another.
+//!   [`Ledger::revocation`] answers the same question without consuming a use, by the same
+//!   rule as `admit`, always on the latest committed revocations.
+//! - **Issued keys are durable.** [`Ledger::record_issued`] returns only once the record is
+//!   committed to stable storage (so the gate may hand out the key afterwards), and the record
+//!   is then visible to [`Ledger::issued`] through every `Ledger` on the same database.
+//!   Concurrent records share commits (see [`SqliteLedger`]), so minting one key per request
+//!   does not cost one disk flush per request.
+//! - **Bounded growth.** [`Ledger::forget_expired`] drops uses, revocations by id and issued
+//!   records of keys past their expiry (plus a grace period for clock skew).
 //! - **Fail closed.** If the database cannot be read or written, `admit` returns an error and
 //!   the caller must refuse the request.
 
+mod group;
 mod sqlite;
 
 pub use sqlite::{SqliteLedger, SqliteOptions};
@@ -59,15 +70,76 @@ pub struct KeyStatus {
     pub revoked: bool,
 }
 
-/// Why the ledger could not answer. Callers must fail closed.
+/// A key as the gate issued it: what [`Ledger::record_issued`] keeps so that the gate can
+/// report a key's status and revoke it given only its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedKey {
+    /// The key's id.
+    pub key_id: KeyId,
+    /// Who it was issued to.
+    pub subject: Option<String>,
+    /// The gate principal that obtained it.
+    pub issued_by: String,
+    /// Its scope, as text (for example `blob:files/a.txt`).
+    pub resource: String,
+    /// Its operations, comma-separated (for example `read,list`).
+    pub ops: String,
+    /// Its signed not-before: the time that revocations "issued before T" compare against,
+    /// the same value a store passes as [`KeyUse::issued_at`].
+    pub issued_at: UnixTime,
+    /// Its expiry (the first second it is no longer valid).
+    pub expires: UnixTime,
+    /// Its cap on uses, if any.
+    pub max_uses: Option<u64>,
+}
+
+impl IssuedKey {
+    /// What [`Ledger::admit`] and [`Ledger::revocation`] need to know about this key.
+    pub fn key_use(&self) -> KeyUse<'_> {
+        KeyUse {
+            key_id: self.key_id,
+            subject: self.subject.as_deref(),
+            issued_at: self.issued_at,
+            expires: self.expires,
+            max_uses: self.max_uses,
+        }
+    }
+}
+
+/// Why a key is revoked: the answer of [`Ledger::revocation`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revocation {
+    /// The key id itself was revoked.
+    Key,
+    /// Every key of the key's subject issued before `before` was revoked.
+    Subject {
+        /// Keys of the subject issued before this are revoked (the latest such time).
+        before: UnixTime,
+    },
+    /// Every key issued before `before` was revoked.
+    All {
+        /// Keys issued before this are revoked (the latest such time).
+        before: UnixTime,
+    },
+}
+
+/// Why the ledger could not do what was asked. Callers must fail closed.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     /// The database failed: locked, unwritable, corrupt, gone.
     #[error("ledger unavailable: {0}")]
     Unavailable(String),
+    /// [`Ledger::record_issued`] was given a key id that is already recorded with other
+    /// details. Key ids are random 128-bit values, so this means a bug or a replayed request,
+    /// never a coincidence.
+    #[error("key {key_id} is already recorded as issued, with other details")]
+    Conflict {
+        /// The key id recorded twice.
+        key_id: KeyId,
+    },
 }
 
-/// Uses and revocations of keys.
+/// Uses and revocations of keys, and the record of issued ones.
 pub trait Ledger: Send + Sync + 'static {
     /// Checks whether `key` is revoked and, if it has a use cap, consumes one use.
     fn admit(&self, key: &KeyUse<'_>, now: UnixTime) -> Result<Admission, LedgerError>;
@@ -97,12 +169,33 @@ pub trait Ledger: Send + Sync + 'static {
     /// The recorded state of one key.
     fn status(&self, key_id: KeyId) -> Result<KeyStatus, LedgerError>;
 
-    /// Forgets uses and revocations of keys that expired before `now`: they can no longer be
-    /// presented anyway. Returns how many rows were removed.
+    /// Records that `key` was issued, durably: when this returns `Ok`, the record survives a
+    /// crash or a power loss, and [`Ledger::issued`] finds it through every `Ledger` on the
+    /// same database.
+    ///
+    /// Recording the same key id again is an error-free no-op if every field is the same (so
+    /// a retried call is harmless); with any field different it fails with
+    /// [`LedgerError::Conflict`] and the first record stays.
+    fn record_issued(&self, key: &IssuedKey) -> Result<(), LedgerError>;
+
+    /// The record of an issued key, if there is one (it may have been forgotten after expiry
+    /// by [`Ledger::forget_expired`], or issued elsewhere than through the gate).
+    fn issued(&self, key_id: KeyId) -> Result<Option<IssuedKey>, LedgerError>;
+
+    /// Whether `key` is revoked, and how, without consuming a use: `Some` exactly when
+    /// [`Ledger::admit`] would answer [`Admission::Revoked`]. It always looks at the latest
+    /// committed revocations, as `admit` does for a key with a use cap ([`SqliteLedger`] may
+    /// admit a key without one on a view up to [`SqliteOptions::freshness`] old). When several
+    /// revocations apply, the one by id is reported, else the one by subject, else the one by
+    /// time.
+    fn revocation(&self, key: &KeyUse<'_>) -> Result<Option<Revocation>, LedgerError>;
+
+    /// Forgets uses, revocations and issued records of keys that expired before `now`: they
+    /// can no longer be presented anyway. Returns how many rows were removed.
     ///
     /// Verifiers still accept a key for their clock-skew tolerance after it expires, so an
     /// implementation keeps rows at least that long past expiry ([`SqliteLedger`] keeps them
-    /// for [`SqliteOptions::forget_grace`], 30 s by default). Revocations by subject or by time
-    /// are never forgotten.
+    /// for [`SqliteOptions::forget_grace`], 30 s by default). Revocations by subject or by time,
+    /// and revocations by id recorded without an expiry, are never forgotten.
     fn forget_expired(&self, now: UnixTime) -> Result<u64, LedgerError>;
 }

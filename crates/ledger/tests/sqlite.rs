@@ -9,7 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use valet_key::{KeyId, UnixTime};
 use valet_ledger::{
-    Admission, KeyStatus, KeyUse, Ledger, LedgerError, SqliteLedger, SqliteOptions,
+    Admission, IssuedKey, KeyStatus, KeyUse, Ledger, LedgerError, Revocation, SqliteLedger,
+    SqliteOptions,
 };
 
 const NOW: UnixTime = UnixTime(1_700_000_000);
@@ -532,7 +533,7 @@ fn the_schema_version_is_recorded() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
     let mode: String = conn
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
@@ -544,6 +545,7 @@ fn the_schema_version_is_recorded() {
 fn unavailable_message(result: Result<impl std::fmt::Debug, LedgerError>) -> String {
     match result {
         Err(err @ LedgerError::Unavailable(_)) => err.to_string(),
+        Err(other) => panic!("expected the ledger to be unavailable, got {other:?}"),
         Ok(answer) => panic!("expected an error, got {answer:?}"),
     }
 }
@@ -571,9 +573,13 @@ fn a_write_lock_held_elsewhere_makes_counted_admits_fail_not_pass() {
     unavailable_message(ledger.revoke_subject("alice", NOW, NOW));
     unavailable_message(ledger.revoke_all_before(NOW, NOW));
     unavailable_message(ledger.forget_expired(NOW));
+    let message = unavailable_message(ledger.record_issued(&issued(id(104))));
+    assert!(message.contains("database is locked"), "{message}");
     // Readers are not blocked in WAL mode: uncounted keys and status still work.
     assert!(admitted(&ledger, &key(id(102), None)));
     assert_eq!(ledger.status(id(100)).unwrap(), KeyStatus::default());
+    assert_eq!(ledger.issued(id(104)).unwrap(), None);
+    assert_eq!(ledger.revocation(&key(id(102), None)).unwrap(), None);
 
     other.execute_batch("COMMIT").unwrap();
     assert_eq!(
@@ -624,10 +630,19 @@ fn a_foreign_or_newer_database_is_refused() {
     drop(strict(&path));
     rusqlite::Connection::open(&path)
         .unwrap()
-        .pragma_update(None, "user_version", 2)
+        .pragma_update(None, "user_version", 3)
         .unwrap();
     let message = unavailable_message(SqliteLedger::open(&path));
-    assert!(message.contains("schema version 2"), "{message}");
+    assert!(message.contains("schema version 3"), "{message}");
+    assert!(message.contains("newer than this build's 2"), "{message}");
+    assert!(message.contains("upgrade valet"), "{message}");
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    // Refused without being touched.
+    let version: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 3);
 }
 
 #[test]
@@ -671,6 +686,9 @@ fn a_database_corrupted_under_a_running_ledger_fails_closed() {
     assert!(message.contains(&path.display().to_string()), "{message}");
     unavailable_message(ledger.admit(&key(id(113), None), NOW));
     unavailable_message(ledger.revoke_key(id(114), None, NOW));
+    unavailable_message(ledger.revocation(&key(id(113), None)));
+    unavailable_message(ledger.record_issued(&issued(id(115))));
+    unavailable_message(ledger.issued(id(111)));
 }
 
 // Two real processes: this test binary runs itself as the second one.
@@ -737,6 +755,18 @@ fn child_process() {
         "revoke" => {
             assert!(ledger.revoke_key(id(120), None, NOW).unwrap());
             ledger.revoke_subject("bob", NOW, NOW).unwrap();
+        }
+        "record" => {
+            thread::scope(|scope| {
+                for t in 0..8u8 {
+                    let ledger = &ledger;
+                    scope.spawn(move || {
+                        for n in 0..25u8 {
+                            ledger.record_issued(&numbered(t, n)).unwrap();
+                        }
+                    });
+                }
+            });
         }
         "count" => {
             let capped = key(id(121), Some(200));
@@ -833,4 +863,523 @@ fn with_default_options_another_ledgers_revocation_bites_within_the_freshness_bo
         Admission::Revoked,
         "counted keys are never stale"
     );
+}
+
+// Issued keys.
+
+/// The record of a key like [`key`]'s: alice's, issued a minute ago, expiring in an hour.
+fn issued(key_id: KeyId) -> IssuedKey {
+    IssuedKey {
+        key_id,
+        subject: Some("alice".to_owned()),
+        issued_by: "app".to_owned(),
+        resource: "blob:files/a.txt".to_owned(),
+        ops: "read,write".to_owned(),
+        issued_at: NOW.minus(60),
+        expires: NOW.plus(3600),
+        max_uses: Some(3),
+    }
+}
+
+/// Record `n` of thread `t`, with an id of its own.
+fn numbered(t: u8, n: u8) -> IssuedKey {
+    let mut key_id = [0xee; 16];
+    key_id[0] = t;
+    key_id[1] = n;
+    IssuedKey {
+        resource: format!("blob:files/{t}/{n}.bin"),
+        ..issued(KeyId(key_id))
+    }
+}
+
+#[test]
+fn an_issued_key_is_recorded_and_read_back() {
+    let (_dir, path) = temp_db();
+    let ledger = strict(&path);
+    let full = issued(id(130));
+    let bare = IssuedKey {
+        subject: None,
+        max_uses: None,
+        ops: "read".to_owned(),
+        resource: "blob:files/".to_owned(),
+        ..issued(id(131))
+    };
+    // Extremes survive the trip, including a subject with any characters.
+    let odd = IssuedKey {
+        subject: Some("ünïcode 'quoted' \"subject\"; DROP TABLE issued".to_owned()),
+        issued_at: UnixTime(0),
+        expires: UnixTime(i64::MAX as u64),
+        max_uses: Some(0),
+        ..issued(id(132))
+    };
+    for key in [&full, &bare, &odd] {
+        ledger.record_issued(key).unwrap();
+    }
+    for key in [&full, &bare, &odd] {
+        assert_eq!(ledger.issued(key.key_id).unwrap().as_ref(), Some(key));
+    }
+    assert_eq!(ledger.issued(id(133)).unwrap(), None, "unknown id");
+    assert_eq!(
+        ledger.status(id(130)).unwrap(),
+        KeyStatus::default(),
+        "recording uses nothing"
+    );
+
+    // A ledger opened later, and the same one after reopening, read the same.
+    drop(ledger);
+    let ledger = strict(&path);
+    assert_eq!(ledger.issued(id(130)).unwrap(), Some(full.clone()));
+    assert_eq!(ledger.issued(id(131)).unwrap(), Some(bare));
+
+    // The key use derived from a record is the one a store would present.
+    assert_eq!(
+        ledger.admit(&full.key_use(), NOW).unwrap(),
+        Admission::Admitted { uses: 1 }
+    );
+}
+
+#[test]
+fn recording_a_key_twice_is_a_no_op_only_if_identical() {
+    let (_dir, path) = temp_db();
+    let ledger = strict(&path);
+    let first = issued(id(135));
+    ledger.record_issued(&first).unwrap();
+    ledger.record_issued(&first).unwrap();
+    let changes: [fn(&mut IssuedKey); 7] = [
+        |k| k.subject = None,
+        |k| k.issued_by = "mallory".to_owned(),
+        |k| k.resource = "blob:files/b.txt".to_owned(),
+        |k| k.ops = "read".to_owned(),
+        |k| k.issued_at = k.issued_at.plus(1),
+        |k| k.expires = k.expires.plus(1),
+        |k| k.max_uses = None,
+    ];
+    for change in changes {
+        let mut other = first.clone();
+        change(&mut other);
+        match ledger.record_issued(&other) {
+            Err(err @ LedgerError::Conflict { key_id }) => {
+                assert_eq!(key_id, id(135));
+                assert!(err.to_string().contains(&id(135).to_string()), "{err}");
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+    }
+    assert_eq!(ledger.issued(id(135)).unwrap(), Some(first), "first kept");
+    // And without a subject or a cap, NULLs compare equal.
+    let bare = IssuedKey {
+        subject: None,
+        max_uses: None,
+        ..issued(id(136))
+    };
+    ledger.record_issued(&bare).unwrap();
+    ledger.record_issued(&bare).unwrap();
+}
+
+#[test]
+fn revocation_agrees_with_admit_for_every_kind_of_revocation() {
+    let (_dir, path) = temp_db();
+    let ledger = strict(&path);
+    // The other ledger keeps the default freshness: `revocation` must look anyway.
+    let other = SqliteLedger::open(&path).unwrap();
+    let before = NOW.minus(100);
+    let plain = key(id(140), Some(10));
+    let by_id = key(id(141), Some(10));
+    let alice_old = KeyUse {
+        issued_at: before.minus(1),
+        ..key(id(142), Some(10))
+    };
+    let alice_at = KeyUse {
+        issued_at: before,
+        ..key(id(143), Some(10))
+    };
+    let bob_old = KeyUse {
+        subject: Some("bob"),
+        issued_at: before.minus(1),
+        ..key(id(144), Some(10))
+    };
+    let nobody_older = KeyUse {
+        subject: None,
+        issued_at: before.minus(51),
+        ..key(id(145), None)
+    };
+    let all = [
+        &plain,
+        &by_id,
+        &alice_old,
+        &alice_at,
+        &bob_old,
+        &nobody_older,
+    ];
+    for k in all {
+        assert_eq!(other.revocation(k).unwrap(), None);
+    }
+
+    ledger
+        .revoke_key(id(141), Some(by_id.expires), NOW)
+        .unwrap();
+    ledger.revoke_subject("alice", before, NOW).unwrap();
+    ledger.revoke_all_before(before.minus(50), NOW).unwrap();
+    let expected = [
+        None,
+        Some(Revocation::Key),
+        Some(Revocation::Subject { before }),
+        None,
+        None,
+        Some(Revocation::All {
+            before: before.minus(50),
+        }),
+    ];
+    for l in [&ledger, &other] {
+        for (k, want) in all.iter().zip(expected) {
+            assert_eq!(l.revocation(k).unwrap(), want, "{:?}", k.key_id);
+            // Exactly what admit decides at the same moment.
+            let admission = l.admit(k, NOW).unwrap();
+            assert_eq!(
+                admission == Admission::Revoked,
+                want.is_some(),
+                "{:?}: {admission:?}",
+                k.key_id
+            );
+        }
+    }
+
+    // Several at once: by id first, then by subject, then by time.
+    ledger.revoke_key(id(142), None, NOW).unwrap();
+    ledger.revoke_all_before(NOW, NOW).unwrap();
+    assert_eq!(other.revocation(&alice_old).unwrap(), Some(Revocation::Key));
+    let alice_older = KeyUse {
+        key_id: id(146),
+        ..alice_old
+    };
+    assert_eq!(
+        other.revocation(&alice_older).unwrap(),
+        Some(Revocation::Subject { before })
+    );
+    assert_eq!(
+        other.revocation(&bob_old).unwrap(),
+        Some(Revocation::All { before: NOW })
+    );
+    // The latest time is reported.
+    assert_eq!(
+        other.revocation(&nobody_older).unwrap(),
+        Some(Revocation::All { before: NOW })
+    );
+
+    // Through a record, as the gate would ask.
+    let record = IssuedKey {
+        subject: Some("bob".to_owned()),
+        issued_at: NOW,
+        ..issued(id(147))
+    };
+    ledger.record_issued(&record).unwrap();
+    let found = other.issued(id(147)).unwrap().unwrap();
+    assert_eq!(other.revocation(&found.key_use()).unwrap(), None);
+    ledger.revoke_subject("bob", NOW.plus(1), NOW).unwrap();
+    assert_eq!(
+        other.revocation(&found.key_use()).unwrap(),
+        Some(Revocation::Subject {
+            before: NOW.plus(1)
+        })
+    );
+}
+
+#[test]
+fn revocation_consumes_no_use() {
+    let (_dir, path) = temp_db();
+    let ledger = strict(&path);
+    let once = key(id(150), Some(1));
+    for _ in 0..5 {
+        assert_eq!(ledger.revocation(&once).unwrap(), None);
+    }
+    assert_eq!(ledger.status(id(150)).unwrap(), KeyStatus::default());
+    assert_eq!(
+        ledger.admit(&once, NOW).unwrap(),
+        Admission::Admitted { uses: 1 }
+    );
+    assert_eq!(
+        ledger.revocation(&once).unwrap(),
+        None,
+        "exhausted, not revoked"
+    );
+    assert_eq!(ledger.status(id(150)).unwrap().uses, 1);
+    assert_eq!(ledger.admit(&once, NOW).unwrap(), Admission::Exhausted);
+}
+
+#[test]
+fn forget_expired_drops_issued_records_after_the_grace_only() {
+    let (_dir, path) = temp_db();
+    let ledger = strict(&path);
+    let soon = IssuedKey {
+        expires: NOW.plus(10),
+        ..issued(id(160))
+    };
+    let later = IssuedKey {
+        expires: NOW.plus(1000),
+        ..issued(id(161))
+    };
+    ledger.record_issued(&soon).unwrap();
+    ledger.record_issued(&later).unwrap();
+    // Its one use and its revocation expire with it: three rows in all.
+    assert!(admitted(&ledger, &soon.key_use()));
+    ledger.revoke_key(id(160), Some(soon.expires), NOW).unwrap();
+
+    // Kept for the default 30 s grace after expiry.
+    assert_eq!(ledger.forget_expired(soon.expires).unwrap(), 0);
+    assert_eq!(ledger.forget_expired(soon.expires.plus(30)).unwrap(), 0);
+    assert_eq!(ledger.issued(id(160)).unwrap(), Some(soon.clone()));
+    assert_eq!(ledger.forget_expired(soon.expires.plus(31)).unwrap(), 3);
+    assert_eq!(ledger.issued(id(160)).unwrap(), None);
+    assert_eq!(ledger.issued(id(161)).unwrap(), Some(later.clone()));
+    assert_eq!(ledger.forget_expired(later.expires.plus(31)).unwrap(), 1);
+    assert_eq!(ledger.issued(id(161)).unwrap(), None);
+}
+
+#[test]
+fn concurrent_records_from_32_threads_are_all_kept() {
+    let (_dir, path) = temp_db();
+    let ledger = strict(&path);
+    let barrier = Barrier::new(32);
+    thread::scope(|scope| {
+        for t in 0..32u8 {
+            let (ledger, barrier) = (&ledger, &barrier);
+            scope.spawn(move || {
+                barrier.wait();
+                for n in 0..20u8 {
+                    ledger.record_issued(&numbered(t, n)).unwrap();
+                    // Readable as soon as recorded, here and through another connection.
+                    assert_eq!(
+                        ledger.issued(numbered(t, n).key_id).unwrap(),
+                        Some(numbered(t, n))
+                    );
+                }
+                // A conflicting record among the others fails alone.
+                let mut conflicting = numbered(t, 0);
+                conflicting.ops = "delete".to_owned();
+                assert!(matches!(
+                    ledger.record_issued(&conflicting),
+                    Err(LedgerError::Conflict { .. })
+                ));
+            });
+        }
+    });
+    let other = strict(&path);
+    for t in 0..32 {
+        for n in 0..20 {
+            let key = numbered(t, n);
+            assert_eq!(ledger.issued(key.key_id).unwrap(), Some(key.clone()));
+            assert_eq!(other.issued(key.key_id).unwrap(), Some(key));
+        }
+    }
+    let rows: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT count(*) FROM issued", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 32 * 20);
+}
+
+#[test]
+fn another_ledger_on_the_file_sees_a_record_as_soon_as_it_is_made() {
+    let (_dir, path) = temp_db();
+    let gate = SqliteLedger::open(&path).unwrap();
+    let other = SqliteLedger::open(&path).unwrap();
+    assert_eq!(other.issued(id(170)).unwrap(), None);
+    for n in 170..180 {
+        gate.record_issued(&issued(id(n))).unwrap();
+        assert_eq!(other.issued(id(n)).unwrap(), Some(issued(id(n))));
+    }
+    // And the other way round.
+    other.record_issued(&issued(id(180))).unwrap();
+    assert_eq!(gate.issued(id(180)).unwrap(), Some(issued(id(180))));
+}
+
+#[test]
+fn records_made_by_another_process_are_seen() {
+    let (_dir, path) = temp_db();
+    let ledger = strict(&path);
+    assert_eq!(ledger.issued(numbered(0, 0).key_id).unwrap(), None);
+    assert_eq!(child_admitted(run_child(&path, "record", 0)), 0);
+    for t in 0..8 {
+        for n in 0..25 {
+            let key = numbered(t, n);
+            assert_eq!(ledger.issued(key.key_id).unwrap(), Some(key));
+        }
+    }
+}
+
+// Migration.
+
+/// Schema version 1 exactly as the builds before version 2 created it: a frozen copy, so that
+/// this test keeps building genuine version 1 files whatever happens to the library's copy.
+const SCHEMA_V1: &str = "
+CREATE TABLE meta (
+    id     INTEGER PRIMARY KEY CHECK (id = 1),
+    seq    INTEGER NOT NULL,
+    purges INTEGER NOT NULL
+);
+INSERT INTO meta (id, seq, purges) VALUES (1, 0, 0);
+
+CREATE TABLE uses (
+    key_id  BLOB PRIMARY KEY NOT NULL CHECK (length(key_id) = 16),
+    count   INTEGER NOT NULL,
+    expires INTEGER NOT NULL
+);
+CREATE INDEX uses_expires ON uses (expires);
+
+CREATE TABLE revoked_keys (
+    key_id     BLOB PRIMARY KEY NOT NULL CHECK (length(key_id) = 16),
+    revoked_at INTEGER NOT NULL,
+    expires    INTEGER,          -- NULL: kept forever
+    seq        INTEGER NOT NULL
+);
+CREATE INDEX revoked_keys_seq ON revoked_keys (seq);
+CREATE INDEX revoked_keys_expires ON revoked_keys (expires);
+
+CREATE TABLE revoked_subjects (
+    subject    TEXT PRIMARY KEY NOT NULL,
+    before     INTEGER NOT NULL, -- keys issued before this are revoked; only ever raised
+    revoked_at INTEGER NOT NULL,
+    seq        INTEGER NOT NULL
+);
+CREATE INDEX revoked_subjects_seq ON revoked_subjects (seq);
+
+CREATE TABLE revoked_all (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    before     INTEGER NOT NULL, -- keys issued before this are revoked; only ever raised
+    revoked_at INTEGER NOT NULL,
+    seq        INTEGER NOT NULL
+);
+";
+
+/// A version 1 ledger as a version 1 build left it: key 190 revoked, key 191 used twice,
+/// bob's keys before `NOW` revoked, everything before `NOW - 1000` revoked.
+fn write_v1_ledger(path: &Path) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    conn.execute_batch(SCHEMA_V1).unwrap();
+    conn.pragma_update(None, "application_id", 0x564c_4447)
+        .unwrap();
+    conn.pragma_update(None, "user_version", 1).unwrap();
+    let now = NOW.0 as i64;
+    conn.execute_batch(&format!(
+        "UPDATE meta SET seq = 3 WHERE id = 1;
+         INSERT INTO revoked_keys (key_id, revoked_at, expires, seq)
+             VALUES (x'{id190}', {now}, {expires}, 1);
+         INSERT INTO uses (key_id, count, expires) VALUES (x'{id191}', 2, {expires});
+         INSERT INTO revoked_subjects (subject, before, revoked_at, seq)
+             VALUES ('bob', {now}, {now}, 2);
+         INSERT INTO revoked_all (id, before, revoked_at, seq) VALUES (1, {old}, {now}, 3);",
+        id190 = id(190),
+        id191 = id(191),
+        expires = now + 3600,
+        old = now - 1000,
+    ))
+    .unwrap();
+}
+
+#[test]
+fn a_version_1_ledger_is_migrated_and_keeps_its_rows() {
+    let (_dir, path) = temp_db();
+    write_v1_ledger(&path);
+    let ledger = strict(&path);
+
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+
+    // The old rows still act.
+    assert_eq!(
+        ledger.admit(&key(id(190), None), NOW).unwrap(),
+        Admission::Revoked
+    );
+    assert_eq!(
+        ledger.status(id(190)).unwrap(),
+        KeyStatus {
+            uses: 0,
+            revoked: true
+        }
+    );
+    assert_eq!(
+        ledger.status(id(191)).unwrap(),
+        KeyStatus {
+            uses: 2,
+            revoked: false
+        }
+    );
+    let three = key(id(191), Some(3));
+    assert_eq!(
+        ledger.admit(&three, NOW).unwrap(),
+        Admission::Admitted { uses: 3 }
+    );
+    assert_eq!(ledger.admit(&three, NOW).unwrap(), Admission::Exhausted);
+    let bob = KeyUse {
+        subject: Some("bob"),
+        ..key(id(192), None)
+    };
+    assert_eq!(
+        ledger.revocation(&bob).unwrap(),
+        Some(Revocation::Subject { before: NOW })
+    );
+    let ancient = KeyUse {
+        subject: None,
+        issued_at: NOW.minus(1001),
+        ..key(id(193), None)
+    };
+    assert_eq!(
+        ledger.revocation(&ancient).unwrap(),
+        Some(Revocation::All {
+            before: NOW.minus(1000)
+        })
+    );
+    // New revocations continue the old sequence and reach another ledger.
+    let other = strict(&path);
+    ledger.revoke_key(id(194), None, NOW).unwrap();
+    assert_eq!(
+        other.revocation(&key(id(194), None)).unwrap(),
+        Some(Revocation::Key)
+    );
+
+    // The new table works, and the file opens again as version 2.
+    ledger.record_issued(&issued(id(195))).unwrap();
+    drop((ledger, other));
+    let ledger = strict(&path);
+    assert_eq!(ledger.issued(id(195)).unwrap(), Some(issued(id(195))));
+    assert_eq!(ledger.status(id(191)).unwrap().uses, 3);
+    assert_eq!(ledger.forget_expired(UnixTime(u64::MAX)).unwrap(), 3);
+}
+
+#[test]
+fn ledgers_opening_a_version_1_file_at_once_migrate_it_once() {
+    let (_dir, path) = temp_db();
+    write_v1_ledger(&path);
+    let barrier = Barrier::new(4);
+    let ledgers: Vec<SqliteLedger> = thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let (barrier, path) = (&barrier, &path);
+                scope.spawn(move || {
+                    barrier.wait();
+                    strict(path)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (n, ledger) in ledgers.iter().enumerate() {
+        ledger.record_issued(&issued(id(200 + n as u8))).unwrap();
+    }
+    for ledger in &ledgers {
+        assert_eq!(
+            ledger.admit(&key(id(190), None), NOW).unwrap(),
+            Admission::Revoked
+        );
+        for n in 0..4 {
+            assert!(ledger.issued(id(200 + n)).unwrap().is_some());
+        }
+    }
 }

@@ -4,14 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Where a TLS certificate and its key are.
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    /// PEM certificate chain.
-    pub cert: PathBuf,
-    /// PEM private key.
-    pub key: PathBuf,
-}
+pub use valet_http::TlsFiles;
 
 /// Everything the store needs to run.
 #[derive(Debug, Clone)]
@@ -34,6 +27,17 @@ pub struct StoreConfig {
     pub header_timeout: Duration,
     /// How long an upload body may stall between two chunks.
     pub body_idle_timeout: Duration,
+}
+
+impl StoreConfig {
+    /// How the store's connections are served.
+    pub fn serve_options(&self) -> valet_http::ServeOptions {
+        valet_http::ServeOptions {
+            tls: self.tls.clone(),
+            header_timeout: self.header_timeout,
+            shutdown_grace: self.shutdown_grace,
+        }
+    }
 }
 
 impl StoreConfig {

@@ -25,5 +25,6 @@ mod state;
 
 pub use config::{StoreConfig, TlsFiles};
 pub use error::StoreError;
-pub use server::{bind_listeners, run, serve, watch_keyring, ServeError};
+pub use server::{run, serve, watch_keyring};
 pub use state::Store;
+pub use valet_http::{bind_listeners, ServeError};

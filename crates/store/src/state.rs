@@ -1,11 +1,10 @@
 //! The store's shared state: the blob folder, the verifier (re-read when the keyring file
 //! changes), the ledger, CORS policy and metrics.
 
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::SystemTime;
+use std::sync::Arc;
 
 use valet_key::{Keyring, Verifier};
+use valet_keyring::{KeyringWatch, Reload};
 use valet_ledger::Ledger;
 
 use crate::blobs::BlobFolder;
@@ -63,55 +62,9 @@ impl Store {
 
     /// Re-reads the keyring file if it changed since the last look.
     pub fn reload_keyring_if_changed(&self) {
-        self.keys.reload_if_changed();
-    }
-}
-
-/// The verifier, swapped whole when the keyring file's modification time changes.
-#[derive(Debug)]
-struct KeyringWatch {
-    path: PathBuf,
-    skew: u64,
-    seen: Mutex<Option<SystemTime>>,
-    verifier: RwLock<Arc<Verifier>>,
-}
-
-impl KeyringWatch {
-    fn new(path: PathBuf, keyring: Keyring, skew: u64) -> KeyringWatch {
-        let seen = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
-        KeyringWatch {
-            path,
-            skew,
-            seen: Mutex::new(seen),
-            verifier: RwLock::new(Arc::new(Verifier::new(keyring).with_skew(skew))),
-        }
-    }
-
-    fn current(&self) -> Arc<Verifier> {
-        self.verifier
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    fn reload_if_changed(&self) {
-        let Ok(modified) = std::fs::metadata(&self.path).and_then(|m| m.modified()) else {
-            return;
-        };
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if *seen == Some(modified) {
-            return;
-        }
-        match valet_keyring::load(&self.path) {
-            Ok(ring) => {
-                let ids: Vec<_> = ring.keys().iter().map(|k| k.id().to_owned()).collect();
-                *self.verifier.write().unwrap_or_else(|p| p.into_inner()) =
-                    Arc::new(Verifier::new(ring).with_skew(self.skew));
-                *seen = Some(modified);
-                tracing::info!(?ids, "keyring reloaded");
-            }
-            // Keep verifying with the keys we have: a half-written or broken file must not
-            // lock every client out (the file is replaced atomically, so this is rare).
+        match self.keys.reload_if_changed() {
+            Ok(Reload::Unchanged) => {}
+            Ok(Reload::Reloaded(ids)) => tracing::info!(?ids, "keyring reloaded"),
             Err(e) => tracing::warn!(error = %e, "keyring changed but could not be read"),
         }
     }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::human;
+pub use crate::settings::Role;
 
 /// Valet: short-lived, narrowly scoped, signed keys for direct access to your data.
 #[derive(Debug, Parser)]
@@ -32,60 +33,70 @@ pub enum LogFormat {
     Json,
 }
 
-/// Which parts `valet serve` runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Role {
-    /// The data tier.
-    Store,
-    /// The gatekeeper (not built yet).
-    Gate,
-}
-
+/// `valet serve`'s flags. Each overrides the setting of the same name from `--config`, the
+/// environment (`VALET_…`) and the embedded defaults (`valet serve --print-defaults`).
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Which part to run. Today only the store exists, and it is the default.
-    #[arg(long, env = "VALET_ROLE", default_value = "store")]
-    pub role: Role,
-    /// The data folder: blobs, temporary uploads, the ledger, the keyring.
-    #[arg(long, env = "VALET_DATA", default_value = "./valet-data")]
-    pub data: PathBuf,
-    /// Where the store listens.
-    #[arg(long, env = "VALET_STORE_ADDR", default_value = "127.0.0.1:8081")]
-    pub store_addr: std::net::SocketAddr,
-    /// The keyring file (default DATA/keyring, created on first start).
-    #[arg(long, env = "VALET_KEYRING")]
+    /// A TOML configuration file, laid over the embedded defaults.
+    #[arg(long, env = "VALET_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print the embedded default configuration and exit.
+    #[arg(long)]
+    pub print_defaults: bool,
+    /// Which part to run: all (gate and store in one process), gate or store [default: all].
+    #[arg(long)]
+    pub role: Option<Role>,
+    /// The data folder: blobs, temporary uploads, the ledger, the keyring, the admin API key
+    /// [default: ./valet-data].
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Where the gate listens [default: 127.0.0.1:8080].
+    #[arg(long)]
+    pub gate_addr: Option<std::net::SocketAddr>,
+    /// Where the store listens [default: 127.0.0.1:8081].
+    #[arg(long)]
+    pub store_addr: Option<std::net::SocketAddr>,
+    /// The store's public base URL, put into issued URLs [default: http://STORE_ADDR].
+    #[arg(long)]
+    pub store_url: Option<String>,
+    /// The keyring file [default: DATA/keyring, created on first start].
+    #[arg(long)]
     pub keyring: Option<PathBuf>,
     /// Origins allowed to call the store from a browser (`*` for any); repeat or separate
     /// with commas.
-    #[arg(long = "cors-origin", env = "VALET_CORS_ORIGINS")]
+    #[arg(long = "cors-origin")]
     pub cors_origins: Vec<String>,
     /// PEM certificate chain: serve HTTPS.
-    #[arg(long, env = "VALET_TLS_CERT")]
+    #[arg(long)]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for --tls-cert.
-    #[arg(long, env = "VALET_TLS_KEY")]
+    #[arg(long)]
     pub tls_key: Option<PathBuf>,
-    /// Clock-skew tolerance for key windows.
-    #[arg(long, env = "VALET_SKEW", value_parser = human::duration, default_value = "30s")]
-    pub skew: Duration,
-    /// Worker threads, each with its own listener (default: one per CPU).
-    #[arg(long, env = "VALET_WORKERS")]
+    /// Clock-skew tolerance for key windows [default: 30s].
+    #[arg(long)]
+    pub skew: Option<String>,
+    /// Worker threads, each with its own listeners [default: one per CPU].
+    #[arg(long)]
     pub workers: Option<usize>,
-    /// How long in-flight requests may finish after SIGTERM.
-    #[arg(long, env = "VALET_SHUTDOWN_GRACE", value_parser = human::duration, default_value = "30s")]
-    pub shutdown_grace: Duration,
+    /// How long in-flight requests may finish after SIGTERM [default: 30s].
+    #[arg(long)]
+    pub shutdown_grace: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the store: blobs served and received directly with valet keys.
+    /// Run the gate and the store (or one of them): keys issued, bytes served directly.
     #[command(
-        after_help = "Examples:\n  valet serve --role store --data ./valet-data --store-addr 127.0.0.1:8081\n  valet serve --role store --cors-origin https://app.example.com --tls-cert cert.pem --tls-key key.pem"
+        after_help = "Examples:\n  valet serve                                   (gate on :8080, store on :8081, data in ./valet-data)\n  valet serve --config valet.toml\n  valet serve --role store --data /srv/valet --store-addr 0.0.0.0:8081\n  VALET_RATE_LIMIT__PER_SECOND=50 valet serve --role gate --store-url https://files.example.com"
     )]
     Serve(ServeArgs),
     /// Make, inspect, narrow and check valet keys; manage keyrings.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Download a blob straight from the store (URL with a key, or through a gate); resumable.
+    Get(crate::cmd::transfer::GetArgs),
+    /// Upload a file straight to the store (URL with a key, or through a gate), checksummed.
+    Put(crate::cmd::transfer::PutArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -6,6 +6,7 @@
 mod cli;
 mod cmd;
 mod human;
+mod settings;
 
 use std::process::ExitCode;
 

@@ -2,6 +2,7 @@
 
 mod key;
 mod serve;
+pub(crate) mod transfer;
 
 use std::process::ExitCode;
 
@@ -12,5 +13,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Key(cmd) => key::run(cmd),
         Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Get(args) => transfer::run_get(args),
+        Command::Put(args) => transfer::run_put(args),
     }
 }

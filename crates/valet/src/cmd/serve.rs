@@ -1,76 +1,167 @@
-//! `valet serve`: run the store (and, once it exists, the gate) until SIGINT or SIGTERM.
+//! `valet serve`: run the gate, the store, or both, until SIGINT or SIGTERM.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use valet_ledger::SqliteLedger;
-use valet_store::{StoreConfig, TlsFiles};
+use valet_gate::config::{ApiKeyConfig, GateConfig};
+use valet_gate::Gate;
+use valet_http::{ServeOptions, Site};
+use valet_key::Keyring;
+use valet_ledger::{Ledger, SqliteLedger};
+use valet_store::{Store, StoreConfig};
 
-use crate::cli::{Role, ServeArgs};
+use crate::cli::ServeArgs;
+use crate::settings::{self, Settings};
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    if args.role == Role::Gate {
-        anyhow::bail!("the gate role is not built yet; run --role store");
+    if args.print_defaults {
+        print!("{}", settings::DEFAULTS);
+        return Ok(());
     }
-    serve_store(args)
-}
-
-fn store_config(args: &ServeArgs) -> anyhow::Result<StoreConfig> {
-    let mut config = StoreConfig::new(args.data.clone(), args.store_addr);
-    config.keyring_path = args
-        .keyring
-        .clone()
-        .unwrap_or_else(|| args.data.join("keyring"));
-    config.skew = args.skew;
-    config.cors_origins = args
-        .cors_origins
-        .iter()
-        .flat_map(|o| o.split(','))
-        .map(|o| o.trim().to_owned())
-        .filter(|o| !o.is_empty())
-        .collect();
-    config.shutdown_grace = args.shutdown_grace;
-    config.tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(TlsFiles {
-            cert: cert.clone(),
-            key: key.clone(),
-        }),
-        (None, None) => None,
-        _ => anyhow::bail!("--tls-cert and --tls-key go together"),
-    };
-    Ok(config)
-}
-
-fn serve_store(args: ServeArgs) -> anyhow::Result<()> {
-    let config = store_config(&args)?;
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating the data folder {}", config.data_dir.display()))?;
-    let keyring = valet_keyring::load_or_create(&config.keyring_path)?;
-    let ledger_path = config.data_dir.join("ledger.sqlite");
-    let ledger = SqliteLedger::open(&ledger_path)
-        .with_context(|| format!("opening the ledger {}", ledger_path.display()))?;
-    let workers = args
+    let settings = Settings::load(&args)?;
+    let tls = settings.tls()?;
+    std::fs::create_dir_all(&settings.data)
+        .with_context(|| format!("creating the data folder {}", settings.data.display()))?;
+    let keyring_path = settings.keyring_path();
+    let keyring = valet_keyring::load_or_create(&keyring_path)?;
+    let ledger_path = settings.data.join("ledger.sqlite");
+    let ledger: Arc<dyn Ledger> = Arc::new(
+        SqliteLedger::open(&ledger_path)
+            .with_context(|| format!("opening the ledger {}", ledger_path.display()))?,
+    );
+    let workers = settings
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let listeners = valet_store::bind_listeners(config.listen, workers)
-        .with_context(|| format!("listening on {} (--store-addr)", config.listen))?;
-    let addr = listeners[0].local_addr()?;
-    let scheme = if config.tls.is_some() {
-        "https"
-    } else {
-        "http"
+    let scheme = if tls.is_some() { "https" } else { "http" };
+
+    let mut sites: Vec<Site> = Vec::new();
+    let mut store_addr = settings.store_addr;
+    let mut background: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> =
+        Vec::new();
+    if settings.role.runs_store() {
+        let listeners = valet_store::bind_listeners(settings.store_addr, workers)
+            .with_context(|| format!("listening on {} (store_addr)", settings.store_addr))?;
+        store_addr = listeners[0].local_addr()?;
+        let store = open_store(
+            &settings,
+            tls.clone(),
+            store_addr,
+            keyring.clone(),
+            ledger.clone(),
+        )?;
+        tracing::info!(addr = %store_addr, workers, data = %settings.data.display(), "store listening on {scheme}://{store_addr}");
+        background.push(Box::pin(valet_store::watch_keyring(store.clone())));
+        sites.push(store.site(listeners));
+    }
+    if settings.role.runs_gate() {
+        let listeners = valet_store::bind_listeners(settings.gate_addr, workers)
+            .with_context(|| format!("listening on {} (gate_addr)", settings.gate_addr))?;
+        let gate_addr = listeners[0].local_addr()?;
+        let store_url = settings
+            .store_url
+            .clone()
+            .unwrap_or_else(|| format!("{scheme}://{}", public(store_addr)));
+        let (admin_key, created) = settings::admin_api_key(&settings)?;
+        let gate = open_gate(
+            &settings,
+            tls.is_some(),
+            &store_url,
+            &admin_key,
+            keyring,
+            ledger,
+        )?;
+        tracing::info!(addr = %gate_addr, workers, store_url, "gate listening on {scheme}://{gate_addr}");
+        if created {
+            welcome(
+                &settings,
+                &format!("{scheme}://{}", public(gate_addr)),
+                &admin_key,
+            );
+        }
+        background.push(Box::pin(valet_gate::housekeeping(gate.clone())));
+        let options = ServeOptions {
+            tls,
+            shutdown_grace: settings.shutdown_grace,
+            ..ServeOptions::default()
+        };
+        sites.push(gate.site(options, listeners));
+    }
+    let background = async move {
+        futures_util::future::join_all(background).await;
     };
-    tracing::info!(
-        %addr,
-        workers,
-        data = %config.data_dir.display(),
-        keyring = %config.keyring_path.display(),
-        "store listening on {scheme}://{addr}"
-    );
-    let store = valet_store::Store::open(config, keyring, Arc::new(ledger))
-        .context("opening the blob folder")?;
-    valet_store::run(store, listeners, shutdown_signal())?;
+    valet_http::run(sites, background, shutdown_signal())?;
     Ok(())
+}
+
+/// An address to put in a URL: a wildcard listen address is reached at the loopback.
+fn public(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => {
+            SocketAddr::from(([127, 0, 0, 1], addr.port()))
+        }
+        ip if ip.is_unspecified() => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port())),
+        _ => addr,
+    }
+}
+
+fn open_store(
+    settings: &Settings,
+    tls: Option<valet_http::TlsFiles>,
+    addr: SocketAddr,
+    keyring: Keyring,
+    ledger: Arc<dyn Ledger>,
+) -> anyhow::Result<Arc<Store>> {
+    let mut config = StoreConfig::new(settings.data.clone(), addr);
+    config.keyring_path = settings.keyring_path();
+    config.skew = settings.skew;
+    config.cors_origins = settings.cors_origins.clone();
+    config.shutdown_grace = settings.shutdown_grace;
+    config.tls = tls;
+    Store::open(config, keyring, ledger).context("opening the blob folder")
+}
+
+fn open_gate(
+    settings: &Settings,
+    https: bool,
+    store_url: &str,
+    admin_key: &str,
+    keyring: Keyring,
+    ledger: Arc<dyn Ledger>,
+) -> anyhow::Result<Arc<Gate>> {
+    let mut api_keys = settings.api_keys.clone();
+    api_keys.push(ApiKeyConfig {
+        principal: "admin".into(),
+        roles: vec!["admin".into()],
+        sha256: valet_gate::api_key_hash(admin_key),
+    });
+    let config = GateConfig {
+        store_url: store_url.to_owned(),
+        skew: settings.skew,
+        api_keys,
+        jwt: settings.jwt.clone(),
+        roles: settings.roles.clone(),
+        routes: settings.routes.clone(),
+        rate_limit: settings.rate_limit.clone(),
+        proxy: settings.proxy.clone(),
+        https,
+    };
+    Gate::new(config, keyring, settings.keyring_path(), ledger)
+        .map_err(|e| anyhow::anyhow!("bad configuration: {e}"))
+}
+
+/// Printed once, when the admin API key is created: what to do next.
+fn welcome(settings: &Settings, gate_url: &str, admin_key: &str) {
+    let key_file = settings.data.join("admin-api-key");
+    println!(
+        "\nValet is ready. Admin API key (shown once; also in {file}, owner-only):\n\n    {admin_key}\n\n\
+         Upload and download a file through the gate (the bytes go straight to the store):\n\n    \
+         curl -L -T README.md -H \"Authorization: Bearer {admin_key}\" {gate_url}/files/README.md\n    \
+         curl -L -H \"Authorization: Bearer {admin_key}\" {gate_url}/files/README.md\n\n\
+         Or get a key to hand to someone else:\n\n    \
+         curl -H \"Authorization: Bearer {admin_key}\" -d '{{\"resource\":\"blob:files/README.md\",\"ops\":[\"read\"],\"ttl\":\"10m\"}}' {gate_url}/v1/keys\n",
+        file = key_file.display()
+    );
 }
 
 /// Completes on SIGINT or SIGTERM.

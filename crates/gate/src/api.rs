@@ -1,0 +1,356 @@
+//! The key API: `POST /v1/keys`, `GET` and `DELETE /v1/keys/ID`,
+//! `POST /v1/keys/ID/complete`, `POST /v1/revocations`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, request::Parts, HeaderValue, Method, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::json;
+use valet_key::{KeyId, Ops, Scope, Token, UnixTime};
+use valet_ledger::{IssuedKey, Revocation};
+
+use crate::auth::Principal;
+use crate::body::GateBody;
+use crate::config::units;
+use crate::error::GateError;
+use crate::issue::{mint, rfc3339};
+use crate::policy::{KeyRequest, RequestedLimits};
+use crate::state::Gate;
+
+/// The largest JSON request body the API reads.
+const MAX_JSON_BODY: usize = 64 * 1024;
+
+/// `POST /v1/keys`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyRequestBody {
+    resource: String,
+    ops: OneOrMany,
+    #[serde(default, with = "units::opt_duration")]
+    ttl: Option<Duration>,
+    #[serde(default, with = "units::opt_size")]
+    max_bytes: Option<u64>,
+    #[serde(default)]
+    max_uses: Option<u64>,
+    #[serde(default)]
+    content_type: Option<String>,
+    #[serde(default)]
+    ip: Option<OneOrMany>,
+    #[serde(default)]
+    filename: Option<String>,
+}
+
+/// `["read", "write"]` or `"read,write"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn items(&self) -> Vec<&str> {
+        match self {
+            OneOrMany::One(s) => s.split(',').map(str::trim).collect(),
+            OneOrMany::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// `POST /v1/revocations`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevocationBody {
+    #[serde(default)]
+    subject: Option<String>,
+    before: String,
+}
+
+/// Routes a `/v1/...` request.
+pub(crate) async fn handle(
+    gate: &Arc<Gate>,
+    parts: &Parts,
+    body: Incoming,
+    principal_slot: &mut Option<String>,
+) -> Result<Response<GateBody>, GateError> {
+    let path = parts.uri.path();
+    let segments: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
+    match (&parts.method, segments.as_slice()) {
+        (&Method::POST, ["keys"]) => {
+            let principal = authenticate(gate, parts, principal_slot)?;
+            gate.check_rate(&principal)?;
+            let request: KeyRequestBody = read_json(body).await?;
+            issue(gate, &principal, request).await
+        }
+        (&Method::GET, ["keys", id]) => {
+            let principal = authenticate(gate, parts, principal_slot)?;
+            let record = visible_record(gate, &principal, id).await?;
+            status(gate, record).await
+        }
+        (&Method::DELETE, ["keys", id]) => {
+            let principal = authenticate(gate, parts, principal_slot)?;
+            let record = visible_record(gate, &principal, id).await?;
+            revoke_key(gate, &record).await
+        }
+        (&Method::POST, ["keys", id, "complete"]) => {
+            complete(gate, parts, id, principal_slot).await
+        }
+        (&Method::POST, ["revocations"]) => {
+            let principal = authenticate(gate, parts, principal_slot)?;
+            let request: RevocationBody = read_json(body).await?;
+            revoke_many(gate, &principal, request).await
+        }
+        (_, ["keys"] | ["keys", _] | ["keys", _, "complete"] | ["revocations"]) => {
+            Err(GateError::MethodNotAllowed)
+        }
+        _ => Err(GateError::NotFound(format!("no API endpoint {path}"))),
+    }
+}
+
+fn authenticate(
+    gate: &Gate,
+    parts: &Parts,
+    slot: &mut Option<String>,
+) -> Result<Principal, GateError> {
+    let principal = gate.auth.authenticate(&parts.headers)?;
+    *slot = Some(principal.name.clone());
+    Ok(principal)
+}
+
+async fn read_json<T: DeserializeOwned>(body: Incoming) -> Result<T, GateError> {
+    let bytes: Bytes = Limited::new(body, MAX_JSON_BODY)
+        .collect()
+        .await
+        .map_err(|e| GateError::BadRequest(format!("cannot read the body: {e}")))?
+        .to_bytes();
+    // The path names the field at fault: `ttl: 'soon' is not a duration`.
+    let mut json = serde_json::Deserializer::from_slice(&bytes);
+    serde_path_to_error::deserialize(&mut json).map_err(|e| {
+        let field = e.path().to_string();
+        let why = e.into_inner();
+        match field.as_str() {
+            "." => GateError::BadRequest(format!("bad JSON body: {why}")),
+            _ => GateError::BadRequest(format!("bad JSON body: {field}: {why}")),
+        }
+    })
+}
+
+async fn issue(
+    gate: &Arc<Gate>,
+    principal: &Principal,
+    body: KeyRequestBody,
+) -> Result<Response<GateBody>, GateError> {
+    let scope: Scope = body
+        .resource
+        .parse()
+        .map_err(|e| GateError::BadRequest(format!("resource '{}': {e}", body.resource)))?;
+    let ops: Ops = body
+        .ops
+        .items()
+        .join(",")
+        .parse()
+        .map_err(|e| GateError::BadRequest(format!("ops: {e}")))?;
+    let ips = body.ip.as_ref().map(OneOrMany::items).unwrap_or_default();
+    let limits = RequestedLimits {
+        max_bytes: body.max_bytes,
+        max_uses: body.max_uses,
+        content_type: body.content_type.as_deref(),
+        ips,
+        filename: body.filename.as_deref(),
+    }
+    .parse()?;
+    let request = KeyRequest {
+        scope,
+        ops,
+        ttl: body.ttl,
+        limits,
+    };
+    let approved = gate.policies.approve(principal, &request)?;
+    let minted = mint(gate, principal, approved, "api").await?;
+    Ok(json_response(StatusCode::CREATED, &minted))
+}
+
+/// The record of key `id`, if the principal obtained it or may revoke others' keys. Someone
+/// else's key is reported as not found: its existence is not theirs to learn.
+async fn visible_record(
+    gate: &Arc<Gate>,
+    principal: &Principal,
+    id: &str,
+) -> Result<IssuedKey, GateError> {
+    let not_found = || GateError::NotFound(format!("no key {id}"));
+    let key_id = KeyId::parse_hex(id).ok_or_else(not_found)?;
+    let record = ledger_call(gate, move |l| l.issued(key_id))
+        .await?
+        .ok_or_else(not_found)?;
+    if record.issued_by != principal.name && !gate.policies.may_revoke(principal) {
+        return Err(not_found());
+    }
+    Ok(record)
+}
+
+async fn ledger_call<T: Send + 'static>(
+    gate: &Arc<Gate>,
+    f: impl FnOnce(&dyn valet_ledger::Ledger) -> Result<T, valet_ledger::LedgerError> + Send + 'static,
+) -> Result<T, GateError> {
+    let ledger = gate.ledger.clone();
+    tokio::task::spawn_blocking(move || f(ledger.as_ref()))
+        .await
+        .map_err(|e| GateError::Internal(e.to_string()))?
+        .map_err(GateError::from)
+}
+
+async fn status(gate: &Arc<Gate>, record: IssuedKey) -> Result<Response<GateBody>, GateError> {
+    let key_id = record.key_id;
+    let probe = record.clone();
+    let (state, revocation) = ledger_call(gate, move |l| {
+        Ok((l.status(key_id)?, l.revocation(&probe.key_use())?))
+    })
+    .await?;
+    let now = valet_keyring::now();
+    let revoked_by = revocation.map(|r| match r {
+        Revocation::Key => "key",
+        Revocation::Subject { .. } => "subject",
+        Revocation::All { .. } => "all",
+    });
+    let body = json!({
+        "id": key_id.to_string(),
+        "issued_to": record.subject,
+        "issued_by": record.issued_by,
+        "resource": record.resource,
+        "ops": record.ops.split(',').collect::<Vec<_>>(),
+        "issued_at": rfc3339(record.issued_at),
+        "expires_at": rfc3339(record.expires),
+        "expired": now >= record.expires,
+        "max_uses": record.max_uses,
+        "uses": state.uses,
+        "uses_left": record.max_uses.map(|m| m.saturating_sub(state.uses)),
+        "revoked": revoked_by.is_some(),
+        "revoked_by": revoked_by,
+    });
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+async fn revoke_key(gate: &Arc<Gate>, record: &IssuedKey) -> Result<Response<GateBody>, GateError> {
+    let (key_id, expires) = (record.key_id, record.expires);
+    ledger_call(gate, move |l| {
+        l.revoke_key(key_id, Some(expires), valet_keyring::now())
+    })
+    .await?;
+    tracing::info!(target: "valet::revoke", key_id = %key_id, "key revoked");
+    Ok(no_content())
+}
+
+/// The client reports its transfer done: the key stops working. Allowed to the principal that
+/// obtained it (or one that may revoke), and to whoever presents the key itself.
+async fn complete(
+    gate: &Arc<Gate>,
+    parts: &Parts,
+    id: &str,
+    principal_slot: &mut Option<String>,
+) -> Result<Response<GateBody>, GateError> {
+    if let Some(token) = valet_token(parts) {
+        let token: Token = token
+            .parse()
+            .map_err(|_| GateError::Unauthenticated("the valet key is malformed".into()))?;
+        if !gate.verifier().keyring().check_tag(&token) {
+            return Err(GateError::Unauthenticated(
+                "the valet key does not verify".into(),
+            ));
+        }
+        if token.claims().key_id.to_string() != id.to_ascii_lowercase() {
+            return Err(GateError::Forbidden(
+                "the valet key presented is not key {id}".replace("{id}", id),
+            ));
+        }
+        let record = ledger_call(gate, {
+            let key_id = token.claims().key_id;
+            move |l| l.issued(key_id)
+        })
+        .await?;
+        let expires = record.map_or(token.claims().expires, |r| r.expires);
+        let key_id = token.claims().key_id;
+        ledger_call(gate, move |l| {
+            l.revoke_key(key_id, Some(expires), valet_keyring::now())
+        })
+        .await?;
+        tracing::info!(target: "valet::revoke", key_id = %key_id, "transfer complete: key invalidated");
+        return Ok(no_content());
+    }
+    let principal = authenticate(gate, parts, principal_slot)?;
+    let record = visible_record(gate, &principal, id).await?;
+    revoke_key(gate, &record).await
+}
+
+fn valet_token(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("valet").then(|| token.trim())
+}
+
+async fn revoke_many(
+    gate: &Arc<Gate>,
+    principal: &Principal,
+    body: RevocationBody,
+) -> Result<Response<GateBody>, GateError> {
+    let own = body.subject.as_deref() == Some(principal.name.as_str());
+    if !own && !gate.policies.may_revoke(principal) {
+        return Err(GateError::Forbidden(format!(
+            "principal '{}' may only revoke its own keys (no role with may_revoke)",
+            principal.name
+        )));
+    }
+    let now = valet_keyring::now();
+    let before = parse_time(&body.before, now)?;
+    match body.subject {
+        Some(subject) => {
+            ledger_call(gate, move |l| l.revoke_subject(&subject, before, now)).await?;
+        }
+        None => ledger_call(gate, move |l| l.revoke_all_before(before, now)).await?,
+    }
+    Ok(no_content())
+}
+
+/// `now` or an RFC 3339 time.
+fn parse_time(text: &str, now: UnixTime) -> Result<UnixTime, GateError> {
+    if text.eq_ignore_ascii_case("now") {
+        // Keys issued in the current second are revoked too.
+        return Ok(now.plus(1));
+    }
+    let at = humantime::parse_rfc3339_weak(text).map_err(|e| {
+        GateError::BadRequest(format!(
+            "before: '{text}' is not `now` or an RFC 3339 time: {e}"
+        ))
+    })?;
+    let secs = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| GateError::BadRequest("before: the time is before 1970".into()))?
+        .as_secs();
+    Ok(UnixTime(secs))
+}
+
+pub(crate) fn json_response(
+    status: StatusCode,
+    body: &impl serde::Serialize,
+) -> Response<GateBody> {
+    let text = serde_json::to_vec(body).expect("serializing plain data cannot fail");
+    let mut response = Response::new(GateBody::full(text));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn no_content() -> Response<GateBody> {
+    let mut response = Response::new(GateBody::empty());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    response
+}

@@ -1,0 +1,109 @@
+//! Every way a gate request can fail, and the one place that maps each to an HTTP status and
+//! a stable code. The JSON shape is the store's: `{"error":{"code":"...","message":"..."}}`.
+
+use std::time::Duration;
+
+use http::{header, HeaderValue, Response, StatusCode};
+use valet_ledger::LedgerError;
+
+use crate::body::GateBody;
+
+/// A failed gate request.
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    /// No credentials, or credentials that do not check out.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The policy of the principal's roles does not allow what was asked; says which bound.
+    #[error("{0}")]
+    PolicyDenied(String),
+    /// The principal may not act on this key or route.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Too many requests from this principal.
+    #[error("rate limit exceeded; retry in {retry_after} s")]
+    RateLimited {
+        /// Seconds until a request would be allowed.
+        retry_after: u64,
+    },
+    /// The request is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The path names no valid resource (`..`, an encoded `/`, ...).
+    #[error("bad path: {0}")]
+    BadPath(String),
+    /// No such route or key.
+    #[error("{0}")]
+    NotFound(String),
+    /// The route exists but not with this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// A proxied body is larger than the route allows.
+    #[error("the request body is larger than this route allows ({limit} bytes)")]
+    TooLarge {
+        /// The route's limit.
+        limit: u64,
+    },
+    /// The upstream did not answer in time.
+    #[error("the upstream did not answer within {0:?}")]
+    UpstreamTimeout(Duration),
+    /// The upstream could not be reached or broke the exchange.
+    #[error("the upstream is unavailable: {0}")]
+    UpstreamUnavailable(String),
+    /// The ledger could not be read or written; nothing was issued or revoked.
+    #[error("{0}")]
+    Ledger(#[from] LedgerError),
+    /// A bug or an I/O failure not caused by the request.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl GateError {
+    /// The HTTP status and stable code: the only mapping from error to wire.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            GateError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            GateError::PolicyDenied(_) => (StatusCode::FORBIDDEN, "policy_denied"),
+            GateError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            GateError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            GateError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            GateError::BadPath(_) => (StatusCode::BAD_REQUEST, "bad_path"),
+            GateError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            GateError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            GateError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            GateError::UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+            GateError::UpstreamUnavailable(_) => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
+            GateError::Ledger(LedgerError::Unavailable(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "ledger_unavailable")
+            }
+            // A fresh random 128-bit id already recorded with other claims: a bug, not load.
+            GateError::Ledger(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            GateError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+
+    /// The error as a JSON response.
+    pub fn into_response(self) -> Response<GateBody> {
+        let (status, code) = self.status_and_code();
+        let body = serde_json::json!({"error": {"code": code, "message": self.to_string()}});
+        let mut response = Response::new(GateBody::full(body.to_string()));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        match self {
+            // RFC 9110: a 401 names the scheme that would work.
+            GateError::Unauthenticated(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            GateError::RateLimited { retry_after } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            }
+            _ => {}
+        }
+        response
+    }
+}

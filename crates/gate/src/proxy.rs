@@ -1,0 +1,274 @@
+//! Proxy routes: compute requests streamed to an upstream and its answer streamed back.
+//!
+//! Neither body is buffered. The gate strips hop-by-hop headers and the client's credential,
+//! names the authenticated principal in its own header (removing any such header the client
+//! sent, so it cannot be forged), sets `X-Forwarded-For`/`-Proto`/`-Host`, cuts a request body
+//! at the route's limit (413), and answers 504 when the upstream is slow and 502 when it is
+//! down, with the JSON error shape.
+//!
+//! Each worker thread keeps its own connection pool: the gate runs one single-threaded
+//! runtime per core, and a pooled connection's task must live on the thread that uses it.
+
+use std::error::Error as StdError;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Request, Response, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use prometheus_client::metrics::counter::Counter;
+
+use crate::auth::Principal;
+use crate::body::GateBody;
+use crate::error::GateError;
+use crate::routes::{fill, ProxyRoute};
+use crate::state::Gate;
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+thread_local! {
+    static CLIENT: Client<HttpConnector, LimitedBody> = new_client();
+}
+
+fn new_client() -> Client<HttpConnector, LimitedBody> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
+    Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(std::time::Duration::from_secs(60))
+        .pool_max_idle_per_host(256)
+        .build(connector)
+}
+
+/// Forwards a request on a proxy route.
+pub(crate) async fn proxy(
+    gate: &Arc<Gate>,
+    route: &ProxyRoute,
+    captures: &[(&str, &str)],
+    principal: &Principal,
+    parts: Parts,
+    body: Incoming,
+    client: SocketAddr,
+) -> Result<Response<GateBody>, GateError> {
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > route.max_body) {
+        return Err(GateError::TooLarge {
+            limit: route.max_body,
+        });
+    }
+    let uri = upstream_uri(route, captures, &parts.uri)?;
+    let mut headers = parts.headers;
+    let host = headers.remove(header::HOST);
+    strip_hop_by_hop(&mut headers);
+    headers.remove(header::AUTHORIZATION);
+    headers.remove(header::EXPECT);
+    set_identity(gate, &mut headers, principal)?;
+    set_forwarded(
+        &mut headers,
+        client,
+        gate.https,
+        host.or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        }),
+    );
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let body = LimitedBody {
+        inner: body,
+        limit: route.max_body,
+        seen: 0,
+        exceeded: exceeded.clone(),
+        counter: gate.metrics.bytes_in.clone(),
+    };
+    let mut request = Request::new(body);
+    *request.method_mut() = parts.method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = headers;
+    let client = CLIENT.with(Client::clone);
+    let answer = tokio::time::timeout(route.timeout, client.request(request)).await;
+    let upstream = match answer {
+        Err(_) => return Err(GateError::UpstreamTimeout(route.timeout)),
+        Ok(Err(_)) if exceeded.load(Ordering::Relaxed) => {
+            return Err(GateError::TooLarge {
+                limit: route.max_body,
+            })
+        }
+        Ok(Err(e)) => return Err(GateError::UpstreamUnavailable(describe(&e))),
+        Ok(Ok(response)) => response,
+    };
+    let (mut head, body) = upstream.into_parts();
+    strip_hop_by_hop(&mut head.headers);
+    Ok(Response::from_parts(
+        head,
+        GateBody::Upstream {
+            body,
+            counter: gate.metrics.bytes_out.clone(),
+        },
+    ))
+}
+
+/// The upstream URL: the route's path template filled with the raw captures, or the request's
+/// own path; then the request's query.
+fn upstream_uri(
+    route: &ProxyRoute,
+    captures: &[(&str, &str)],
+    uri: &Uri,
+) -> Result<Uri, GateError> {
+    let path = match &route.path {
+        Some(template) => fill(template, captures)
+            .ok_or_else(|| GateError::Internal("proxy template checked at start".into()))?,
+        None => uri.path().to_owned(),
+    };
+    let text = match uri.query() {
+        Some(q) => format!("{}{path}?{q}", route.origin),
+        None => format!("{}{path}", route.origin),
+    };
+    text.parse()
+        .map_err(|e| GateError::BadRequest(format!("cannot forward this path: {e}")))
+}
+
+/// Removes the headers that belong to one connection (RFC 9110 §7.6.1), including any that
+/// `Connection` names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+        header::PROXY_AUTHENTICATE,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+/// Replaces whatever the client claimed with who the gate authenticated.
+fn set_identity(
+    gate: &Gate,
+    headers: &mut HeaderMap,
+    principal: &Principal,
+) -> Result<(), GateError> {
+    headers.remove(&gate.principal_header);
+    headers.remove(&gate.roles_header);
+    let value = |text: &str| {
+        HeaderValue::from_str(text)
+            .map_err(|_| GateError::Internal("principal name is not a header value".into()))
+    };
+    headers.insert(gate.principal_header.clone(), value(&principal.name)?);
+    headers.insert(
+        gate.roles_header.clone(),
+        value(&principal.roles.join(","))?,
+    );
+    Ok(())
+}
+
+fn set_forwarded(
+    headers: &mut HeaderMap,
+    client: SocketAddr,
+    https: bool,
+    host: Option<HeaderValue>,
+) {
+    const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+    let ip = client.ip().to_string();
+    let chain = match headers.get(&XFF).and_then(|v| v.to_str().ok()) {
+        Some(earlier) => format!("{earlier}, {ip}"),
+        None => ip,
+    };
+    if let Ok(value) = HeaderValue::from_str(&chain) {
+        headers.insert(XFF, value);
+    }
+    let proto = if https { "https" } else { "http" };
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    match host {
+        Some(host) => headers.insert("x-forwarded-host", host),
+        None => headers.remove("x-forwarded-host"),
+    };
+}
+
+fn describe(err: &hyper_util::client::legacy::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The client's body on its way upstream: counted, and cut at the route's limit.
+#[derive(Debug)]
+pub(crate) struct LimitedBody {
+    inner: Incoming,
+    limit: u64,
+    seen: u64,
+    exceeded: Arc<AtomicBool>,
+    counter: Counter,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the request body exceeds {0} bytes")]
+struct BodyTooLarge(u64);
+
+impl Body for LimitedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        let Some(Ok(frame)) = frame else {
+            return Poll::Ready(frame.map(|r| r.map_err(BoxError::from)));
+        };
+        if let Some(data) = frame.data_ref() {
+            self.seen += data.len() as u64;
+            self.counter.inc_by(data.len() as u64);
+            if self.seen > self.limit {
+                self.exceeded.store(true, Ordering::Relaxed);
+                return Poll::Ready(Some(Err(Box::new(BodyTooLarge(self.limit)))));
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

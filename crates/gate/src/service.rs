@@ -1,0 +1,161 @@
+//! The router: one function from a request to a response, plus what every response gets
+//! (security headers, metrics, one access-log line).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{header, HeaderValue, Method, Request, Response};
+use hyper::body::Incoming;
+use valet_http::{Handler, ServeOptions, Site};
+
+use crate::body::GateBody;
+use crate::error::GateError;
+use crate::routes::{Action, NoRoute};
+use crate::state::Gate;
+
+impl Handler for Gate {
+    type Body = GateBody;
+
+    fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        client: SocketAddr,
+    ) -> impl Future<Output = Response<GateBody>> + Send + 'static {
+        handle(self, request, client)
+    }
+}
+
+impl Gate {
+    /// The gate as a site for [`valet_http::run`], on `listeners`.
+    pub fn site(
+        self: &Arc<Self>,
+        options: ServeOptions,
+        listeners: Vec<std::net::TcpListener>,
+    ) -> Site {
+        Site::new("gate", self.clone(), options, listeners)
+    }
+}
+
+/// Handles one request. Never fails: errors become JSON responses.
+pub async fn handle(
+    gate: Arc<Gate>,
+    request: Request<Incoming>,
+    client: SocketAddr,
+) -> Response<GateBody> {
+    let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let method = parts.method.clone();
+    let path = parts.uri.path().to_owned();
+    let mut principal = None;
+    let (route, result) = route(&gate, parts, body, client, &mut principal).await;
+    let mut response = result.unwrap_or_else(|err| {
+        let (_, code) = err.status_and_code();
+        gate.metrics.refusal(code);
+        if let GateError::Internal(why) = &err {
+            tracing::error!(route, error = %why, "internal error");
+        }
+        err.into_response()
+    });
+    let headers = response.headers_mut();
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    gate.metrics.request(route, status, elapsed.as_secs_f64());
+    // The path without the query: a query may carry secrets.
+    tracing::info!(
+        target: "valet::access",
+        %method,
+        path,
+        route,
+        status,
+        micros = elapsed.as_micros() as u64,
+        principal,
+        client = %client.ip(),
+    );
+    response
+}
+
+async fn route(
+    gate: &Arc<Gate>,
+    parts: http::request::Parts,
+    body: Incoming,
+    client: SocketAddr,
+    principal_slot: &mut Option<String>,
+) -> (&'static str, Result<Response<GateBody>, GateError>) {
+    let path = parts.uri.path();
+    match path {
+        "/healthz" if parts.method == Method::GET || parts.method == Method::HEAD => {
+            return ("healthz", Ok(Response::new(GateBody::full("ok\n"))))
+        }
+        "/metrics" if parts.method == Method::GET => return ("metrics", Ok(metrics(gate))),
+        "/healthz" | "/metrics" => return ("other", Err(GateError::MethodNotAllowed)),
+        _ => {}
+    }
+    if path.starts_with("/v1/") {
+        return (
+            "api",
+            crate::api::handle(gate, &parts, body, principal_slot).await,
+        );
+    }
+    let matched = match gate.routes.find(&parts.method, path) {
+        Ok(m) => m,
+        Err(NoRoute::NotFound) => {
+            return (
+                "other",
+                Err(GateError::NotFound(format!("no route for {path}"))),
+            )
+        }
+        Err(NoRoute::MethodNotAllowed) => return ("other", Err(GateError::MethodNotAllowed)),
+    };
+    let route = matched.route;
+    let principal = match gate.auth.authenticate(&parts.headers) {
+        Ok(p) => p,
+        Err(e) => return (route.name, Err(e)),
+    };
+    *principal_slot = Some(principal.name.clone());
+    if !route.roles.is_empty() && !principal.roles.iter().any(|r| route.roles.contains(r)) {
+        let why = format!(
+            "principal '{}' has none of the roles this route allows ({})",
+            principal.name,
+            route.roles.join(", ")
+        );
+        return (route.name, Err(GateError::Forbidden(why)));
+    }
+    if let Err(e) = gate.check_rate(&principal) {
+        return (route.name, Err(e));
+    }
+    // The captures borrow the path; the proxy takes the request head by value.
+    let captures: Vec<(&str, String)> = matched
+        .captures
+        .iter()
+        .map(|(n, v)| (*n, (*v).to_owned()))
+        .collect();
+    let captures: Vec<(&str, &str)> = captures.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let result = match &route.action {
+        Action::Delegate(d) => {
+            crate::delegate::delegate(gate, d, &captures, &principal, &parts).await
+        }
+        Action::Proxy(p) => {
+            crate::proxy::proxy(gate, p, &captures, &principal, parts, body, client).await
+        }
+    };
+    (route.name, result)
+}
+
+fn metrics(gate: &Gate) -> Response<GateBody> {
+    let mut response = Response::new(GateBody::full(gate.metrics.render()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
+}

@@ -1,0 +1,736 @@
+//! The key API over real HTTP: authentication, every policy bound, issuing, status,
+//! revocation and `complete`, with the keys checked by a real store.
+
+mod support;
+
+use serde_json::json;
+use support::*;
+
+async fn store_get(stack: &Stack, url: &str) -> (u16, String) {
+    let response = stack.http.get(url).send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let code = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+        .unwrap_or(text);
+    (status, code)
+}
+
+async fn put_blob(stack: &Stack, path: &str, body: &'static str) {
+    let key = stack
+        .issue_ok(
+            ADMIN,
+            json!({"resource": format!("blob:{path}"), "ops": ["write"]}),
+        )
+        .await;
+    let response = stack
+        .http
+        .put(key["url"].as_str().unwrap())
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+}
+
+#[tokio::test]
+async fn authentication_failures_are_unauthenticated() {
+    let stack = Stack::start().await;
+    let body = json!({"resource": "blob:files/a", "ops": ["read"]});
+    let url = stack.gate_url("/v1/keys");
+    let cases: Vec<(&str, Option<String>)> = vec![
+        ("no header", None),
+        ("wrong scheme", Some(format!("Basic {ADMIN}"))),
+        ("empty bearer", Some("Bearer ".into())),
+        ("unknown key", Some("Bearer vak_nope".into())),
+        ("valet key as bearer", Some("Bearer vk1.AAAA.BBBB".into())),
+        (
+            "key with a changed char",
+            Some(format!("Bearer {}x", &ADMIN[..ADMIN.len() - 1])),
+        ),
+    ];
+    for (what, header) in cases {
+        let mut request = stack.http.post(&url).json(&body);
+        if let Some(h) = header {
+            request = request.header("authorization", h);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(
+            response
+                .headers()
+                .get("www-authenticate")
+                .map(|v| v.to_str().unwrap()),
+            Some("Bearer"),
+            "{what}"
+        );
+        assert_eq!(
+            code(response).await,
+            (401, "unauthenticated".into()),
+            "{what}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_issued_key_works_at_the_store_and_says_what_it_is() {
+    let stack = Stack::start().await;
+    put_blob(&stack, "files/report.txt", "quarterly").await;
+    let key = stack
+        .issue_ok(
+            ADMIN,
+            json!({"resource": "blob:files/report.txt", "ops": ["read"], "ttl": "2m", "filename": "r.txt"}),
+        )
+        .await;
+    assert_eq!(key["method"], "GET");
+    assert_eq!(key["id"].as_str().unwrap().len(), 32);
+    assert!(key["token"].as_str().unwrap().starts_with("vk1."));
+    let url = key["url"].as_str().unwrap();
+    assert!(url.starts_with(&format!(
+        "http://{}/blob/files/report.txt?vk=vk1.",
+        stack.store_addr
+    )));
+    let response = stack.http.get(url).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let disposition = response.headers()["content-disposition"].to_str().unwrap();
+    assert!(
+        disposition.starts_with("attachment; filename=\"r.txt\""),
+        "{disposition}"
+    );
+    assert_eq!(response.text().await.unwrap(), "quarterly");
+    // Read only: the same key cannot write.
+    let put = stack.http.put(url).body("x").send().await.unwrap();
+    assert_eq!(code(put).await, (403, "op_not_allowed".into()));
+    // Expiry is two minutes away.
+    let expires = humantime::parse_rfc3339(key["expires_at"].as_str().unwrap()).unwrap();
+    let left = expires
+        .duration_since(std::time::SystemTime::now())
+        .unwrap();
+    assert!(left.as_secs() > 100 && left.as_secs() <= 120, "{left:?}");
+}
+
+#[tokio::test]
+async fn names_in_urls_are_encoded_and_prefix_keys_list() {
+    let stack = Stack::start().await;
+    let key = stack
+        .issue_ok(
+            ADMIN,
+            json!({"resource": "blob:files/dir/café au lait+1.txt", "ops": "write"}),
+        )
+        .await;
+    let url = key["url"].as_str().unwrap();
+    assert!(
+        url.contains("/blob/files/dir/caf%C3%A9%20au%20lait%2B1.txt?vk="),
+        "{url}"
+    );
+    assert_eq!(key["method"], "PUT");
+    let put = stack.http.put(url).body("ok").send().await.unwrap();
+    assert_eq!(put.status(), 201);
+    let list = stack
+        .issue_ok(
+            ADMIN,
+            json!({"resource": "blob:files/dir/", "ops": ["list"]}),
+        )
+        .await;
+    let listing: serde_json::Value = stack
+        .http
+        .get(list["url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        list["url"]
+            .as_str()
+            .unwrap()
+            .contains("/blob/files?prefix=dir%2F&vk="),
+        "{list}"
+    );
+    assert_eq!(
+        listing["items"][0]["path"], "dir/café au lait+1.txt",
+        "{listing}"
+    );
+}
+
+#[tokio::test]
+async fn policy_bounds_are_refused_with_the_bound_named() {
+    let stack = Stack::start().await;
+    let cases = [
+        (
+            json!({"resource": "blob:users/bob/x", "ops": ["read"]}),
+            "outside role 'user'",
+        ),
+        // Prefix confusion: `alice-private` is not under `alice/`.
+        (
+            json!({"resource": "blob:users/alice-private/x", "ops": ["read"]}),
+            "outside role 'user'",
+        ),
+        (
+            json!({"resource": "blob:users", "ops": ["list"]}),
+            "outside role 'user'",
+        ),
+        (
+            json!({"resource": "blob:users/alice/x", "ops": ["delete"]}),
+            "ops delete exceed role 'user'",
+        ),
+        (
+            json!({"resource": "blob:users/alice/x", "ops": ["read"], "ttl": "2h"}),
+            "ttl 2h exceeds role 'user''s max_ttl 1h",
+        ),
+        (
+            json!({"resource": "blob:users/alice/x", "ops": ["write"], "max_bytes": "2MiB"}),
+            "max_bytes 2097152 exceeds role 'user''s max_bytes 1048576",
+        ),
+        (
+            json!({"resource": "blob:users/alice/x", "ops": ["read"], "max_uses": 6}),
+            "max_uses 6 exceeds role 'user''s max_uses 5",
+        ),
+        (
+            json!({"resource": "queue:jobs", "ops": ["enqueue"]}),
+            "outside role 'user'",
+        ),
+    ];
+    for (body, why) in cases {
+        let response = stack.issue(ALICE, body.clone()).await;
+        let status = response.status();
+        let json: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(status, 403, "{body}: {json}");
+        assert_eq!(json["error"]["code"], "policy_denied", "{body}");
+        let message = json["error"]["message"].as_str().unwrap();
+        assert!(message.contains(why), "{body}: {message}");
+    }
+}
+
+#[tokio::test]
+async fn open_bounds_are_filled_from_the_policy() {
+    let stack = Stack::start().await;
+    let key = stack
+        .issue_ok(
+            ALICE,
+            json!({"resource": "blob:users/alice/notes.txt", "ops": ["write", "read"]}),
+        )
+        .await;
+    let token: valet_key::Token = key["token"].as_str().unwrap().parse().unwrap();
+    let claims = token.claims();
+    assert_eq!(claims.limits.max_bytes, Some(1 << 20));
+    assert_eq!(claims.limits.max_uses, Some(5));
+    assert_eq!(claims.subject.as_deref(), Some("alice"));
+    assert_eq!(
+        claims.expires.0 - claims.not_before.0,
+        600,
+        "default ttl 10m"
+    );
+    // A cap the client asks for below the policy's is kept.
+    let key = stack
+        .issue_ok(
+            ALICE,
+            json!({"resource": "blob:users/alice/", "ops": ["read"], "max_uses": 2, "ttl": 30}),
+        )
+        .await;
+    let token: valet_key::Token = key["token"].as_str().unwrap().parse().unwrap();
+    assert_eq!(token.claims().limits.max_uses, Some(2));
+    assert_eq!(token.claims().expires.0 - token.claims().not_before.0, 30);
+    // The store enforces the size cap the policy put in.
+    let big = vec![0u8; (1 << 20) + 1];
+    let response = stack
+        .http
+        .put(
+            stack
+                .issue_ok(
+                    ALICE,
+                    json!({"resource": "blob:users/alice/big", "ops": ["write"]}),
+                )
+                .await["url"]
+                .as_str()
+                .unwrap(),
+        )
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(response).await, (413, "too_large".into()));
+}
+
+#[tokio::test]
+async fn a_principal_that_cannot_be_one_segment_gets_nothing_from_sub_patterns() {
+    let stack = Stack::start().await;
+    for resource in [
+        "blob:users/eve/../alice/x",
+        "blob:users/alice/x",
+        "blob:users/eve/x",
+    ] {
+        let response = stack
+            .issue(SLASHY, json!({"resource": resource, "ops": ["read"]}))
+            .await;
+        let (status, code) = code(response).await;
+        assert!(
+            status == 400 || (status, code.as_str()) == (403, "policy_denied"),
+            "{resource}: {status} {code}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_requests_name_the_field() {
+    let stack = Stack::start().await;
+    let cases = [
+        (
+            json!({"resource": "blob:files/../x", "ops": ["read"]}),
+            "resource",
+        ),
+        (json!({"resource": "blob:files/x", "ops": ["fly"]}), "ops"),
+        (json!({"resource": "blob:files/x", "ops": []}), "ops"),
+        (
+            json!({"resource": "blob:files/x", "ops": ["read"], "ttl": "soon"}),
+            "ttl",
+        ),
+        (
+            json!({"resource": "blob:files/x", "ops": ["read"], "ip": "10.0.0.1/8"}),
+            "ip",
+        ),
+        (
+            json!({"resource": "blob:files/x", "ops": ["read"], "content_type": "image"}),
+            "content_type",
+        ),
+        (
+            json!({"resource": "blob:files/x", "ops": ["read"], "max_uses": 0}),
+            "max_uses",
+        ),
+        (
+            json!({"resource": "blob:files/x", "ops": ["read"], "colour": "red"}),
+            "colour",
+        ),
+        (json!({"ops": ["read"]}), "resource"),
+    ];
+    for (body, field) in cases {
+        let response = stack.issue(ADMIN, body.clone()).await;
+        let json: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(json["error"]["code"], "bad_request", "{body}: {json}");
+        assert!(
+            json["error"]["message"].as_str().unwrap().contains(field),
+            "{body}: {json}"
+        );
+    }
+    let response = stack
+        .http
+        .post(stack.gate_url("/v1/keys"))
+        .bearer_auth(ADMIN)
+        .body(vec![b' '; 100 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(response).await.0, 400);
+}
+
+#[tokio::test]
+async fn status_counts_uses_and_shows_revocation() {
+    let stack = Stack::start().await;
+    put_blob(&stack, "users/alice/a.txt", "A").await;
+    let key = stack
+        .issue_ok(
+            ALICE,
+            json!({"resource": "blob:users/alice/a.txt", "ops": ["read"], "max_uses": 2}),
+        )
+        .await;
+    let id = key["id"].as_str().unwrap();
+    let url = key["url"].as_str().unwrap();
+    assert_eq!(store_get(&stack, url).await, (200, "A".into()));
+    let status_url = stack.gate_url(&format!("/v1/keys/{id}"));
+    let status: serde_json::Value = stack
+        .http
+        .get(&status_url)
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["issued_to"], "alice");
+    assert_eq!(status["issued_by"], "alice");
+    assert_eq!(status["resource"], "blob:users/alice/a.txt");
+    assert_eq!(status["ops"], json!(["read"]));
+    assert_eq!(status["uses"], 1);
+    assert_eq!(status["uses_left"], 1);
+    assert_eq!(status["revoked"], false);
+    assert_eq!(status["expired"], false);
+    // Bob may not see Alice's key, nor revoke it: not found.
+    let response = stack
+        .http
+        .get(&status_url)
+        .bearer_auth(BOB)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(response).await, (404, "not_found".into()));
+    let response = stack
+        .http
+        .delete(&status_url)
+        .bearer_auth(BOB)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(response).await, (404, "not_found".into()));
+    assert_eq!(store_get(&stack, url).await, (200, "A".into()));
+    // Alice revokes it: the store refuses it at once.
+    let response = stack
+        .http
+        .delete(&status_url)
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    assert_eq!(store_get(&stack, url).await, (403, "key_revoked".into()));
+    let status: serde_json::Value = stack
+        .http
+        .get(&status_url)
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["revoked"], true);
+    assert_eq!(status["revoked_by"], "key");
+    // Unknown and malformed ids.
+    for id in ["00000000000000000000000000000000", "xyz"] {
+        let response = stack
+            .http
+            .get(stack.gate_url(&format!("/v1/keys/{id}")))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(code(response).await, (404, "not_found".into()));
+    }
+}
+
+#[tokio::test]
+async fn exhausted_keys_show_no_uses_left() {
+    let stack = Stack::start().await;
+    put_blob(&stack, "users/alice/once", "1").await;
+    let key = stack
+        .issue_ok(
+            ALICE,
+            json!({"resource": "blob:users/alice/once", "ops": ["read"], "max_uses": 1}),
+        )
+        .await;
+    let url = key["url"].as_str().unwrap();
+    assert_eq!(store_get(&stack, url).await.0, 200);
+    assert_eq!(store_get(&stack, url).await, (403, "key_exhausted".into()));
+    let status: serde_json::Value = stack
+        .http
+        .get(stack.gate_url(&format!("/v1/keys/{}", key["id"].as_str().unwrap())))
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["uses_left"], 0);
+}
+
+#[tokio::test]
+async fn complete_invalidates_the_key_for_its_owner_or_its_holder() {
+    let stack = Stack::start().await;
+    put_blob(&stack, "users/alice/up", "u").await;
+    // The holder presents the key itself.
+    let key = stack
+        .issue_ok(
+            ALICE,
+            json!({"resource": "blob:users/alice/up", "ops": ["read"]}),
+        )
+        .await;
+    let (id, token, url) = (
+        key["id"].as_str().unwrap(),
+        key["token"].as_str().unwrap(),
+        key["url"].as_str().unwrap(),
+    );
+    let complete = stack.gate_url(&format!("/v1/keys/{id}/complete"));
+    // Someone else's key does not complete this one.
+    let other = stack
+        .issue_ok(
+            ALICE,
+            json!({"resource": "blob:users/alice/up", "ops": ["read"]}),
+        )
+        .await;
+    let response = stack
+        .http
+        .post(&complete)
+        .header(
+            "authorization",
+            format!("Valet {}", other["token"].as_str().unwrap()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(response).await, (403, "forbidden".into()));
+    // A forged key neither.
+    let forged = format!("{}A", &token[..token.len() - 1]);
+    let response = stack
+        .http
+        .post(&complete)
+        .header("authorization", format!("Valet {forged}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(response).await.0, 401);
+    assert_eq!(store_get(&stack, url).await.0, 200);
+    let response = stack
+        .http
+        .post(&complete)
+        .header("authorization", format!("Valet {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    assert_eq!(store_get(&stack, url).await, (403, "key_revoked".into()));
+    // The owner completes by id; Bob may not.
+    let key = stack
+        .issue_ok(
+            ALICE,
+            json!({"resource": "blob:users/alice/up", "ops": ["read"]}),
+        )
+        .await;
+    let complete = stack.gate_url(&format!(
+        "/v1/keys/{}/complete",
+        key["id"].as_str().unwrap()
+    ));
+    let response = stack
+        .http
+        .post(&complete)
+        .bearer_auth(BOB)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(response).await, (404, "not_found".into()));
+    let response = stack.http.post(&complete).send().await.unwrap();
+    assert_eq!(code(response).await, (401, "unauthenticated".into()));
+    let response = stack
+        .http
+        .post(&complete)
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    assert_eq!(
+        store_get(&stack, key["url"].as_str().unwrap()).await,
+        (403, "key_revoked".into())
+    );
+}
+
+#[tokio::test]
+async fn revocations_by_subject_and_time() {
+    let stack = Stack::start().await;
+    put_blob(&stack, "users/alice/r", "r").await;
+    put_blob(&stack, "users/bob/r", "r").await;
+    let alice = stack
+        .issue_ok(
+            ALICE,
+            json!({"resource": "blob:users/alice/r", "ops": ["read"]}),
+        )
+        .await;
+    let bob = stack
+        .issue_ok(
+            BOB,
+            json!({"resource": "blob:users/bob/r", "ops": ["read"]}),
+        )
+        .await;
+    let revoke = |who: &'static str, body: serde_json::Value| {
+        let request = stack
+            .http
+            .post(stack.gate_url("/v1/revocations"))
+            .bearer_auth(who)
+            .json(&body);
+        async move { request.send().await.unwrap() }
+    };
+    // Alice may revoke her own keys, not Bob's, and not everyone's.
+    assert_eq!(
+        code(revoke(ALICE, json!({"subject": "bob", "before": "now"})).await).await,
+        (403, "forbidden".into())
+    );
+    assert_eq!(
+        code(revoke(ALICE, json!({"before": "now"})).await).await,
+        (403, "forbidden".into())
+    );
+    assert_eq!(
+        code(revoke(ALICE, json!({"subject": "alice", "before": "yesterday"})).await)
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        revoke(ALICE, json!({"subject": "alice", "before": "now"}))
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(
+        store_get(&stack, alice["url"].as_str().unwrap()).await,
+        (403, "key_revoked".into())
+    );
+    assert_eq!(store_get(&stack, bob["url"].as_str().unwrap()).await.0, 200);
+    let status: serde_json::Value = stack
+        .http
+        .get(stack.gate_url(&format!("/v1/keys/{}", alice["id"].as_str().unwrap())))
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["revoked_by"], "subject");
+    // The admin revokes everything issued before a time in the past: nothing changes.
+    assert_eq!(
+        revoke(ADMIN, json!({"before": "2020-01-01T00:00:00Z"}))
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(store_get(&stack, bob["url"].as_str().unwrap()).await.0, 200);
+    assert_eq!(revoke(ADMIN, json!({"before": "now"})).await.status(), 204);
+    assert_eq!(
+        store_get(&stack, bob["url"].as_str().unwrap()).await,
+        (403, "key_revoked".into())
+    );
+}
+
+#[tokio::test]
+async fn the_rate_limit_answers_429_with_retry_after() {
+    let stack = Stack::start_with(|c| {
+        *c = c.replace(
+            "[rate_limit]\nper_second = 0",
+            "[rate_limit]\nper_second = 1\nburst = 3",
+        );
+    })
+    .await;
+    let body = json!({"resource": "blob:users/alice/x", "ops": ["read"]});
+    for _ in 0..3 {
+        assert_eq!(stack.issue(ALICE, body.clone()).await.status(), 201);
+    }
+    let response = stack.issue(ALICE, body.clone()).await;
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert_eq!(code(response).await, (429, "rate_limited".into()));
+    // Per principal: Bob is not slowed by Alice.
+    let response = stack
+        .issue(
+            BOB,
+            json!({"resource": "blob:users/bob/x", "ops": ["read"]}),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+}
+
+#[tokio::test]
+async fn jwt_bearers_are_checked() {
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    let secret = "0123456789abcdef0123456789abcdef";
+    let stack = Stack::start_with(|c| {
+        c.push_str(&format!(
+            "\n[jwt]\nalgorithm = \"HS256\"\nsecret = \"{secret}\"\nissuer = \"https://id.example\"\naudience = \"valet\"\nroles_claim = \"roles\"\n"
+        ));
+    })
+    .await;
+    let now = valet_keyring::now().0;
+    let token = |claims: serde_json::Value, key: &str| {
+        encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(key.as_bytes()),
+        )
+        .unwrap()
+    };
+    let good = json!({"sub": "carol", "roles": ["user"], "iss": "https://id.example", "aud": "valet", "exp": now + 60});
+    let body = json!({"resource": "blob:users/carol/x", "ops": ["read"]});
+    let key = stack
+        .issue_ok(&token(good.clone(), secret), body.clone())
+        .await;
+    let parsed: valet_key::Token = key["token"].as_str().unwrap().parse().unwrap();
+    assert_eq!(parsed.claims().subject.as_deref(), Some("carol"));
+    let with = |field: &str, value: serde_json::Value| {
+        let mut claims = good.clone();
+        claims[field] = value;
+        claims
+    };
+    let refused = [
+        ("expired", token(with("exp", json!(now - 120)), secret)),
+        (
+            "not yet valid",
+            token(with("nbf", json!(now + 120)), secret),
+        ),
+        (
+            "wrong issuer",
+            token(with("iss", json!("https://evil.example")), secret),
+        ),
+        ("wrong audience", token(with("aud", json!("other")), secret)),
+        (
+            "wrong secret",
+            token(good.clone(), "another-secret-another-secret-xx"),
+        ),
+        (
+            "no exp",
+            token(
+                json!({"sub": "carol", "iss": "https://id.example", "aud": "valet"}),
+                secret,
+            ),
+        ),
+        (
+            "no sub",
+            token(
+                json!({"iss": "https://id.example", "aud": "valet", "exp": now + 60}),
+                secret,
+            ),
+        ),
+        ("alg none", {
+            let t = token(good.clone(), secret);
+            let mut parts: Vec<&str> = t.split('.').collect();
+            parts[0] = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0";
+            format!("{}.{}.", parts[0], parts[1])
+        }),
+    ];
+    for (what, jwt) in refused {
+        let (status, code) = code(stack.issue(&jwt, body.clone()).await).await;
+        assert_eq!((status, code.as_str()), (401, "unauthenticated"), "{what}");
+    }
+    // A JWT principal gets only its roles' policy.
+    let response = stack
+        .issue(
+            &token(good, secret),
+            json!({"resource": "blob:users/alice/x", "ops": ["read"]}),
+        )
+        .await;
+    assert_eq!(code(response).await, (403, "policy_denied".into()));
+}
+
+#[tokio::test]
+async fn ledger_outage_fails_closed() {
+    let stack = Stack::start().await;
+    // Another connection holds the write lock: issuing must wait, then refuse, not issue.
+    let conn = rusqlite_lock(&stack);
+    let response = stack
+        .issue(ADMIN, json!({"resource": "blob:files/x", "ops": ["read"]}))
+        .await;
+    assert_eq!(code(response).await, (503, "ledger_unavailable".into()));
+    drop(conn);
+    assert_eq!(
+        stack
+            .issue(ADMIN, json!({"resource": "blob:files/x", "ops": ["read"]}))
+            .await
+            .status(),
+        201
+    );
+}
+
+/// Another connection holding the ledger's write lock for as long as it lives.
+fn rusqlite_lock(stack: &Stack) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(stack.dir.path().join("ledger.sqlite")).unwrap();
+    conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    conn
+}

@@ -1,0 +1,16 @@
+//! What every Valet server shares: the gate and the store differ in what they answer, not in
+//! how they accept connections.
+//!
+//! - [`bind_listeners`]: `SO_REUSEPORT` listeners, one per worker.
+//! - [`serve`]: one worker's accept loop: `TCP_NODELAY`, optional TLS (rustls, HTTP/2 or
+//!   HTTP/1.1 by ALPN), a header timeout, graceful shutdown with a grace period.
+//! - [`run`]: one single-threaded runtime per core, each serving every [`Site`] (gate, store or
+//!   both) on its own listeners, as nginx runs one worker per core: a connection lives on one
+//!   thread from accept to close, so a request never wakes another thread.
+//! - [`Handler`]: what a site plugs in: one function from a request to a response.
+
+mod server;
+mod tls;
+
+pub use server::{bind_listeners, run, serve, Handler, ServeError, ServeOptions, Site};
+pub use tls::TlsFiles;

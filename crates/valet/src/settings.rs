@@ -1,0 +1,265 @@
+//! `valet serve`'s settings: the embedded defaults (`defaults.toml`), then a `--config` file,
+//! then `VALET_*` environment variables, then flags; each layer overrides the one before.
+//! Unknown keys and bad values are refused at start, naming the setting.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use valet_gate::config::{
+    units, ApiKeyConfig, JwtConfig, ProxyConfig, RateLimitConfig, RoleConfig, RouteConfig,
+};
+
+use crate::cli::ServeArgs;
+
+/// The embedded defaults: `valet serve` with no file, flag or variable.
+pub const DEFAULTS: &str = include_str!("defaults.toml");
+
+/// Which parts run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The gate and the store, in one process.
+    All,
+    /// The gatekeeper alone.
+    Gate,
+    /// The data tier alone.
+    Store,
+}
+
+impl Role {
+    pub fn runs_gate(self) -> bool {
+        matches!(self, Role::All | Role::Gate)
+    }
+    pub fn runs_store(self) -> bool {
+        matches!(self, Role::All | Role::Store)
+    }
+}
+
+/// Everything `valet serve` reads.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub role: Role,
+    pub data: PathBuf,
+    pub gate_addr: SocketAddr,
+    pub store_addr: SocketAddr,
+    #[serde(default)]
+    pub store_url: Option<String>,
+    #[serde(default)]
+    pub keyring: Option<PathBuf>,
+    #[serde(default, deserialize_with = "list")]
+    pub cors_origins: Vec<String>,
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    #[serde(with = "units::duration")]
+    pub skew: Duration,
+    #[serde(default)]
+    pub workers: Option<usize>,
+    #[serde(with = "units::duration")]
+    pub shutdown_grace: Duration,
+    #[serde(default)]
+    pub admin_api_key: Option<String>,
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeyConfig>,
+    #[serde(default)]
+    pub jwt: Option<JwtConfig>,
+    #[serde(default)]
+    pub roles: BTreeMap<String, RoleConfig>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
+    #[serde(default)]
+    pub proxy: ProxyConfig,
+}
+
+/// The top-level keys, so that unrelated `VALET_*` variables (a client's `VALET_API_KEY`)
+/// are not mistaken for server settings.
+const KEYS: &[&str] = &[
+    "role",
+    "data",
+    "gate_addr",
+    "store_addr",
+    "store_url",
+    "keyring",
+    "cors_origins",
+    "tls_cert",
+    "tls_key",
+    "skew",
+    "workers",
+    "shutdown_grace",
+    "admin_api_key",
+    "api_keys",
+    "jwt",
+    "roles",
+    "routes",
+    "rate_limit",
+    "proxy",
+];
+
+/// The flags given on the command line, as the top layer.
+#[derive(Debug, Default, Serialize)]
+struct Flags {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<Role>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gate_addr: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store_addr: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keyring: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    cors_origins: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_key: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    skew: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    workers: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shutdown_grace: Option<String>,
+}
+
+impl Settings {
+    /// Reads every layer.
+    pub fn load(args: &ServeArgs) -> anyhow::Result<Settings> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        if let Some(path) = &args.config {
+            if !path.is_file() {
+                anyhow::bail!("--config {}: no such file", path.display());
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let env = Env::prefixed("VALET_")
+            .filter(|key| {
+                let top = key.as_str().split("__").next().unwrap_or_default();
+                KEYS.iter().any(|k| k.eq_ignore_ascii_case(top))
+            })
+            .split("__");
+        let flags = Flags {
+            role: args.role,
+            data: args.data.clone(),
+            gate_addr: args.gate_addr,
+            store_addr: args.store_addr,
+            store_url: args.store_url.clone(),
+            keyring: args.keyring.clone(),
+            cors_origins: args.cors_origins.clone(),
+            tls_cert: args.tls_cert.clone(),
+            tls_key: args.tls_key.clone(),
+            skew: args.skew.clone(),
+            workers: args.workers,
+            shutdown_grace: args.shutdown_grace.clone(),
+        };
+        figment
+            .merge(env)
+            .merge(Serialized::defaults(flags))
+            .extract::<Settings>()
+            .map_err(|e| anyhow::anyhow!("bad configuration: {}", describe(e)))
+    }
+
+    /// The keyring file.
+    pub fn keyring_path(&self) -> PathBuf {
+        self.keyring
+            .clone()
+            .unwrap_or_else(|| self.data.join("keyring"))
+    }
+
+    /// The TLS files, if both are given.
+    pub fn tls(&self) -> anyhow::Result<Option<valet_http::TlsFiles>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(valet_http::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            })),
+            (None, None) => Ok(None),
+            _ => anyhow::bail!("bad configuration: tls_cert and tls_key go together"),
+        }
+    }
+}
+
+/// Every error of the extraction, each naming its key.
+fn describe(errors: figment::Error) -> String {
+    errors
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let what = e.kind.to_string();
+            let whence = e
+                .metadata
+                .as_ref()
+                .map(|m| format!(" (from {})", m.name))
+                .unwrap_or_default();
+            if key.is_empty() {
+                format!("{what}{whence}")
+            } else {
+                format!("setting `{key}`: {what}{whence}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// A list given as a TOML array, or as one comma-separated string (`VALET_CORS_ORIGINS=a,b`).
+fn list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => s
+            .split(',')
+            .map(|o| o.trim().to_owned())
+            .filter(|o| !o.is_empty())
+            .collect(),
+        OneOrMany::Many(v) => v,
+    })
+}
+
+/// The admin API key: the setting, else the one in `DATA/admin-api-key`, else a new one
+/// written there (owner-only). Returns the key and whether it was just created.
+pub fn admin_api_key(settings: &Settings) -> anyhow::Result<(String, bool)> {
+    if let Some(key) = &settings.admin_api_key {
+        if key.trim().len() < 16 {
+            anyhow::bail!("bad configuration: setting `admin_api_key`: use at least 16 characters");
+        }
+        return Ok((key.trim().to_owned(), false));
+    }
+    let path = settings.data.join("admin-api-key");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => return Ok((text.trim().to_owned(), false)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => anyhow::bail!("reading {}: {e}", path.display()),
+    }
+    let (key, _) = valet_gate::new_api_key();
+    write_owner_only(&path, &format!("{key}\n"))?;
+    Ok((key, true))
+}
+
+fn write_owner_only(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("creating {}: {e}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    Ok(())
+}
