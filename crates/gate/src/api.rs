@@ -76,7 +76,7 @@ pub(crate) async fn handle(
     gate: &Arc<Gate>,
     parts: &Parts,
     body: Incoming,
-    principal_slot: &mut Option<String>,
+    principal_slot: &mut Option<Arc<Principal>>,
 ) -> Result<Response<GateBody>, GateError> {
     let path = parts.uri.path();
     let segments: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
@@ -115,10 +115,10 @@ pub(crate) async fn handle(
 fn authenticate(
     gate: &Gate,
     parts: &Parts,
-    slot: &mut Option<String>,
-) -> Result<Principal, GateError> {
+    slot: &mut Option<Arc<Principal>>,
+) -> Result<Arc<Principal>, GateError> {
     let principal = gate.auth.authenticate(&parts.headers)?;
-    *slot = Some(principal.name.clone());
+    *slot = Some(principal.clone());
     Ok(principal)
 }
 
@@ -251,7 +251,7 @@ async fn complete(
     gate: &Arc<Gate>,
     parts: &Parts,
     id: &str,
-    principal_slot: &mut Option<String>,
+    principal_slot: &mut Option<Arc<Principal>>,
 ) -> Result<Response<GateBody>, GateError> {
     if let Some(token) = valet_token(parts) {
         let token: Token = token

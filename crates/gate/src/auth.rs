@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use http::{header, HeaderMap};
+use http::{header, HeaderMap, HeaderValue};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use sha2::{Digest, Sha256};
 
@@ -22,6 +22,27 @@ pub struct Principal {
     pub name: String,
     /// Its roles, each naming a policy.
     pub roles: Vec<String>,
+    /// The name and roles as the header values a proxy route passes upstream, made once.
+    headers: Option<(HeaderValue, HeaderValue)>,
+}
+
+impl Principal {
+    pub(crate) fn new(name: String, roles: Vec<String>) -> Principal {
+        let headers = HeaderValue::from_str(&name)
+            .ok()
+            .zip(HeaderValue::from_str(&roles.join(",")).ok());
+        Principal {
+            name,
+            roles,
+            headers,
+        }
+    }
+
+    /// The name and the comma-separated roles as header values; `None` if they cannot be
+    /// header values (a JWT subject with non-visible characters).
+    pub(crate) fn header_values(&self) -> Option<&(HeaderValue, HeaderValue)> {
+        self.headers.as_ref()
+    }
 }
 
 /// The prefix of API keys made by [`new_api_key`], so that they are easy to recognise in a
@@ -89,10 +110,7 @@ impl Authenticator {
                     ));
                 }
             }
-            let principal = Principal {
-                name: entry.principal.clone(),
-                roles: entry.roles.clone(),
-            };
+            let principal = Principal::new(entry.principal.clone(), entry.roles.clone());
             if by_hash.insert(hash, Arc::new(principal)).is_some() {
                 return Err(ConfigError::new(
                     setting("sha256"),
@@ -108,7 +126,7 @@ impl Authenticator {
     }
 
     /// The principal behind the request's `Authorization: Bearer` credential.
-    pub(crate) fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, GateError> {
+    pub(crate) fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Principal>, GateError> {
         let credential = bearer(headers)?;
         if credential.split('.').count() == 3 {
             return match &self.jwt {
@@ -120,7 +138,7 @@ impl Authenticator {
         }
         let hash: [u8; 32] = Sha256::digest(credential.as_bytes()).into();
         match self.api_keys.get(&hash) {
-            Some(principal) => Ok(Principal::clone(principal)),
+            Some(principal) => Ok(principal.clone()),
             None => Err(GateError::Unauthenticated("unknown API key".into())),
         }
     }
@@ -205,7 +223,7 @@ impl JwtCheck {
         })
     }
 
-    fn check(&self, token: &str) -> Result<Principal, GateError> {
+    fn check(&self, token: &str) -> Result<Arc<Principal>, GateError> {
         let claims = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
             token,
             &self.key,
@@ -236,9 +254,6 @@ impl JwtCheck {
                 _ => {}
             }
         }
-        Ok(Principal {
-            name: name.to_owned(),
-            roles,
-        })
+        Ok(Arc::new(Principal::new(name.to_owned(), roles)))
     }
 }

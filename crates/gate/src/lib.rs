@@ -24,6 +24,7 @@ mod proxy;
 mod routes;
 mod service;
 mod state;
+mod upstream;
 
 pub use auth::{api_key_hash, new_api_key, Principal, API_KEY_PREFIX};
 pub use body::GateBody;
@@ -32,5 +33,5 @@ pub use error::GateError;
 pub use metrics::Metrics;
 pub use policy::DEFAULT_TTL;
 pub use routes::DEFAULT_DELEGATE_TTL;
-pub use service::handle;
+pub use service::{handle, OPENAPI, ROUTES};
 pub use state::{housekeeping, Gate};

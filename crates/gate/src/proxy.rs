@@ -10,21 +10,19 @@
 //! runtime per core, and a pooled connection's task must live on the thread that uses it.
 
 use std::error::Error as StdError;
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
+use http::uri::PathAndQuery;
 use http::{Request, Response, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use prometheus_client::metrics::counter::Counter;
 
 use crate::auth::Principal;
@@ -32,24 +30,9 @@ use crate::body::GateBody;
 use crate::error::GateError;
 use crate::routes::{fill, ProxyRoute};
 use crate::state::Gate;
+use crate::upstream::{self, UpstreamError};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
-
-thread_local! {
-    static CLIENT: Client<HttpConnector, LimitedBody> = new_client();
-}
-
-fn new_client() -> Client<HttpConnector, LimitedBody> {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
-    Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(std::time::Duration::from_secs(60))
-        .pool_max_idle_per_host(256)
-        .build(connector)
-}
 
 /// Forwards a request on a proxy route.
 pub(crate) async fn proxy(
@@ -73,28 +56,20 @@ pub(crate) async fn proxy(
     }
     let uri = upstream_uri(route, captures, &parts.uri)?;
     let mut headers = parts.headers;
-    let host = headers.remove(header::HOST);
+    let host = headers.remove(header::HOST).or_else(|| {
+        let authority = parts.uri.authority()?;
+        HeaderValue::from_str(authority.as_str()).ok()
+    });
     strip_hop_by_hop(&mut headers);
     headers.remove(header::AUTHORIZATION);
     headers.remove(header::EXPECT);
     set_identity(gate, &mut headers, principal)?;
-    set_forwarded(
-        &mut headers,
-        client,
-        gate.https,
-        host.or_else(|| {
-            parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        }),
-    );
-    let exceeded = Arc::new(AtomicBool::new(false));
+    set_forwarded(&mut headers, client, gate.https, host);
+    headers.insert(header::HOST, route.host.clone());
     let body = LimitedBody {
         inner: body,
         limit: route.max_body,
         seen: 0,
-        exceeded: exceeded.clone(),
         counter: gate.metrics.bytes_in.clone(),
     };
     let mut request = Request::new(body);
@@ -102,11 +77,11 @@ pub(crate) async fn proxy(
     *request.uri_mut() = uri;
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = headers;
-    let client = CLIENT.with(Client::clone);
-    let answer = tokio::time::timeout(route.timeout, client.request(request)).await;
+    let answer =
+        tokio::time::timeout(route.timeout, upstream::send(&route.authority, request)).await;
     let upstream = match answer {
         Err(_) => return Err(GateError::UpstreamTimeout(route.timeout)),
-        Ok(Err(_)) if exceeded.load(Ordering::Relaxed) => {
+        Ok(Err(e)) if caused_by_limit(&e) => {
             return Err(GateError::TooLarge {
                 limit: route.max_body,
             })
@@ -125,24 +100,40 @@ pub(crate) async fn proxy(
     ))
 }
 
-/// The upstream URL: the route's path template filled with the raw captures, or the request's
-/// own path; then the request's query.
+/// The upstream request target in origin form: the route's path template filled with the raw
+/// captures, or the request's own path and query as they came (no copy).
 fn upstream_uri(
     route: &ProxyRoute,
     captures: &[(&str, &str)],
     uri: &Uri,
 ) -> Result<Uri, GateError> {
-    let path = match &route.path {
-        Some(template) => fill(template, captures)
-            .ok_or_else(|| GateError::Internal("proxy template checked at start".into()))?,
-        None => uri.path().to_owned(),
+    let Some(template) = &route.path else {
+        let target = uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        return Ok(Uri::from(target));
     };
+    let path = fill(template, captures)
+        .ok_or_else(|| GateError::Internal("proxy template checked at start".into()))?;
     let text = match uri.query() {
-        Some(q) => format!("{}{path}?{q}", route.origin),
-        None => format!("{}{path}", route.origin),
+        Some(q) => format!("{path}?{q}"),
+        None => path,
     };
     text.parse()
         .map_err(|e| GateError::BadRequest(format!("cannot forward this path: {e}")))
+}
+
+/// Whether the exchange failed because the client's body went over the route's limit.
+fn caused_by_limit(err: &UpstreamError) -> bool {
+    let mut source: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(cause) = source {
+        if cause.is::<BodyTooLarge>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// Removes the headers that belong to one connection (RFC 9110 §7.6.1), including any that
@@ -181,15 +172,11 @@ fn set_identity(
 ) -> Result<(), GateError> {
     headers.remove(&gate.principal_header);
     headers.remove(&gate.roles_header);
-    let value = |text: &str| {
-        HeaderValue::from_str(text)
-            .map_err(|_| GateError::Internal("principal name is not a header value".into()))
-    };
-    headers.insert(gate.principal_header.clone(), value(&principal.name)?);
-    headers.insert(
-        gate.roles_header.clone(),
-        value(&principal.roles.join(","))?,
-    );
+    let (name, roles) = principal.header_values().ok_or_else(|| {
+        GateError::Forbidden("the principal's name cannot be passed in a header".into())
+    })?;
+    headers.insert(gate.principal_header.clone(), name.clone());
+    headers.insert(gate.roles_header.clone(), roles.clone());
     Ok(())
 }
 
@@ -200,12 +187,13 @@ fn set_forwarded(
     host: Option<HeaderValue>,
 ) {
     const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
-    let ip = client.ip().to_string();
-    let chain = match headers.get(&XFF).and_then(|v| v.to_str().ok()) {
-        Some(earlier) => format!("{earlier}, {ip}"),
-        None => ip,
-    };
-    if let Ok(value) = HeaderValue::from_str(&chain) {
+    let mut chain = String::with_capacity(64);
+    if let Some(earlier) = headers.get(&XFF).and_then(|v| v.to_str().ok()) {
+        chain.push_str(earlier);
+        chain.push_str(", ");
+    }
+    let _ = write!(chain, "{}", client.ip());
+    if let Ok(value) = HeaderValue::try_from(chain) {
         headers.insert(XFF, value);
     }
     let proto = if https { "https" } else { "http" };
@@ -216,7 +204,7 @@ fn set_forwarded(
     };
 }
 
-fn describe(err: &hyper_util::client::legacy::Error) -> String {
+fn describe(err: &UpstreamError) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
@@ -233,7 +221,6 @@ pub(crate) struct LimitedBody {
     inner: Incoming,
     limit: u64,
     seen: u64,
-    exceeded: Arc<AtomicBool>,
     counter: Counter,
 }
 
@@ -257,7 +244,6 @@ impl Body for LimitedBody {
             self.seen += data.len() as u64;
             self.counter.inc_by(data.len() as u64);
             if self.seen > self.limit {
-                self.exceeded.store(true, Ordering::Relaxed);
                 return Poll::Ready(Some(Err(Box::new(BodyTooLarge(self.limit)))));
             }
         }

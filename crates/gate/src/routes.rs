@@ -52,8 +52,10 @@ pub(crate) struct DelegateRoute {
 /// A proxy route.
 #[derive(Debug)]
 pub(crate) struct ProxyRoute {
-    /// `scheme://authority` of the upstream.
-    pub origin: String,
+    /// The upstream's host and port.
+    pub authority: http::uri::Authority,
+    /// The same, as the `Host` header the upstream gets.
+    pub host: http::HeaderValue,
     /// The upstream path template, or `None` to forward the request's path as it is.
     pub path: Option<String>,
     /// The largest request body.
@@ -340,12 +342,15 @@ impl ProxyRoute {
             .cloned()
             .ok_or_else(|| format!("'{upstream}' has no host"))?;
         let origin = format!("http://{authority}");
+        let host = http::HeaderValue::from_str(authority.as_str())
+            .map_err(|e| format!("'{upstream}': {e}"))?;
         let path = upstream
             .strip_prefix(&origin)
             .filter(|p| !p.is_empty() && *p != "/")
             .map(str::to_owned);
         Ok(ProxyRoute {
-            origin,
+            authority,
+            host,
             path,
             max_body: config.max_body.unwrap_or(defaults.max_body),
             timeout: config.timeout.unwrap_or(defaults.timeout),

@@ -10,10 +10,31 @@ use http::{header, HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 use valet_http::{Handler, ServeOptions, Site};
 
+use crate::auth::Principal;
 use crate::body::GateBody;
 use crate::error::GateError;
 use crate::routes::{Action, NoRoute};
 use crate::state::Gate;
+
+/// Every route the router answers by itself, as `(method, path template)`: what `openapi.json`
+/// (served at `GET /openapi.json`) must describe. The configured delegate and proxy routes
+/// come on top; the document describes the default configuration's `/files/{path}`.
+/// `tests/openapi.rs` checks the document against this list both ways, and the list against a
+/// running gate.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("HEAD", "/healthz"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+    ("POST", "/v1/keys"),
+    ("GET", "/v1/keys/{id}"),
+    ("DELETE", "/v1/keys/{id}"),
+    ("POST", "/v1/keys/{id}/complete"),
+    ("POST", "/v1/revocations"),
+];
+
+/// The OpenAPI 3.1 description of the gate, served at `GET /openapi.json`.
+pub const OPENAPI: &str = include_str!("../openapi.json");
 
 impl Handler for Gate {
     type Body = GateBody;
@@ -47,7 +68,8 @@ pub async fn handle(
     let started = Instant::now();
     let (parts, body) = request.into_parts();
     let method = parts.method.clone();
-    let path = parts.uri.path().to_owned();
+    // A cheap clone (shared bytes), for the log line after `parts` was handed on.
+    let uri = parts.uri.clone();
     let mut principal = None;
     let (route, result) = route(&gate, parts, body, client, &mut principal).await;
     let mut response = result.unwrap_or_else(|err| {
@@ -74,11 +96,11 @@ pub async fn handle(
     tracing::info!(
         target: "valet::access",
         %method,
-        path,
+        path = uri.path(),
         route,
         status,
         micros = elapsed.as_micros() as u64,
-        principal,
+        principal = principal.as_ref().map(|p| p.name.as_str()),
         client = %client.ip(),
     );
     response
@@ -89,15 +111,20 @@ async fn route(
     parts: http::request::Parts,
     body: Incoming,
     client: SocketAddr,
-    principal_slot: &mut Option<String>,
+    principal_slot: &mut Option<Arc<Principal>>,
 ) -> (&'static str, Result<Response<GateBody>, GateError>) {
-    let path = parts.uri.path();
+    // The captures borrow this (cheap) copy of the URI: the proxy takes `parts` by value.
+    let uri = parts.uri.clone();
+    let path = uri.path();
     match path {
         "/healthz" if parts.method == Method::GET || parts.method == Method::HEAD => {
             return ("healthz", Ok(Response::new(GateBody::full("ok\n"))))
         }
         "/metrics" if parts.method == Method::GET => return ("metrics", Ok(metrics(gate))),
-        "/healthz" | "/metrics" => return ("other", Err(GateError::MethodNotAllowed)),
+        "/openapi.json" if parts.method == Method::GET => return ("openapi", Ok(openapi())),
+        "/healthz" | "/metrics" | "/openapi.json" => {
+            return ("other", Err(GateError::MethodNotAllowed))
+        }
         _ => {}
     }
     if path.starts_with("/v1/") {
@@ -121,7 +148,7 @@ async fn route(
         Ok(p) => p,
         Err(e) => return (route.name, Err(e)),
     };
-    *principal_slot = Some(principal.name.clone());
+    *principal_slot = Some(principal.clone());
     if !route.roles.is_empty() && !principal.roles.iter().any(|r| route.roles.contains(r)) {
         let why = format!(
             "principal '{}' has none of the roles this route allows ({})",
@@ -133,22 +160,24 @@ async fn route(
     if let Err(e) = gate.check_rate(&principal) {
         return (route.name, Err(e));
     }
-    // The captures borrow the path; the proxy takes the request head by value.
-    let captures: Vec<(&str, String)> = matched
-        .captures
-        .iter()
-        .map(|(n, v)| (*n, (*v).to_owned()))
-        .collect();
-    let captures: Vec<(&str, &str)> = captures.iter().map(|(n, v)| (*n, v.as_str())).collect();
     let result = match &route.action {
         Action::Delegate(d) => {
-            crate::delegate::delegate(gate, d, &captures, &principal, &parts).await
+            crate::delegate::delegate(gate, d, &matched.captures, &principal, &parts).await
         }
         Action::Proxy(p) => {
-            crate::proxy::proxy(gate, p, &captures, &principal, parts, body, client).await
+            crate::proxy::proxy(gate, p, &matched.captures, &principal, parts, body, client).await
         }
     };
     (route.name, result)
+}
+
+fn openapi() -> Response<GateBody> {
+    let mut response = Response::new(GateBody::full(OPENAPI));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 fn metrics(gate: &Gate) -> Response<GateBody> {
