@@ -87,16 +87,15 @@ pub(crate) async fn proxy(
             })
         }
         Ok(Err(e)) => return Err(GateError::UpstreamUnavailable(describe(&e))),
-        Ok(Ok(response)) => response,
+        Ok(Ok(exchange)) => exchange,
     };
-    let (mut head, body) = upstream.into_parts();
+    let (response, conn) = upstream;
+    let (mut head, body) = response.into_parts();
     strip_hop_by_hop(&mut head.headers);
+    let counter = gate.metrics.bytes_out.clone();
     Ok(Response::from_parts(
         head,
-        GateBody::Upstream {
-            body,
-            counter: gate.metrics.bytes_out.clone(),
-        },
+        GateBody::upstream(body, counter, conn),
     ))
 }
 

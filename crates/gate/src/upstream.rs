@@ -1,20 +1,26 @@
-//! Connections to upstreams: one pool per worker thread, of plain HTTP/1.1 connections.
+//! Connections to upstreams: one pool per worker thread, of plain HTTP/1.1 connections, each
+//! driven by the task that uses it.
 //!
-//! The gate runs one single-threaded runtime per core, so a connection's task must live on
-//! the thread that uses it: each worker keeps its own idle connections, with no lock and no
-//! cross-thread wake-up on the way to the upstream. A connection goes back into the pool as
-//! soon as the response head arrives and is handed out again once hyper reports it ready
-//! (its previous response body finished); a request that could not be written on a pooled
-//! connection the upstream had closed is retried once on a fresh one.
+//! The gate runs one single-threaded runtime per core. Instead of a task per upstream
+//! connection that the request task talks to through channels (what hyper's pooled client
+//! does), the request task itself polls the connection while it waits for the response head,
+//! and the response body polls it while the body streams: one task, no wake-up hand-offs, no
+//! lock. A connection goes back into its worker's pool when its response body has been read
+//! to the end, and is handed out again if one poll shows it idle and open; a request that
+//! could not be written on a pooled connection the upstream had closed meanwhile is retried
+//! once on a fresh one.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::uri::Authority;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
+use hyper::client::conn::http1::{self, Connection, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -27,8 +33,7 @@ const MAX_IDLE: usize = 256;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 thread_local! {
-    static POOL: RefCell<HashMap<Authority, Vec<SendRequest<LimitedBody>>>> =
-        RefCell::new(HashMap::new());
+    static POOL: RefCell<HashMap<Authority, Vec<Conn>>> = RefCell::new(HashMap::new());
 }
 
 /// Why an exchange with the upstream failed.
@@ -45,55 +50,115 @@ pub(crate) enum UpstreamError {
     /// The exchange broke.
     #[error(transparent)]
     Exchange(#[from] hyper::Error),
+    /// The upstream closed the connection before answering.
+    #[error("the upstream closed the connection before answering")]
+    Closed,
 }
 
-/// Sends `request` (origin-form URI, `Host` set) to the upstream at `authority`.
+/// One connection to an upstream: the handle that sends requests, and the state machine that
+/// moves its bytes, polled by whoever is using the connection.
+pub(crate) struct Conn {
+    authority: Authority,
+    sender: SendRequest<LimitedBody>,
+    driver: Connection<TokioIo<TcpStream>, LimitedBody>,
+    ended: bool,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("authority", &self.authority)
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Conn {
+    /// Moves the connection's bytes as far as they go now; `false` once it has ended.
+    pub(crate) fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.ended {
+            return false;
+        }
+        match Pin::new(&mut self.driver).poll(cx) {
+            Poll::Pending => true,
+            Poll::Ready(result) => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "upstream connection ended with an error");
+                }
+                self.ended = true;
+                false
+            }
+        }
+    }
+
+    /// Puts the connection back into its worker's pool, unless it has ended.
+    pub(crate) fn release(self) {
+        if self.ended {
+            return;
+        }
+        POOL.with(|pool| {
+            let mut pool = pool.borrow_mut();
+            let idle = pool.entry(self.authority.clone()).or_default();
+            if idle.len() < MAX_IDLE {
+                idle.push(self);
+            }
+        });
+    }
+}
+
+/// Sends `request` (origin-form URI, `Host` set) to the upstream at `authority`; returns the
+/// response and the connection, which the response body must drive.
 pub(crate) async fn send(
     authority: &Authority,
     mut request: Request<LimitedBody>,
-) -> Result<Response<Incoming>, UpstreamError> {
+) -> Result<(Response<Incoming>, Conn), UpstreamError> {
     for attempt in 0..2 {
-        let (mut sender, pooled) = match checkout(authority) {
-            Some(sender) => (sender, true),
+        let (mut conn, pooled) = match checkout(authority).await {
+            Some(conn) => (conn, true),
             None => (connect(authority).await?, false),
         };
-        match sender.try_send_request(request).await {
-            Ok(response) => {
-                checkin(authority, sender);
-                return Ok(response);
+        let mut exchange = std::pin::pin!(conn.sender.try_send_request(request));
+        let outcome = poll_fn(|cx| {
+            if let Poll::Ready(outcome) = exchange.as_mut().poll(cx) {
+                return Poll::Ready(Some(outcome));
             }
-            Err(mut failed) => match failed.take_message() {
+            if conn.drive(cx) {
+                return Poll::Pending;
+            }
+            // The connection ended: hyper answers the exchange with its error, if it has not
+            // already.
+            match exchange.as_mut().poll(cx) {
+                Poll::Ready(outcome) => Poll::Ready(Some(outcome)),
+                Poll::Pending => Poll::Ready(None),
+            }
+        })
+        .await;
+        match outcome {
+            Some(Ok(response)) => return Ok((response, conn)),
+            Some(Err(mut failed)) => match failed.take_message() {
                 // Never written: a pooled connection closed by the upstream meanwhile.
                 Some(unsent) if pooled && attempt == 0 => request = unsent,
                 _ => return Err(UpstreamError::Exchange(failed.into_error())),
             },
+            None => return Err(UpstreamError::Closed),
         }
     }
     unreachable!("the second attempt returns")
 }
 
-/// A ready idle connection to `authority`, if the pool has one. Closed ones are dropped.
-fn checkout(authority: &Authority) -> Option<SendRequest<LimitedBody>> {
-    POOL.with(|pool| {
-        let mut pool = pool.borrow_mut();
-        let idle = pool.get_mut(authority)?;
-        idle.retain(|sender| !sender.is_closed());
-        let ready = idle.iter().rposition(SendRequest::is_ready)?;
-        Some(idle.swap_remove(ready))
-    })
-}
-
-fn checkin(authority: &Authority, sender: SendRequest<LimitedBody>) {
-    POOL.with(|pool| {
-        let mut pool = pool.borrow_mut();
-        let idle = pool.entry(authority.clone()).or_default();
-        if idle.len() < MAX_IDLE {
-            idle.push(sender);
+/// An idle, open connection to `authority` from this worker's pool, if there is one.
+async fn checkout(authority: &Authority) -> Option<Conn> {
+    loop {
+        let mut conn = POOL.with(|pool| pool.borrow_mut().get_mut(authority)?.pop())?;
+        // One poll lets the connection finish its previous exchange or notice a close.
+        let usable = poll_fn(|cx| Poll::Ready(conn.drive(cx) && conn.sender.is_ready())).await;
+        if usable {
+            return Some(conn);
         }
-    });
+    }
 }
 
-async fn connect(authority: &Authority) -> Result<SendRequest<LimitedBody>, UpstreamError> {
+async fn connect(authority: &Authority) -> Result<Conn, UpstreamError> {
     let failed = |reason: String| UpstreamError::Connect {
         authority: authority.clone(),
         reason,
@@ -109,13 +174,13 @@ async fn connect(authority: &Authority) -> Result<SendRequest<LimitedBody>, Upst
         .map_err(|_| failed(format!("no answer within {CONNECT_TIMEOUT:?}")))?
         .map_err(|e| failed(e.to_string()))?;
     let _ = stream.set_nodelay(true);
-    let (sender, connection) = http1::handshake(TokioIo::new(stream))
+    let (sender, driver) = http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| failed(e.to_string()))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "upstream connection ended with an error");
-        }
-    });
-    Ok(sender)
+    Ok(Conn {
+        authority: authority.clone(),
+        sender,
+        driver,
+        ended: false,
+    })
 }

@@ -415,6 +415,60 @@ async fn proxy_limits_timeouts_and_failures_have_their_codes() {
     assert!(stack.gate_metric("valet_gate_body_bytes_out_total") >= 5_000_000.0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_reused_and_closed_ones_replaced() {
+    let stack = Stack::start().await;
+    let get = |path: &'static str| {
+        let request = stack.http.get(stack.gate_url(path)).bearer_auth(ALICE);
+        async move { request.send().await.unwrap() }
+    };
+    // Sequential requests of every kind, interleaved, on the workers' pools.
+    for i in 0..60 {
+        let (path, status, len) = match i % 5 {
+            0 => ("/api/close", 200, 3),
+            1 => ("/api/nocontent", 204, 0),
+            2 => ("/api/big?n=100000", 200, 100_000),
+            _ => ("/api/echo", 200, usize::MAX),
+        };
+        let response = get(path).await;
+        assert_eq!(response.status(), status, "{i}: {path}");
+        let body = response.bytes().await.unwrap();
+        if len != usize::MAX {
+            assert_eq!(body.len(), len, "{i}: {path}");
+        }
+    }
+    let head = stack
+        .http
+        .head(stack.gate_url("/api/echo"))
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    // Concurrent requests, some bodies abandoned half-way.
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let request = stack
+            .http
+            .get(stack.gate_url("/api/big?n=2000000"))
+            .bearer_auth(ALICE);
+        tasks.push(tokio::spawn(async move {
+            let mut response = request.send().await.unwrap();
+            if i % 4 == 0 {
+                let _ = response.chunk().await;
+                return 0;
+            }
+            response.bytes().await.unwrap().len()
+        }));
+    }
+    for (i, task) in tasks.into_iter().enumerate() {
+        let len = task.await.unwrap();
+        assert!(len == 0 && i % 4 == 0 || len == 2_000_000, "{i}: {len}");
+    }
+    let echo: serde_json::Value = get("/api/after").await.json().await.unwrap();
+    assert_eq!(echo["path"], "/api/after");
+}
+
 #[tokio::test]
 async fn an_upstream_that_is_down_gives_502() {
     // A port nothing listens on.

@@ -296,6 +296,21 @@ async fn upstream_answer(
     if path.ends_with("/slow") {
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
+    if path.ends_with("/nocontent") {
+        let mut response =
+            hyper::Response::new(http_body_util::Either::Left(Full::new(Bytes::new())));
+        *response.status_mut() = hyper::StatusCode::NO_CONTENT;
+        return response;
+    }
+    if path.ends_with("/close") {
+        let mut response = hyper::Response::new(http_body_util::Either::Left(Full::new(
+            Bytes::from_static(b"bye"),
+        )));
+        response
+            .headers_mut()
+            .insert("connection", "close".parse().unwrap());
+        return response;
+    }
     if path.ends_with("/big") {
         let n: usize = request
             .uri()
