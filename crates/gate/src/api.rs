@@ -167,7 +167,12 @@ async fn issue(
     let request = KeyRequest {
         scope,
         ops,
-        ttl: body.ttl,
+        ttl: match body.ttl {
+            Some(ttl) if ttl.is_zero() => {
+                return Err(GateError::BadRequest("ttl: must be positive".into()))
+            }
+            ttl => ttl,
+        },
         limits,
     };
     let approved = gate.policies.approve(principal, &request)?;
@@ -330,6 +335,12 @@ fn parse_time(text: &str, now: UnixTime) -> Result<UnixTime, GateError> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_err(|_| GateError::BadRequest("before: the time is before 1970".into()))?
         .as_secs();
+    // A time in the future would also revoke keys not issued yet, with no way back.
+    if secs > now.0 + 1 {
+        return Err(GateError::BadRequest(format!(
+            "before: {text} is in the future; revocations apply to keys already issued"
+        )));
+    }
     Ok(UnixTime(secs))
 }
 

@@ -5,7 +5,7 @@
 //! nothing to brute-force). JWTs are checked for signature, `exp`, `nbf`, and the configured
 //! `iss` and `aud`, with the gate's clock-skew tolerance.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use http::{header, HeaderMap, HeaderValue};
@@ -66,6 +66,9 @@ pub fn api_key_hash(key: &str) -> String {
 /// Checks credentials.
 pub(crate) struct Authenticator {
     api_keys: HashMap<[u8; 32], Arc<Principal>>,
+    /// The principals of API keys: a JWT may not claim one of these names, or an identity
+    /// provider's user called `admin` would own the admin key's keys.
+    api_key_principals: HashSet<String>,
     jwt: Option<JwtCheck>,
 }
 
@@ -84,6 +87,8 @@ struct JwtCheck {
     principal_claim: String,
     roles_claim: Option<String>,
     default_roles: Vec<String>,
+    /// The configured roles; any other role a token claims means nothing here and is dropped.
+    known_roles: HashSet<String>,
 }
 
 impl Authenticator {
@@ -118,9 +123,13 @@ impl Authenticator {
                 ));
             }
         }
-        let jwt = jwt.map(|c| JwtCheck::new(c, skew_seconds)).transpose()?;
+        let jwt = jwt
+            .map(|c| JwtCheck::new(c, skew_seconds, roles))
+            .transpose()?;
+        let api_key_principals = api_keys.iter().map(|k| k.principal.clone()).collect();
         Ok(Authenticator {
             api_keys: by_hash,
+            api_key_principals,
             jwt,
         })
     }
@@ -129,12 +138,17 @@ impl Authenticator {
     pub(crate) fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Principal>, GateError> {
         let credential = bearer(headers)?;
         if credential.split('.').count() == 3 {
-            return match &self.jwt {
-                Some(jwt) => jwt.check(credential),
-                None => Err(GateError::Unauthenticated(
-                    "this gate does not accept JWTs".into(),
-                )),
-            };
+            let jwt = self.jwt.as_ref().ok_or_else(|| {
+                GateError::Unauthenticated("this gate does not accept JWTs".into())
+            })?;
+            let principal = jwt.check(credential)?;
+            if self.api_key_principals.contains(&principal.name) {
+                return Err(GateError::Unauthenticated(format!(
+                    "JWT refused: '{}' is the principal of an API key",
+                    principal.name
+                )));
+            }
+            return Ok(principal);
         }
         let hash: [u8; 32] = Sha256::digest(credential.as_bytes()).into();
         match self.api_keys.get(&hash) {
@@ -167,7 +181,11 @@ fn check_principal(name: &str) -> Result<(), &'static str> {
 }
 
 impl JwtCheck {
-    fn new(config: &JwtConfig, skew_seconds: u64) -> Result<JwtCheck, ConfigError> {
+    fn new(
+        config: &JwtConfig,
+        skew_seconds: u64,
+        roles: &BTreeMap<String, RoleConfig>,
+    ) -> Result<JwtCheck, ConfigError> {
         let algorithm = match config.algorithm.to_ascii_uppercase().as_str() {
             "HS256" => Algorithm::HS256,
             "RS256" => Algorithm::RS256,
@@ -205,7 +223,11 @@ impl JwtCheck {
         let mut validation = Validation::new(algorithm);
         validation.leeway = skew_seconds;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp"]);
+        // A configured issuer or audience must be present, not merely right when present.
+        let mut required = vec!["exp"];
+        required.extend(config.issuer.as_ref().map(|_| "iss"));
+        required.extend(config.audience.as_ref().map(|_| "aud"));
+        validation.set_required_spec_claims(&required);
         match &config.issuer {
             Some(iss) => validation.set_issuer(&[iss]),
             None => validation.iss = None,
@@ -220,6 +242,7 @@ impl JwtCheck {
             principal_claim: config.principal_claim.clone(),
             roles_claim: config.roles_claim.clone(),
             default_roles: config.default_roles.clone(),
+            known_roles: roles.keys().cloned().collect(),
         })
     }
 
@@ -254,6 +277,8 @@ impl JwtCheck {
                 _ => {}
             }
         }
+        roles.retain(|r| self.known_roles.contains(r));
+        roles.dedup();
         Ok(Arc::new(Principal::new(name.to_owned(), roles)))
     }
 }

@@ -51,7 +51,7 @@ pub struct ApiKeyConfig {
     /// The principal's roles.
     #[serde(default)]
     pub roles: Vec<String>,
-    /// Hex SHA-256 of the key (`valet api-key new` prints it); the key itself is never stored.
+    /// Hex SHA-256 of the key (see docs/GATE.md for making one); the key itself is never stored.
     pub sha256: String,
 }
 

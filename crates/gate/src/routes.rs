@@ -326,6 +326,11 @@ impl ProxyRoute {
         config: &RouteConfig,
         defaults: &ProxyConfig,
     ) -> Result<ProxyRoute, String> {
+        if upstream.contains("{sub}") {
+            return Err(format!(
+                "'{upstream}': {{sub}} is not available in upstream URLs (the principal goes in a header)"
+            ));
+        }
         let probe = fill(upstream, stand_ins)
             .ok_or_else(|| format!("'{upstream}' uses a placeholder the path does not capture"))?;
         let uri: Uri = probe

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use http::{header, HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
+use percent_encoding::{percent_decode, percent_decode_str};
 use valet_http::{Handler, ServeOptions, Site};
 
 use crate::auth::Principal;
@@ -133,6 +134,10 @@ async fn route(
             crate::api::handle(gate, &parts, body, principal_slot).await,
         );
     }
+    if hides_another_path(path) {
+        let why = "a '.' or '..' segment, or an encoded '/' or '\\', in any encoding";
+        return ("other", Err(GateError::BadPath(why.into())));
+    }
     let matched = match gate.routes.find(&parts.method, path) {
         Ok(m) => m,
         Err(NoRoute::NotFound) => {
@@ -180,6 +185,23 @@ fn openapi() -> Response<GateBody> {
     response
 }
 
+/// Whether a raw request path could name another resource to a server that normalises or
+/// decodes it again: a segment that is `.` or `..` once percent-decoded (once or twice), or
+/// one that hides a `/` or `\` in an encoding. Refused before any route sees the path, so
+/// that `/api/../admin` never reaches an upstream that would resolve it.
+fn hides_another_path(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        if !segment.contains('%') {
+            return segment == "." || segment == ".." || segment.contains('\\');
+        }
+        let once: Vec<u8> = percent_decode_str(segment).collect();
+        let twice: Vec<u8> = percent_decode(&once).collect();
+        [once, twice].iter().any(|decoded| {
+            decoded == b"." || decoded == b".." || decoded.iter().any(|b| matches!(b, b'/' | b'\\'))
+        })
+    })
+}
+
 fn metrics(gate: &Gate) -> Response<GateBody> {
     let mut response = Response::new(GateBody::full(gate.metrics.render()));
     response.headers_mut().insert(
@@ -187,4 +209,39 @@ fn metrics(gate: &Gate) -> Response<GateBody> {
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hides_another_path;
+
+    #[test]
+    fn paths_that_could_be_read_as_others_are_caught() {
+        for bad in [
+            "/api/../admin",
+            "/api/./x",
+            "/api/%2e%2e/admin",
+            "/api/%2E%2e/admin",
+            "/api/.%2e/admin",
+            "/api/%252e%252e/admin",
+            "/api/a%2fb",
+            "/api/a%2Fb",
+            "/api/a%5cb",
+            "/api/a%255cb",
+            "/api/a\\b",
+            "/..",
+        ] {
+            assert!(hides_another_path(bad), "{bad}");
+        }
+        for good in [
+            "/api/x",
+            "/api/a.b",
+            "/api/...",
+            "/api/%20x",
+            "/api/a%2520b",
+            "/",
+        ] {
+            assert!(!hides_another_path(good), "{good}");
+        }
+    }
 }

@@ -37,7 +37,11 @@ struct KeyPair {
 
 impl KeyPair {
     fn rsa(dir: &Path, name: &str) -> KeyPair {
-        KeyPair::generate(dir, name, &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"])
+        KeyPair::generate(
+            dir,
+            name,
+            &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+        )
     }
 
     fn ec(dir: &Path, name: &str) -> KeyPair {
@@ -89,7 +93,11 @@ async fn jwt_stack(algorithm: &str, public_file: &Path, extra: &str) -> Stack {
         public_file.display()
     );
     Stack::start_with(move |c| {
-        *c = c.replacen("store_url = ", &format!("skew = \"{SKEW}s\"\nstore_url = "), 1);
+        *c = c.replacen(
+            "store_url = ",
+            &format!("skew = \"{SKEW}s\"\nstore_url = "),
+            1,
+        );
         c.push_str(&jwt);
     })
     .await
@@ -133,7 +141,10 @@ async fn try_issue(stack: &Stack, bearer: &str) -> Result<String, (u16, String)>
     let status = response.status().as_u16();
     let json: Value = response.json().await.unwrap();
     if status != 201 {
-        return Err((status, json["error"]["message"].as_str().unwrap_or("").to_owned()));
+        return Err((
+            status,
+            json["error"]["message"].as_str().unwrap_or("").to_owned(),
+        ));
     }
     let token: valet_key::Token = json["token"].as_str().unwrap().parse().unwrap();
     Ok(token.claims().subject.clone().unwrap())
@@ -161,7 +172,10 @@ async fn rs256_tokens_are_accepted_with_their_roles() {
         ("carol".into(), "service".into())
     );
     let response = stack
-        .issue(&plain, json!({"resource": "blob:users/carol/x", "ops": ["read"]}))
+        .issue(
+            &plain,
+            json!({"resource": "blob:users/carol/x", "ops": ["read"]}),
+        )
         .await;
     assert_eq!(code(response).await, (403, "policy_denied".into()));
 
@@ -175,13 +189,19 @@ async fn rs256_tokens_are_accepted_with_their_roles() {
         ("carol".into(), "service,user".into())
     );
     let key = stack
-        .issue_ok(&user, json!({"resource": "blob:users/carol/x", "ops": ["read"]}))
+        .issue_ok(
+            &user,
+            json!({"resource": "blob:users/carol/x", "ops": ["read"]}),
+        )
         .await;
     let token: valet_key::Token = key["token"].as_str().unwrap().parse().unwrap();
     assert_eq!(token.claims().subject.as_deref(), Some("carol"));
     // Its policy only: not another user's folder.
     let response = stack
-        .issue(&user, json!({"resource": "blob:users/dave/x", "ops": ["read"]}))
+        .issue(
+            &user,
+            json!({"resource": "blob:users/dave/x", "ops": ["read"]}),
+        )
         .await;
     assert_eq!(code(response).await, (403, "policy_denied".into()));
 
@@ -195,7 +215,10 @@ async fn rs256_tokens_are_accepted_with_their_roles() {
         ("dave".into(), "service,user,admin".into())
     );
     stack
-        .issue_ok(&admin, json!({"resource": "blob:files/x", "ops": ["write"]}))
+        .issue_ok(
+            &admin,
+            json!({"resource": "blob:files/x", "ops": ["write"]}),
+        )
         .await;
 
     // Issuer and audience are still checked.
@@ -224,7 +247,13 @@ async fn rs256_refuses_other_keys_and_algorithm_confusion() {
     );
 
     let wrong_key = other.sign(Algorithm::RS256, &good);
-    assert_refused(&stack, &wrong_key, "InvalidSignature", "signed by another RSA key").await;
+    assert_refused(
+        &stack,
+        &wrong_key,
+        "InvalidSignature",
+        "signed by another RSA key",
+    )
+    .await;
 
     // The classic confusion: HS256 with the (public) RSA key PEM as the HMAC secret.
     let public_pem = std::fs::read(&pair.public_file).unwrap();
@@ -234,7 +263,13 @@ async fn rs256_refuses_other_keys_and_algorithm_confusion() {
         &EncodingKey::from_secret(&public_pem),
     )
     .unwrap();
-    assert_refused(&stack, &confused, "InvalidAlgorithm", "HS256 with the public key").await;
+    assert_refused(
+        &stack,
+        &confused,
+        "InvalidAlgorithm",
+        "HS256 with the public key",
+    )
+    .await;
 
     // Another asymmetric algorithm is refused too.
     let es256 = ec.sign(Algorithm::ES256, &good);
@@ -269,14 +304,29 @@ async fn es256_tokens_are_accepted_and_checked() {
         ("erin".into(), "service,user".into())
     );
     stack
-        .issue_ok(&user, json!({"resource": "blob:users/erin/", "ops": ["list"]}))
+        .issue_ok(
+            &user,
+            json!({"resource": "blob:users/erin/", "ops": ["list"]}),
+        )
         .await;
 
     let no_uid = pair.sign(Algorithm::ES256, &claims("erin", json!({})));
-    assert_refused(&stack, &no_uid, "no string claim 'uid'", "no principal claim").await;
+    assert_refused(
+        &stack,
+        &no_uid,
+        "no string claim 'uid'",
+        "no principal claim",
+    )
+    .await;
 
     let wrong_key = other.sign(Algorithm::ES256, &claims("x", json!({"uid": "erin"})));
-    assert_refused(&stack, &wrong_key, "InvalidSignature", "signed by another EC key").await;
+    assert_refused(
+        &stack,
+        &wrong_key,
+        "InvalidSignature",
+        "signed by another EC key",
+    )
+    .await;
 
     let public_pem = std::fs::read(&pair.public_file).unwrap();
     let confused = encode(
@@ -285,7 +335,13 @@ async fn es256_tokens_are_accepted_and_checked() {
         &EncodingKey::from_secret(&public_pem),
     )
     .unwrap();
-    assert_refused(&stack, &confused, "InvalidAlgorithm", "HS256 with the public key").await;
+    assert_refused(
+        &stack,
+        &confused,
+        "InvalidAlgorithm",
+        "HS256 with the public key",
+    )
+    .await;
 
     let rs256 = rsa.sign(Algorithm::RS256, &claims("x", json!({"uid": "erin"})));
     assert_refused(&stack, &rs256, "InvalidAlgorithm", "RS256 at an ES256 gate").await;
@@ -356,4 +412,19 @@ async fn exp_and_nbf_are_checked_with_the_skew() {
         "no exp",
     )
     .await;
+}
+
+/// With `issuer` and `audience` configured, a token must carry matching `iss` and `aud`, not
+/// merely not carry other ones.
+#[tokio::test]
+async fn configured_issuer_and_audience_are_required() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = KeyPair::ec(dir.path(), "ec");
+    let stack = jwt_stack("ES256", &pair.public_file, "").await;
+    for claim in ["iss", "aud"] {
+        let mut without = claims("carol", json!({}));
+        without.as_object_mut().unwrap().remove(claim);
+        let token = pair.sign(Algorithm::ES256, &without);
+        assert_refused(&stack, &token, claim, &format!("no {claim}")).await;
+    }
 }

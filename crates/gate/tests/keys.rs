@@ -595,6 +595,9 @@ async fn revocations_by_subject_and_time() {
         204
     );
     assert_eq!(store_get(&stack, bob["url"].as_str().unwrap()).await.0, 200);
+    // A revocation of keys not yet issued would be irreversible: refused.
+    let future = revoke(ADMIN, json!({"before": "2100-01-01T00:00:00Z"})).await;
+    assert_eq!(code(future).await, (400, "bad_request".into()));
     assert_eq!(revoke(ADMIN, json!({"before": "now"})).await.status(), 204);
     assert_eq!(
         store_get(&stack, bob["url"].as_str().unwrap()).await,
@@ -699,6 +702,23 @@ async fn jwt_bearers_are_checked() {
         let (status, code) = code(stack.issue(&jwt, body.clone()).await).await;
         assert_eq!((status, code.as_str()), (401, "unauthenticated"), "{what}");
     }
+    // A JWT may not take the name of an API key's principal.
+    let admin = json!({"sub": "admin", "roles": ["admin"], "iss": "https://id.example", "aud": "valet", "exp": now + 60});
+    let (status, code_) = code(stack.issue(&token(admin, secret), body.clone()).await).await;
+    assert_eq!((status, code_.as_str()), (401, "unauthenticated"));
+    // Roles the gate does not know are dropped, whatever they contain.
+    let odd = json!({"sub": "dave", "roles": ["user", "nope", "bad\u{7}role"], "iss": "https://id.example", "aud": "valet", "exp": now + 60});
+    let echo: serde_json::Value = stack
+        .http
+        .get(stack.gate_url("/api/who"))
+        .bearer_auth(token(odd, secret))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(echo["headers"]["x-valet-roles"], "user");
     // A JWT principal gets only its roles' policy.
     let response = stack
         .issue(

@@ -108,7 +108,9 @@ fn the_document_describes_exactly_the_routes_of_the_router() {
                 })
                 .collect();
             assert!(
-                params.iter().any(|p| p["in"] == "path" && p["name"] == name),
+                params
+                    .iter()
+                    .any(|p| p["in"] == "path" && p["name"] == name),
                 "{method} {path}: no path parameter {name}"
             );
         }
@@ -224,7 +226,12 @@ async fn every_documented_route_answers_and_other_methods_do_not() {
 #[tokio::test]
 async fn the_document_is_served_without_credentials() {
     let s = Stack::start().await;
-    let r = s.http.get(s.gate_url("/openapi.json")).send().await.unwrap();
+    let r = s
+        .http
+        .get(s.gate_url("/openapi.json"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["content-type"], "application/json");
     let served: Value = r.json().await.unwrap();

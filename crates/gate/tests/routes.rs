@@ -470,6 +470,26 @@ async fn upstream_connections_are_reused_and_closed_ones_replaced() {
 }
 
 #[tokio::test]
+async fn proxy_paths_cannot_climb_out_of_their_route() {
+    let stack = Stack::start().await;
+    for path in [
+        "/api/../adminonly/x",
+        "/api/%2e%2e/adminonly/x",
+        "/api/.%2E/adminonly/x",
+        "/api/%252e%252e/adminonly/x",
+        "/api/a%2f..%2fadminonly",
+        "/v2/..",
+        "/api/./x",
+        "/api/a%5c..%5cb",
+    ] {
+        let status = raw_status(stack.gate_addr, path, ALICE).await;
+        assert_eq!(status, 400, "{path}");
+    }
+    // Nothing reached the upstream.
+    assert_eq!(stack.gate_metric("valet_gate_body_bytes_out_total"), 0.0);
+}
+
+#[tokio::test]
 async fn an_upstream_that_is_down_gives_502() {
     // A port nothing listens on.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
