@@ -27,7 +27,7 @@ enum Kind {
         counter: Counter,
         /// The connection the body arrives on, driven from here while it streams and
         /// released to the pool when the body has been read to its end.
-        conn: Option<Conn>,
+        conn: Option<Box<Conn>>,
     },
 }
 
@@ -59,7 +59,7 @@ impl GateBody {
     }
 
     /// An upstream's body, counted into `counter`, arriving on `conn`.
-    pub(crate) fn upstream(body: Incoming, counter: Counter, conn: Conn) -> GateBody {
+    pub(crate) fn upstream(body: Incoming, counter: Counter, conn: Box<Conn>) -> GateBody {
         GateBody(Kind::Upstream {
             body,
             counter,
@@ -91,11 +91,15 @@ impl Body for GateBody {
                     Some(Ok(data)) => {
                         counter.inc_by(data.data_ref().map_or(0, |d| d.len() as u64));
                         if body.is_end_stream() {
-                            conn.take().map(Conn::release);
+                            if let Some(c) = conn.take() {
+                                c.release();
+                            }
                         }
                     }
                     None => {
-                        conn.take().map(Conn::release);
+                        if let Some(c) = conn.take() {
+                            c.release();
+                        }
                     }
                     Some(Err(_)) => *conn = None,
                 }

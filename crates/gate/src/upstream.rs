@@ -33,7 +33,10 @@ const MAX_IDLE: usize = 256;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 thread_local! {
-    static POOL: RefCell<HashMap<Authority, Vec<Conn>>> = RefCell::new(HashMap::new());
+    // Boxed so that a connection moves between the pool and a response body by pointer,
+    // allocated once when connected rather than on every request.
+    #[allow(clippy::vec_box)]
+    static POOL: RefCell<HashMap<Authority, Vec<Box<Conn>>>> = RefCell::new(HashMap::new());
 }
 
 /// Why an exchange with the upstream failed.
@@ -92,7 +95,7 @@ impl Conn {
     }
 
     /// Puts the connection back into its worker's pool, unless it has ended.
-    pub(crate) fn release(self) {
+    pub(crate) fn release(self: Box<Self>) {
         if self.ended {
             return;
         }
@@ -111,7 +114,7 @@ impl Conn {
 pub(crate) async fn send(
     authority: &Authority,
     mut request: Request<LimitedBody>,
-) -> Result<(Response<Incoming>, Conn), UpstreamError> {
+) -> Result<(Response<Incoming>, Box<Conn>), UpstreamError> {
     for attempt in 0..2 {
         let (mut conn, pooled) = match checkout(authority).await {
             Some(conn) => (conn, true),
@@ -147,7 +150,7 @@ pub(crate) async fn send(
 }
 
 /// An idle, open connection to `authority` from this worker's pool, if there is one.
-async fn checkout(authority: &Authority) -> Option<Conn> {
+async fn checkout(authority: &Authority) -> Option<Box<Conn>> {
     loop {
         let mut conn = POOL.with(|pool| pool.borrow_mut().get_mut(authority)?.pop())?;
         // One poll lets the connection finish its previous exchange or notice a close.
@@ -158,7 +161,8 @@ async fn checkout(authority: &Authority) -> Option<Conn> {
     }
 }
 
-async fn connect(authority: &Authority) -> Result<Conn, UpstreamError> {
+/// A new connection, boxed once: it moves between the pool and response bodies by pointer.
+async fn connect(authority: &Authority) -> Result<Box<Conn>, UpstreamError> {
     let failed = |reason: String| UpstreamError::Connect {
         authority: authority.clone(),
         reason,
@@ -177,10 +181,10 @@ async fn connect(authority: &Authority) -> Result<Conn, UpstreamError> {
     let (sender, driver) = http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| failed(e.to_string()))?;
-    Ok(Conn {
+    Ok(Box::new(Conn {
         authority: authority.clone(),
         sender,
         driver,
         ended: false,
-    })
+    }))
 }
