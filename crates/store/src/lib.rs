@@ -26,5 +26,6 @@ mod state;
 pub use config::{StoreConfig, TlsFiles};
 pub use error::StoreError;
 pub use server::{run, serve, watch_keyring};
+pub use service::{OPENAPI, ROUTES};
 pub use state::Store;
 pub use valet_http::{bind_listeners, ServeError};

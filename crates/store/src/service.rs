@@ -14,6 +14,27 @@ use crate::handlers::{self, Ctx};
 use crate::request::{blob_target, Query};
 use crate::state::Store;
 
+/// Every route the router answers, as `(method, path template)`: what `openapi.json` (served at
+/// `GET /openapi.json`) must describe. `tests/openapi.rs` checks the document against this list
+/// both ways, and the list against a running store. `OPTIONS` (CORS preflight) is answered on
+/// any path; it is listed where it matters, on the blob paths.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("HEAD", "/healthz"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+    ("GET", "/blob/{container}/{path}"),
+    ("HEAD", "/blob/{container}/{path}"),
+    ("PUT", "/blob/{container}/{path}"),
+    ("DELETE", "/blob/{container}/{path}"),
+    ("OPTIONS", "/blob/{container}/{path}"),
+    ("GET", "/blob/{container}"),
+    ("OPTIONS", "/blob/{container}"),
+];
+
+/// The OpenAPI 3.1 description of the store, served at `GET /openapi.json`.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
 /// Handles one request. Never fails: errors become JSON responses.
 pub async fn handle(
     store: Arc<Store>,
@@ -94,7 +115,10 @@ async fn route(
             return ("healthz", Ok(Response::new(ResponseBody::full("ok\n"))))
         }
         "/metrics" if method == Method::GET => return ("metrics", Ok(metrics(&ctx.store))),
-        "/healthz" | "/metrics" => return ("other", Err(StoreError::MethodNotAllowed)),
+        "/openapi.json" if method == Method::GET => return ("openapi", Ok(openapi())),
+        "/healthz" | "/metrics" | "/openapi.json" => {
+            return ("other", Err(StoreError::MethodNotAllowed))
+        }
         _ => {}
     }
     let Some(raw) = path.strip_prefix("/blob/") else {
@@ -127,6 +151,15 @@ async fn route(
         ),
         _ => ("blob", Err(StoreError::MethodNotAllowed)),
     }
+}
+
+fn openapi() -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(OPENAPI));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 fn metrics(store: &Store) -> Response<ResponseBody> {

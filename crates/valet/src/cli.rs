@@ -13,7 +13,7 @@ pub use crate::settings::Role;
 #[command(
     name = "valet",
     version,
-    after_help = "Examples:\n  valet key new-keyring --out keyring\n  valet key issue --keyring keyring --resource blob:photos/2024/ --ops read --ttl 10m\n\nExit codes: 0 success, 1 failure, 2 usage error, 3 key denied."
+    after_help = "Examples:\n  valet serve                                   (gate on :8080, store on :8081)\n  export VALET_API_KEY=$(cat valet-data/admin-api-key)\n  valet put --gate http://127.0.0.1:8080 report.pdf /files/report.pdf\n  valet key issue --gate http://127.0.0.1:8080 --resource blob:files/report.pdf --ops read\n  valet key new-keyring --out keyring\n  valet key issue --keyring keyring --resource blob:photos/2024/ --ops read --ttl 10m\n\nExit codes: 0 success, 1 failure, 2 usage error, 3 key denied (or credentials refused: HTTP 401/403), 4 any other error answered by a server."
 )]
 pub struct Cli {
     /// Log format: text for people, json for log pipelines. The filter is RUST_LOG
@@ -83,6 +83,15 @@ pub struct ServeArgs {
     pub shutdown_grace: Option<String>,
 }
 
+/// The exit codes of the `valet key` commands that can ask a gate, for their `--help`.
+macro_rules! remote_exit_codes {
+    () => {
+        "Server errors are printed as `valet: CODE: MESSAGE (HTTP STATUS)`. Exit codes: 0 done; \
+1 failure; 2 usage error; 3 the gate refused the credentials (HTTP 401/403: unknown API key, \
+policy_denied, forbidden); 4 any other error answered by the gate."
+    };
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gate and the store (or one of them): keys issued, bytes served directly.
@@ -90,8 +99,12 @@ pub enum Command {
         after_help = "Examples:\n  valet serve                                   (gate on :8080, store on :8081, data in ./valet-data)\n  valet serve --config valet.toml\n  valet serve --role store --data /srv/valet --store-addr 0.0.0.0:8081\n  VALET_RATE_LIMIT__PER_SECOND=50 valet serve --role gate --store-url https://files.example.com"
     )]
     Serve(ServeArgs),
-    /// Make, inspect, narrow and check valet keys; manage keyrings.
-    #[command(subcommand)]
+    /// Make, inspect, narrow and check valet keys; manage keyrings. Issue, look up and revoke
+    /// keys offline (--keyring, --data) or on a running gate (--gate).
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  valet key issue --keyring keyring --resource blob:photos/2024/ --ops read --ttl 10m\n  VALET_API_KEY=… valet key issue --gate http://127.0.0.1:8080 --resource blob:files/ --ops read,list\n  valet key attenuate \"$TOKEN\" --ttl 1m --ops read\n  VALET_API_KEY=… valet key revoke --gate http://127.0.0.1:8080 5f0c…e1"
+    )]
     Key(KeyCommand),
     /// Download a blob straight from the store (URL with a key, or through a gate); resumable.
     Get(crate::cmd::transfer::GetArgs),
@@ -131,10 +144,13 @@ pub enum KeyCommand {
         #[arg(long, env = "VALET_KEYRING")]
         keyring: PathBuf,
     },
-    /// Issue a key; prints the token alone on stdout.
-    #[command(
-        after_help = "Example:\n  valet key issue --keyring keyring --resource blob:photos/2024/cat.jpg --ops read --ttl 10m --filename cat.jpg"
-    )]
+    /// Issue a key, signed offline with a keyring or by a running gate; prints the token alone
+    /// on stdout.
+    #[command(after_help = concat!(
+        "Examples:\n  valet key issue --keyring keyring --resource blob:photos/2024/cat.jpg --ops read --ttl 10m --filename cat.jpg\n  VALET_API_KEY=… valet key issue --gate http://127.0.0.1:8080 --resource blob:files/docs/ --ops read,list --ttl 1h\n\n",
+        "With --gate, the gate issues the key (POST /v1/keys) to the API key's principal, within its roles' policy, and records it, so that `valet key status|revoke --gate` find it. ",
+        remote_exit_codes!()
+    ))]
     Issue(IssueArgs),
     /// Print a token's claims and caveats as JSON. Needs no secret.
     #[command(after_help = "Example:\n  valet key inspect \"$TOKEN\"")]
@@ -148,19 +164,34 @@ pub enum KeyCommand {
     )]
     Attenuate(AttenuateArgs),
     /// Revoke a key, every key of a subject issued before a time, or every key issued before a
-    /// time, in the ledger of a data folder. A running store sees it at its next request.
-    #[command(
-        after_help = "Examples:\n  valet key revoke --data ./valet-data 5f0c…e1   (a key id, or the token itself)\n  valet key revoke --data ./valet-data --subject alice --before now\n  valet key revoke --data ./valet-data --before 2026-11-27T12:00:00Z"
-    )]
+    /// time: in the ledger of a data folder, or through a running gate (--gate). A running store
+    /// sees it at its next request.
+    #[command(after_help = concat!(
+        "Examples:\n  valet key revoke --data ./valet-data 5f0c…e1   (a key id, or the token itself)\n  valet key revoke --data ./valet-data --subject alice --before now\n  valet key revoke --data ./valet-data --before 2026-11-27T12:00:00Z\n  VALET_API_KEY=… valet key revoke --gate http://127.0.0.1:8080 5f0c…e1\n  VALET_API_KEY=… valet key revoke --gate http://127.0.0.1:8080 --subject alice --before now\n\n",
+        "With --gate: DELETE /v1/keys/ID, or POST /v1/revocations. ",
+        remote_exit_codes!()
+    ))]
     Revoke(RevokeArgs),
-    /// Show a key's uses and whether it is revoked, from the ledger of a data folder.
-    #[command(after_help = "Example:\n  valet key status --data ./valet-data 5f0c…e1")]
+    /// Show a key's uses and whether it is revoked: from the ledger of a data folder, or from a
+    /// running gate (--gate), which also shows its scope, limits and expiry.
+    #[command(after_help = concat!(
+        "Examples:\n  valet key status --data ./valet-data 5f0c…e1\n  VALET_API_KEY=… valet key status --gate http://127.0.0.1:8080 5f0c…e1\n\n",
+        "With --gate: GET /v1/keys/ID. ",
+        remote_exit_codes!()
+    ))]
     Status {
         /// The data folder whose ledger to read.
-        #[arg(long, env = "VALET_DATA", default_value = "./valet-data")]
+        #[arg(
+            long,
+            env = "VALET_DATA",
+            default_value = "./valet-data",
+            conflicts_with = "gate"
+        )]
         data: PathBuf,
         /// The key id (32 hex digits) or the token.
         key: String,
+        #[command(flatten)]
+        remote: GateArgs,
     },
     /// Check a token for one request: exit 0 and print the grant as JSON, or exit 3 and print
     /// the denial code.
@@ -187,32 +218,61 @@ pub struct LimitArgs {
     pub ips: Vec<String>,
 }
 
+/// A running gate to administer keys on, instead of a keyring or data folder.
+#[derive(Debug, Args)]
+pub struct GateArgs {
+    /// Ask this running gate (its key API, /v1/keys) instead of working offline.
+    #[arg(long, env = "VALET_GATE", value_name = "URL")]
+    pub gate: Option<reqwest::Url>,
+    /// The API key for the gate, sent as `Authorization: Bearer KEY` (`valet serve` writes the
+    /// admin's to DATA/admin-api-key).
+    #[arg(
+        long,
+        env = "VALET_API_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub api_key: Option<String>,
+    /// Also trust these CA certificates (PEM) for an HTTPS gate.
+    #[arg(long, env = "VALET_CACERT", value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 pub struct IssueArgs {
-    /// The keyring file whose active key signs.
-    #[arg(long, env = "VALET_KEYRING")]
-    pub keyring: PathBuf,
+    /// The keyring file whose active key signs (offline; not with --gate).
+    #[arg(
+        long,
+        env = "VALET_KEYRING",
+        required_unless_present = "gate",
+        conflicts_with = "gate"
+    )]
+    pub keyring: Option<PathBuf>,
+    #[command(flatten)]
+    pub remote: GateArgs,
     /// What the key grants: blob:CONTAINER[/PATH or /PREFIX/], table:..., queue:NAME.
     #[arg(long)]
     pub resource: String,
     /// Operations: read, write, create, delete, list, enqueue, dequeue, peek, update.
     #[arg(long)]
     pub ops: String,
-    /// How long the key lives, e.g. 90s, 10m, 1h.
-    #[arg(long, value_parser = human::duration, default_value = "10m")]
-    pub ttl: Duration,
-    /// Who the key is issued to.
-    #[arg(long)]
+    /// How long the key lives, e.g. 90s, 10m, 1h [default: 10m; with --gate, 10m or the role's
+    /// max_ttl if shorter].
+    #[arg(long, value_parser = human::duration)]
+    pub ttl: Option<Duration>,
+    /// Who the key is issued to (offline; a gate issues to the API key's principal).
+    #[arg(long, conflicts_with = "gate")]
     pub subject: Option<String>,
     #[command(flatten)]
     pub limits: LimitArgs,
     /// File name for downloads (Content-Disposition).
     #[arg(long)]
     pub filename: Option<String>,
-    /// Where the store sends events about this key's uses.
-    #[arg(long)]
+    /// Where the store sends events about this key's uses (offline only).
+    #[arg(long, conflicts_with = "gate")]
     pub event_target: Option<String>,
-    /// Print {"id", "token", "expires_at"} as JSON instead of the token alone.
+    /// Print {"id", "token", "expires_at"} as JSON instead of the token alone (with --gate,
+    /// also the store "url" that carries the key and its "method").
     #[arg(long)]
     pub json: bool,
 }
@@ -261,8 +321,15 @@ pub struct VerifyArgs {
 #[derive(Debug, Args)]
 pub struct RevokeArgs {
     /// The data folder whose ledger to write.
-    #[arg(long, env = "VALET_DATA", default_value = "./valet-data")]
+    #[arg(
+        long,
+        env = "VALET_DATA",
+        default_value = "./valet-data",
+        conflicts_with = "gate"
+    )]
     pub data: PathBuf,
+    #[command(flatten)]
+    pub remote: GateArgs,
     /// The key to revoke: its id (32 hex digits) or the token itself.
     #[arg(conflicts_with_all = ["subject", "before"])]
     pub key: Option<String>,

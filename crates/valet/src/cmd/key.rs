@@ -1,4 +1,7 @@
-//! `valet key …`: keyrings, issuing, inspecting, narrowing and checking keys offline.
+//! `valet key …`: keyrings, issuing, inspecting, narrowing and checking keys offline; issuing,
+//! looking up and revoking them on a running gate with `--gate` (in `remote`).
+
+mod remote;
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -35,12 +38,17 @@ pub fn run(cmd: KeyCommand) -> anyhow::Result<ExitCode> {
             eprintln!("retired {id}: keys it signed no longer verify");
         }
         KeyCommand::List { keyring } => list(&keyring)?,
+        KeyCommand::Issue(args) if args.remote.gate.is_some() => return remote::issue(args),
         KeyCommand::Issue(args) => issue(args)?,
         KeyCommand::Inspect { token } => inspect(&read_token(token)?)?,
         KeyCommand::Attenuate(args) => attenuate(args)?,
         KeyCommand::Verify(args) => return verify(args),
+        KeyCommand::Revoke(args) if args.remote.gate.is_some() => return remote::revoke(args),
         KeyCommand::Revoke(args) => revoke(args)?,
-        KeyCommand::Status { data, key } => status(&data, &key)?,
+        KeyCommand::Status { key, remote, .. } if remote.gate.is_some() => {
+            return remote::status(&remote, &key)
+        }
+        KeyCommand::Status { data, key, .. } => status(&data, &key)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -91,8 +99,16 @@ fn media_range(text: Option<&String>) -> anyhow::Result<Option<MediaRange>> {
         .transpose()
 }
 
+/// The lifetime of a key issued offline when `--ttl` is not given.
+const DEFAULT_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+
 fn issue(args: IssueArgs) -> anyhow::Result<()> {
-    let ring = keyring_file::load(&args.keyring)?;
+    let keyring = args
+        .keyring
+        .as_deref()
+        .ok_or_else(|| anyhow!("give --keyring FILE (or --gate URL)"))?;
+    let ring = keyring_file::load(keyring)?;
+    let ttl = args.ttl.unwrap_or(DEFAULT_TTL);
     let now = keyring_file::now();
     let claims = Claims {
         key_id: KeyId::random(&mut OsRng),
@@ -100,7 +116,7 @@ fn issue(args: IssueArgs) -> anyhow::Result<()> {
         scope: scope(&args.resource)?,
         ops: ops(&args.ops)?,
         not_before: now,
-        expires: now.plus(args.ttl.as_secs().max(1)),
+        expires: now.plus(ttl.as_secs().max(1)),
         limits: Limits {
             max_bytes: args.limits.max_bytes,
             max_uses: args.limits.max_uses,

@@ -1,5 +1,6 @@
 //! The commands, one module per top-level verb.
 
+mod http;
 mod key;
 mod serve;
 pub(crate) mod transfer;
