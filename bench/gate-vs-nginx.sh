@@ -480,9 +480,9 @@ echo "    $DL_PRX_BYTES bytes in ${DL_PRX_SECS}s ($(awk -v b="$DL_PRX_BYTES" -v 
 # (iii) the gate's cost per delegated download, measured over many: wrk on the delegate route,
 # redirects not followed (every answer is the 307 a real client would follow).
 say "offload (iii): gate CPU per 307: wrk -t$THREADS -c$CONNS -d${SECS}s on the delegate route (redirects not followed)"
-iss0=$(gate_metric 'valet_gate_keys_issued_total{via="delegate"}')
+iss0=$(gate_metric 'valet_gate_keys_issued_total{via="redirect"}')
 run_wrk del "$THREADS" "$CONNS" "$GBASE/files/offload.bin" "$GATE_PID"
-iss1=$(gate_metric 'valet_gate_keys_issued_total{via="delegate"}')
+iss1=$(gate_metric 'valet_gate_keys_issued_total{via="redirect"}')
 WRK_LABELS+=(del)
 DEL_WRK_REQS=$(get del_requests)
 DEL_ISSUED=$((iss1 - iss0)) # warm-up included

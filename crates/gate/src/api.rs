@@ -18,7 +18,7 @@ use crate::auth::Principal;
 use crate::body::GateBody;
 use crate::config::units;
 use crate::error::GateError;
-use crate::issue::{mint, rfc3339};
+use crate::issue::{mint, rfc3339, Handover};
 use crate::policy::{KeyRequest, RequestedLimits};
 use crate::state::Gate;
 
@@ -176,7 +176,7 @@ async fn issue(
         limits,
     };
     let approved = gate.policies.approve(principal, &request)?;
-    let minted = mint(gate, principal, approved, "api").await?;
+    let minted = mint(gate, principal, approved, Handover::Shown("api")).await?;
     Ok(json_response(StatusCode::CREATED, &minted))
 }
 

@@ -18,7 +18,7 @@ use crate::api::json_response;
 use crate::auth::Principal;
 use crate::body::GateBody;
 use crate::error::GateError;
-use crate::issue::mint;
+use crate::issue::{mint, Handover};
 use crate::policy::{principal_segment, KeyRequest};
 use crate::routes::{fill, DelegateRoute};
 use crate::state::Gate;
@@ -66,10 +66,11 @@ pub(crate) async fn delegate(
         limits: Limits::default(),
     };
     let approved = gate.policies.approve(principal, &request)?;
-    let minted = mint(gate, principal, approved, "delegate").await?;
     if wants_json(parts) {
+        let minted = mint(gate, principal, approved, Handover::Shown("delegate")).await?;
         return Ok(json_response(StatusCode::OK, &minted));
     }
+    let minted = mint(gate, principal, approved, Handover::Redirect).await?;
     let url = minted
         .url
         .ok_or_else(|| GateError::Internal("a delegated resource has no store URL".into()))?;

@@ -35,14 +35,30 @@ pub struct Minted {
     pub expires_at: String,
 }
 
-/// Signs the approved key for `principal` and records it. The ledger write is durable before
-/// the key is returned, so that its status and revocation by id work from the first moment.
+/// How a minted key leaves the gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Handover {
+    /// As JSON, id included: the key is recorded (durably, before it is returned) so that its
+    /// status, revocation by id and `complete` work from the first moment.
+    Shown(&'static str),
+    /// Only inside the URL of a redirect, for one transfer within a minute: its id is never
+    /// shown, so nothing could look it up, and it is not recorded (a delegated request then
+    /// costs no disk write). Revocation by subject or time still reaches it.
+    Redirect,
+}
+
+/// Signs the approved key for `principal`, recording it unless it is handed over in a
+/// redirect.
 pub(crate) async fn mint(
     gate: &Arc<Gate>,
     principal: &Principal,
     approved: Approved,
-    via: &'static str,
+    handover: Handover,
 ) -> Result<Minted, GateError> {
+    let via = match handover {
+        Handover::Shown(via) => via,
+        Handover::Redirect => "redirect",
+    };
     let now = valet_keyring::now();
     let claims = Claims {
         key_id: KeyId::random(&mut rand_core::OsRng),
@@ -72,10 +88,12 @@ pub(crate) async fn mint(
         .issue(claims)
         .map_err(|e| GateError::Internal(format!("cannot sign: {e}")))?
         .to_text();
-    let ledger = gate.ledger.clone();
-    tokio::task::spawn_blocking(move || ledger.record_issued(&record))
-        .await
-        .map_err(|e| GateError::Internal(e.to_string()))??;
+    if let Handover::Shown(_) = handover {
+        let ledger = gate.ledger.clone();
+        tokio::task::spawn_blocking(move || ledger.record_issued(&record))
+            .await
+            .map_err(|e| GateError::Internal(e.to_string()))??;
+    }
     gate.metrics.issued(via);
     tracing::info!(target: "valet::issue", key_id = %key_id, principal = %principal.name, via, "key issued");
     Ok(Minted {

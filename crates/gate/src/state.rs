@@ -159,8 +159,8 @@ fn check_store_url(text: &str) -> Result<String, ConfigError> {
 }
 
 /// Runs the gate's housekeeping: keyring reloads and rate-limit cleanup every two seconds,
-/// and once a minute the ledger forgets keys that expired (every delegated request records
-/// one, so without this the ledger would only grow).
+/// and once a minute the ledger forgets keys that expired (every key issued through the API
+/// is recorded, so without this the ledger would only grow).
 pub async fn housekeeping(gate: Arc<Gate>) {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     for round in 0u64.. {

@@ -97,7 +97,7 @@ async fn curl_follows_delegate_routes_for_uploads_and_downloads() {
         .gate
         .metrics()
         .render()
-        .contains("valet_gate_keys_issued_total{via=\"delegate\"} 4"));
+        .contains("valet_gate_keys_issued_total{via=\"redirect\"} 4"));
 }
 
 #[tokio::test]
