@@ -32,7 +32,7 @@ fi
 target_dir="${CARGO_TARGET_DIR:-target}"
 rm -f "$target_dir/.rustc_info.json"
 
-targets=(token_parse scope_parse attenuation)
+targets=(token_parse scope_parse attenuation store_path)
 
 # token_parse's inputs reach past MAX_TOKEN_LEN (4096) so the length check is exercised.
 max_len() {

@@ -164,7 +164,14 @@ fn bearer(headers: &HeaderMap) -> Result<&str, GateError> {
             "this request needs credentials: 'Authorization: Bearer API_KEY' or a JWT".into(),
         )
     };
-    let value = headers.get(header::AUTHORIZATION).ok_or_else(missing)?;
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let value = values.next().ok_or_else(missing)?;
+    if values.next().is_some() {
+        // As the store refuses two keys: no layer may pick a different one than another.
+        return Err(GateError::Unauthenticated(
+            "the request carries more than one Authorization header; send exactly one".into(),
+        ));
+    }
     let text = value.to_str().map_err(|_| missing())?;
     let (scheme, credential) = text.split_once(' ').ok_or_else(missing)?;
     if !scheme.eq_ignore_ascii_case("bearer") || credential.trim().is_empty() {
@@ -174,8 +181,13 @@ fn bearer(headers: &HeaderMap) -> Result<&str, GateError> {
 }
 
 fn check_principal(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() || !valet_key::valid_subject(name) {
-        return Err("a principal name must be 1 to 256 bytes without control characters");
+    // Surrounding spaces are refused: HTTP drops them from header values, so `admin ` would
+    // reach an upstream as `admin`.
+    if name.is_empty() || !valet_key::valid_subject(name) || name.trim() != name {
+        return Err(
+            "a principal name must be 1 to 256 bytes, without control characters or \
+             surrounding spaces",
+        );
     }
     Ok(())
 }

@@ -169,8 +169,23 @@ fn set_identity(
     headers: &mut HeaderMap,
     principal: &Principal,
 ) -> Result<(), GateError> {
-    headers.remove(&gate.principal_header);
-    headers.remove(&gate.roles_header);
+    // Also every spelling an upstream may read as the same header: CGI, WSGI, Rack and PHP
+    // turn `-` and `_` alike into `_`.
+    let conflated = |name: &HeaderName| {
+        let same = |ours: &HeaderName| {
+            name.as_str().len() == ours.as_str().len()
+                && name
+                    .as_str()
+                    .bytes()
+                    .zip(ours.as_str().bytes())
+                    .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
+        };
+        same(&gate.principal_header) || same(&gate.roles_header)
+    };
+    let spoofed: Vec<HeaderName> = headers.keys().filter(|n| conflated(n)).cloned().collect();
+    for name in spoofed {
+        headers.remove(name);
+    }
     let (name, roles) = principal.header_values().ok_or_else(|| {
         GateError::Forbidden("the principal's name cannot be passed in a header".into())
     })?;
@@ -195,6 +210,9 @@ fn set_forwarded(
     if let Ok(value) = HeaderValue::try_from(chain) {
         headers.insert(XFF, value);
     }
+    // The client's own claims about where it is: the gate says it with X-Forwarded-*.
+    headers.remove(header::FORWARDED);
+    headers.remove("x-real-ip");
     let proto = if https { "https" } else { "http" };
     headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
     match host {

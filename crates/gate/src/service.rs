@@ -186,20 +186,40 @@ fn openapi() -> Response<GateBody> {
 }
 
 /// Whether a raw request path could name another resource to a server that normalises or
-/// decodes it again: a segment that is `.` or `..` once percent-decoded (once or twice), or
-/// one that hides a `/` or `\` in an encoding. Refused before any route sees the path, so
-/// that `/api/../admin` never reaches an upstream that would resolve it.
+/// decodes it again: a segment that is `.` or `..` once percent-decoded (once or twice),
+/// also with path parameters (`..;x`, as Tomcat and Jetty read it); one that hides a `/`, `\`,
+/// NUL or control character in an encoding; an encoding that is not UTF-8 (overlong `%c0%ae`);
+/// or IIS's `%u002e`. Refused before any route sees the path, so that `/api/../admin` never
+/// reaches an upstream that would resolve it.
 fn hides_another_path(path: &str) -> bool {
     path.split('/').any(|segment| {
-        if !segment.contains('%') {
-            return segment == "." || segment == ".." || segment.contains('\\');
+        if !segment.contains(['%', ';', '.', '\\']) {
+            return false;
+        }
+        if segment.to_ascii_lowercase().contains("%u") {
+            return true;
         }
         let once: Vec<u8> = percent_decode_str(segment).collect();
         let twice: Vec<u8> = percent_decode(&once).collect();
-        [once, twice].iter().any(|decoded| {
-            decoded == b"." || decoded == b".." || decoded.iter().any(|b| matches!(b, b'/' | b'\\'))
-        })
+        [once, twice]
+            .iter()
+            .any(|decoded| suspicious_segment(decoded))
     })
+}
+
+fn suspicious_segment(decoded: &[u8]) -> bool {
+    if std::str::from_utf8(decoded).is_err() {
+        return true;
+    }
+    if decoded
+        .iter()
+        .any(|&b| b < 0x20 || b == 0x7f || b == b'/' || b == b'\\')
+    {
+        return true;
+    }
+    // `..;jsessionid=x` is `..` to a server that strips path parameters.
+    let name = decoded.split(|&b| b == b';').next().unwrap_or_default();
+    name == b"." || name == b".."
 }
 
 fn metrics(gate: &Gate) -> Response<GateBody> {

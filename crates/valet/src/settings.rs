@@ -241,13 +241,38 @@ pub fn admin_api_key(settings: &Settings) -> anyhow::Result<(String, bool)> {
     }
     let path = settings.data.join("admin-api-key");
     match std::fs::read_to_string(&path) {
-        Ok(text) => return Ok((text.trim().to_owned(), false)),
+        Ok(text) => return Ok((checked_key_file(&path, &text)?, false)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => anyhow::bail!("reading {}: {e}", path.display()),
     }
     let (key, _) = valet_gate::new_api_key();
     write_owner_only(&path, &format!("{key}\n"))?;
     Ok((key, true))
+}
+
+/// The key in the admin key file, refusing a file others can read (as for the keyring) or one
+/// too short to be a real key.
+fn checked_key_file(path: &Path, text: &str) -> anyhow::Result<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            anyhow::bail!(
+                "{} is accessible by others (mode {mode:o}); run: chmod 600 {}",
+                path.display(),
+                path.display()
+            );
+        }
+    }
+    let key = text.trim();
+    if key.len() < 16 {
+        anyhow::bail!(
+            "{} holds no usable key (under 16 characters)",
+            path.display()
+        );
+    }
+    Ok(key.to_owned())
 }
 
 fn write_owner_only(path: &Path, text: &str) -> anyhow::Result<()> {

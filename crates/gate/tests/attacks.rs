@@ -1,0 +1,912 @@
+//! Attacks on the gate over real HTTP on loopback: a proxied client forging the principal
+//! header (in every spelling, and in trailers), proxy and delegate paths that another server
+//! would normalise, delegated keys used for more than they were minted for, credentials in the
+//! wrong place or twice, oversize requests, browsers from foreign origins, revoked keys
+//! replayed, and secrets leaking into logs. Each asserts the exact status and error code.
+//!
+//! Some of these found real holes when written; `docs/SECURITY.md` ("Findings, fixed") lists
+//! them.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use serde_json::json;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Sends `request` byte for byte and returns the whole answer.
+async fn raw(addr: SocketAddr, request: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status and JSON error code of a raw answer.
+fn status_code(answer: &str) -> (u16, String) {
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {answer:?}"));
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let code = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    (status, code)
+}
+
+/// `GET path` as raw bytes with a bearer credential.
+async fn raw_get(addr: SocketAddr, path: &str, api_key: &str) -> (u16, String) {
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: gate\r\nAuthorization: Bearer {api_key}\r\nConnection: close\r\n\r\n"
+    );
+    status_code(&raw(addr, &request).await)
+}
+
+/// An upstream that keeps the raw bytes of every request it gets, then answers `200 ok`.
+struct RawUpstream {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl RawUpstream {
+    async fn start() -> RawUpstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let kept = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let kept = kept.clone();
+                tokio::spawn(async move {
+                    let mut bytes = Vec::new();
+                    let mut chunk = [0u8; 64 * 1024];
+                    // The whole request: until the gate has sent nothing for 300 ms.
+                    while let Ok(Ok(n @ 1..)) =
+                        tokio::time::timeout(Duration::from_millis(300), conn.read(&mut chunk))
+                            .await
+                    {
+                        bytes.extend_from_slice(&chunk[..n]);
+                    }
+                    kept.lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&bytes).into_owned());
+                    let _ = conn
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                        )
+                        .await;
+                });
+            }
+        });
+        RawUpstream { addr, seen }
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// A gate with the base configuration plus `/raw/{*rest}` proxied here.
+    async fn stack(&self, extra: &str) -> Stack {
+        let route = format!(
+            "\n[[routes]]\npath = \"/raw/{{*rest}}\"\nproxy = \"http://{}\"\nroles = [\"user\", \"admin\"]\n{extra}",
+            self.addr
+        );
+        Stack::start_with(|c| c.push_str(&route)).await
+    }
+}
+
+/// The header lines of a raw request, lowercased names, without the request line.
+fn header_lines(request: &str) -> Vec<(String, String)> {
+    let head = request.split_once("\r\n\r\n").map_or(request, |(h, _)| h);
+    head.lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_proxied_client_cannot_forge_the_principal_header() {
+    let upstream = RawUpstream::start().await;
+    let stack = upstream.stack("").await;
+    let request = format!(
+        "POST /raw/x HTTP/1.1\r\nHost: gate.example\r\nAuthorization: Bearer {ALICE}\r\n\
+         X-Valet-Principal: admin\r\nx-valet-principal: root\r\nX-VALET-PRINCIPAL: admin\r\n\
+         X-Valet-Roles: admin\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.example\r\n\
+         X-Forwarded-For: 203.0.113.9\r\nProxy-Authorization: Basic eA==\r\n\
+         Transfer-Encoding: chunked\r\nTrailer: X-Valet-Principal\r\nConnection: close\r\n\r\n\
+         5\r\nhello\r\n0\r\nX-Valet-Principal: admin\r\nX-Valet-Roles: admin\r\n\r\n"
+    );
+    let answer = raw(stack.gate_addr, &request).await;
+    assert_eq!(status_code(&answer).0, 200, "{answer}");
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 1);
+    let lines = header_lines(&seen[0]);
+    let values = |name: &str| -> Vec<&str> {
+        lines
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    assert_eq!(values("x-valet-principal"), ["alice"], "{}", seen[0]);
+    assert_eq!(values("x-valet-roles"), ["user"], "{}", seen[0]);
+    assert_eq!(values("x-forwarded-proto"), ["http"]);
+    assert_eq!(values("x-forwarded-host"), ["gate.example"]);
+    assert_eq!(values("x-forwarded-for"), ["203.0.113.9, 127.0.0.1"]);
+    for gone in ["authorization", "proxy-authorization", "trailer"] {
+        assert!(values(gone).is_empty(), "{gone} reached the upstream");
+    }
+    // The body arrived, and the trailers with their forged identity did not.
+    let body = seen[0].split_once("\r\n\r\n").unwrap().1;
+    assert!(body.contains("hello"), "{body:?}");
+    assert!(
+        !body.to_ascii_lowercase().contains("x-valet"),
+        "a trailer reached the upstream: {body:?}"
+    );
+}
+
+#[tokio::test]
+async fn spellings_of_identity_headers_that_upstreams_conflate_are_removed() {
+    let upstream = RawUpstream::start().await;
+    let stack = upstream.stack("").await;
+    let request = format!(
+        "GET /raw/x HTTP/1.1\r\nHost: gate.example\r\nAuthorization: Bearer {ALICE}\r\n\
+         x_valet_principal: admin\r\nX_Valet_Roles: admin\r\n\
+         Forwarded: for=203.0.113.9;host=evil.example;proto=https\r\nX-Real-IP: 203.0.113.9\r\n\
+         Connection: close\r\n\r\n"
+    );
+    assert_eq!(status_code(&raw(stack.gate_addr, &request).await).0, 200);
+    let seen = upstream.requests();
+    let lines = header_lines(&seen[0]);
+    // WSGI, Rack, PHP and CGI read `x_valet_principal` and `x-valet-principal` as one header.
+    for (name, value) in &lines {
+        let normalised = name.replace('_', "-");
+        if normalised == "x-valet-principal" {
+            assert_eq!(
+                (name.as_str(), value.as_str()),
+                ("x-valet-principal", "alice")
+            );
+        }
+        if normalised == "x-valet-roles" {
+            assert_eq!((name.as_str(), value.as_str()), ("x-valet-roles", "user"));
+        }
+    }
+    // The client's own claims about where it is and how it came.
+    for (name, value) in &lines {
+        assert!(
+            !matches!(name.as_str(), "forwarded" | "x-real-ip"),
+            "{name}: {value} reached the upstream"
+        );
+    }
+}
+
+/// A gate that also accepts HS256 JWTs, with every JWT principal a `user`.
+async fn jwt_stack(upstream: &RawUpstream) -> Stack {
+    upstream
+        .stack("\n[jwt]\nalgorithm = \"HS256\"\nsecret = \"0123456789abcdef0123456789abcdef\"\ndefault_roles = [\"user\"]\n")
+        .await
+}
+
+fn jwt(sub: &str) -> String {
+    let claims = json!({"sub": sub, "exp": valet_keyring::now().0 + 60});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef"),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_jwt_cannot_take_an_api_key_principal() {
+    let upstream = RawUpstream::start().await;
+    let stack = jwt_stack(&upstream).await;
+    for sub in ["admin", "alice", "robot"] {
+        let response = stack
+            .http
+            .get(stack.gate_url("/raw/x"))
+            .bearer_auth(jwt(sub))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            code(response).await,
+            (401, "unauthenticated".into()),
+            "{sub}"
+        );
+    }
+    // A name with a control character is no principal at all.
+    let response = stack
+        .http
+        .get(stack.gate_url("/raw/x"))
+        .bearer_auth(jwt("carol\r\nx-valet-principal: admin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(response).await, (401, "unauthenticated".into()));
+    assert!(upstream.requests().is_empty());
+    // An ordinary JWT principal is passed on as itself.
+    let response = stack
+        .http
+        .get(stack.gate_url("/raw/x"))
+        .bearer_auth(jwt("carol"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let lines = header_lines(&upstream.requests()[0]);
+    assert!(lines.contains(&("x-valet-principal".into(), "carol".into())));
+}
+
+#[tokio::test]
+async fn a_jwt_cannot_take_an_api_key_principal_by_padding_it() {
+    let upstream = RawUpstream::start().await;
+    let stack = jwt_stack(&upstream).await;
+    for sub in ["admin ", " admin", "  admin  "] {
+        let response = stack
+            .http
+            .get(stack.gate_url("/raw/x"))
+            .bearer_auth(jwt(sub))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            code(response).await,
+            (401, "unauthenticated".into()),
+            "{sub:?}"
+        );
+    }
+    assert!(upstream.requests().is_empty());
+}
+
+/// Paths another server could read as another path: refused before any route sees them.
+const REFUSED_PATHS: &[&str] = &[
+    "/raw/../admin",
+    "/raw/./x",
+    "/raw/x/..",
+    "/raw/%2e%2e/admin",
+    "/raw/%2E%2e/admin",
+    "/raw/.%2e/admin",
+    "/raw/%2e./admin",
+    "/raw/%2e/x",
+    "/raw/%252e%252e/admin",
+    "/raw/%25%32%65%25%32%65/admin",
+    "/raw/a%2f..%2fadmin",
+    "/raw/a%2Fb",
+    "/raw/a%252fb",
+    "/raw/a%5cb",
+    "/raw/a%255cb",
+    "/raw/a\\..\\admin",
+    "/..",
+];
+
+#[tokio::test]
+async fn proxy_paths_that_could_climb_out_are_refused_before_the_upstream() {
+    let upstream = RawUpstream::start().await;
+    let stack = upstream.stack("").await;
+    for path in REFUSED_PATHS {
+        assert_eq!(
+            raw_get(stack.gate_addr, path, ALICE).await,
+            (400, "bad_path".into()),
+            "{path}"
+        );
+    }
+    // The same on a route with a path template.
+    for path in ["/v2/..", "/v2/%2e%2e", "/v2/.%2E", "/v2/%252e%252e"] {
+        assert_eq!(
+            raw_get(stack.gate_addr, path, ROBOT).await,
+            (400, "bad_path".into()),
+            "{path}"
+        );
+    }
+    assert!(upstream.requests().is_empty(), "{:?}", upstream.requests());
+    // An ordinary path goes through as it came.
+    assert_eq!(raw_get(stack.gate_addr, "/raw/a.b/...", ALICE).await.0, 200);
+    assert!(upstream.requests()[0].starts_with("GET /raw/a.b/... HTTP/1.1\r\n"));
+}
+
+#[tokio::test]
+async fn proxy_paths_that_upstream_servers_normalise_are_refused() {
+    let upstream = RawUpstream::start().await;
+    let stack = upstream.stack("").await;
+    for path in [
+        "/raw/..;/admin",
+        "/raw/..;jsessionid=x/admin",
+        "/raw/%2e%2e;/admin",
+        "/raw/%2e%2e%3b/admin",
+        "/raw/.;/x",
+        "/raw/..%00/admin",
+        "/raw/..%2500/admin",
+        "/raw/%c0%ae%c0%ae/admin",
+        "/raw/%u002e%u002e/admin",
+    ] {
+        assert_eq!(
+            raw_get(stack.gate_addr, path, ALICE).await,
+            (400, "bad_path".into()),
+            "{path}"
+        );
+    }
+    assert!(upstream.requests().is_empty(), "{:?}", upstream.requests());
+}
+
+#[tokio::test]
+async fn delegate_paths_that_could_name_another_blob_are_bad_path() {
+    let stack = Stack::start().await;
+    for path in [
+        "/files/../users/alice/x",
+        "/files/a/%2e%2e/b",
+        "/files/a/%2E%2E/b",
+        "/files/a/.%2e/b",
+        "/files/a%2f..%2fb",
+        "/files/a%2Fb",
+        "/files/a/%252e%252e/b",
+        "/files/a/%252fb",
+        "/files/a%5cb",
+        "/files/a\\b",
+        "/files/a%00b",
+        "/files/a%0ab",
+        "/files/a%c2%85b",
+        "/files/%c0%ae%c0%ae/b",
+        "/files/%e0%80%ae/b",
+        "/files/%ff",
+        "/files/a//b",
+        "/files/./b",
+        "/files/a/.",
+    ] {
+        assert_eq!(
+            raw_get(stack.gate_addr, path, ADMIN).await,
+            (400, "bad_path".into()),
+            "{path}"
+        );
+    }
+    // A folder is only listed; nothing else applies to one.
+    for method in ["PUT", "DELETE", "HEAD"] {
+        let request = format!(
+            "{method} /files/a/ HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer {ADMIN}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let answer = raw(stack.gate_addr, &request).await;
+        let want = if method == "HEAD" {
+            (400, String::new())
+        } else {
+            (400, "bad_path".into())
+        };
+        assert_eq!(status_code(&answer), want, "{method}");
+    }
+    // `{sub}` stays one principal's folder, whatever the path or the principal's name says.
+    for path in ["/me/%2e%2e/bob/x", "/me/..%2fbob/x", "/me/%7Bsub%7D/../x"] {
+        assert_eq!(
+            raw_get(stack.gate_addr, path, ALICE).await,
+            (400, "bad_path".into()),
+            "{path}"
+        );
+    }
+    let response = stack
+        .http
+        .get(stack.gate_url("/me/x"))
+        .bearer_auth(SLASHY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(response).await, (403, "policy_denied".into()));
+}
+
+/// The token in a delegate redirect.
+async fn delegated(stack: &Stack, method: reqwest::Method, path: &str, api_key: &str) -> String {
+    let response = stack
+        .http
+        .request(method, stack.gate_url(path))
+        .bearer_auth(api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 307, "{path}");
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    location.split("vk=").nth(1).unwrap().to_owned()
+}
+
+async fn at_store(
+    stack: &Stack,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+) -> (u16, String) {
+    let url = format!("http://{}{path}?vk={token}", stack.store_addr);
+    let response = stack
+        .http
+        .request(method, url)
+        .body("data")
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    (
+        status,
+        body["error"]["code"].as_str().unwrap_or("").to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_delegated_key_grants_exactly_the_request_it_was_minted_for() {
+    use reqwest::Method;
+    let stack = Stack::start_with(|c| {
+        c.push_str("\n[[routes]]\npath = \"/drop/{*path}\"\ndelegate = \"blob:files/drop/{path}\"\nroles = [\"admin\"]\ncreate_only = true\n");
+    })
+    .await;
+    let write = delegated(&stack, Method::PUT, "/files/a.txt", ADMIN).await;
+    assert_eq!(
+        at_store(&stack, Method::PUT, "/blob/files/a.txt", &write)
+            .await
+            .0,
+        201
+    );
+    // A write key: not a read, not a delete, not another blob, not a listing.
+    assert_eq!(
+        at_store(&stack, Method::GET, "/blob/files/a.txt", &write).await,
+        (403, "op_not_allowed".into())
+    );
+    assert_eq!(
+        at_store(&stack, Method::DELETE, "/blob/files/a.txt", &write).await,
+        (403, "op_not_allowed".into())
+    );
+    assert_eq!(
+        at_store(&stack, Method::PUT, "/blob/files/b.txt", &write).await,
+        (403, "out_of_scope".into())
+    );
+    assert_eq!(
+        at_store(&stack, Method::GET, "/blob/files", &write).await,
+        (403, "out_of_scope".into())
+    );
+    // GET and HEAD give read keys, DELETE a delete key, each for that blob only.
+    for method in [Method::GET, Method::HEAD] {
+        let read = delegated(&stack, method.clone(), "/files/a.txt", ADMIN).await;
+        let parsed: valet_key::Token = read.parse().unwrap();
+        assert_eq!(parsed.claims().ops.to_string(), "read", "{method}");
+        assert_eq!(parsed.claims().scope.to_string(), "blob:files/a.txt");
+        assert_eq!(
+            parsed.claims().expires.0 - parsed.claims().not_before.0,
+            60,
+            "a delegated key lives for the route's ttl"
+        );
+        assert_eq!(
+            at_store(&stack, Method::PUT, "/blob/files/a.txt", &read).await,
+            (403, "op_not_allowed".into())
+        );
+        assert_eq!(
+            at_store(&stack, Method::GET, "/blob/files/a.txt.bak", &read).await,
+            (403, "out_of_scope".into())
+        );
+    }
+    let delete = delegated(&stack, Method::DELETE, "/files/a.txt", ADMIN).await;
+    assert_eq!(
+        at_store(&stack, Method::GET, "/blob/files/a.txt", &delete).await,
+        (403, "op_not_allowed".into())
+    );
+    // A folder's listing key lists, and reads nothing.
+    let list = delegated(&stack, Method::GET, "/files/dir/", ADMIN).await;
+    assert_eq!(
+        at_store(&stack, Method::GET, "/blob/files/dir/x", &list).await,
+        (403, "op_not_allowed".into())
+    );
+    // A create-only route's key never overwrites.
+    let first = delegated(&stack, Method::PUT, "/drop/x", ADMIN).await;
+    assert_eq!(
+        at_store(&stack, Method::PUT, "/blob/files/drop/x", &first)
+            .await
+            .0,
+        201
+    );
+    let second = delegated(&stack, Method::PUT, "/drop/x", ADMIN).await;
+    let parsed: valet_key::Token = second.parse().unwrap();
+    assert_eq!(parsed.claims().ops.to_string(), "create");
+    assert_eq!(
+        at_store(&stack, Method::PUT, "/blob/files/drop/x", &second).await,
+        (412, "precondition_failed".into())
+    );
+    // A role's use cap reaches the delegated key: alice's keys allow 5 uses in all.
+    let up = delegated(&stack, Method::PUT, "/me/n.txt", ALICE).await;
+    assert_eq!(
+        at_store(&stack, Method::PUT, "/blob/users/alice/n.txt", &up)
+            .await
+            .0,
+        201
+    );
+    let down = delegated(&stack, Method::GET, "/me/n.txt", ALICE).await;
+    for _ in 0..5 {
+        assert_eq!(
+            at_store(&stack, Method::GET, "/blob/users/alice/n.txt", &down)
+                .await
+                .0,
+            200
+        );
+    }
+    assert_eq!(
+        at_store(&stack, Method::GET, "/blob/users/alice/n.txt", &down).await,
+        (403, "key_exhausted".into())
+    );
+}
+
+#[tokio::test]
+async fn credentials_count_only_in_the_authorization_header() {
+    let stack = Stack::start().await;
+    let token = stack
+        .issue_ok(ADMIN, json!({"resource": "blob:files/x", "ops": ["read"]}))
+        .await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let cases = [
+        (
+            "an API key in the query",
+            format!("/files/x?api_key={ADMIN}&access_token={ADMIN}"),
+            String::new(),
+        ),
+        (
+            "a valet key in the query",
+            format!("/files/x?vk={token}"),
+            String::new(),
+        ),
+        (
+            "a valet key as the credential",
+            "/files/x".into(),
+            format!("Authorization: Valet {token}\r\n"),
+        ),
+        (
+            "a valet key as a bearer",
+            "/files/x".into(),
+            format!("Authorization: Bearer {token}\r\n"),
+        ),
+        (
+            "an API key as Basic",
+            "/files/x".into(),
+            format!("Authorization: Basic {ADMIN}\r\n"),
+        ),
+        (
+            "an API key in a cookie",
+            "/files/x".into(),
+            format!("Cookie: api_key={ADMIN}\r\n"),
+        ),
+        (
+            "an API key in X-Api-Key",
+            "/files/x".into(),
+            format!("X-Api-Key: {ADMIN}\r\n"),
+        ),
+        (
+            "an API key one character short",
+            "/files/x".into(),
+            format!("Authorization: Bearer {}\r\n", &ADMIN[1..]),
+        ),
+    ];
+    for (what, target, header) in cases {
+        let request =
+            format!("GET {target} HTTP/1.1\r\nHost: g\r\n{header}Connection: close\r\n\r\n");
+        let answer = raw(stack.gate_addr, &request).await;
+        assert_eq!(
+            status_code(&answer),
+            (401, "unauthenticated".into()),
+            "{what}"
+        );
+        assert!(answer.contains("www-authenticate: Bearer"), "{what}");
+    }
+}
+
+#[tokio::test]
+async fn two_credentials_at_once_are_refused() {
+    let stack = Stack::start().await;
+    for (first, second) in [(ALICE, ADMIN), (ADMIN, ALICE)] {
+        let request = format!(
+            "GET /files/x HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer {first}\r\nAuthorization: Bearer {second}\r\nConnection: close\r\n\r\n"
+        );
+        let answer = raw(stack.gate_addr, &request).await;
+        assert_eq!(status_code(&answer).0, 401, "{answer}");
+    }
+}
+
+#[tokio::test]
+async fn oversize_heads_are_refused_and_the_gate_keeps_serving() {
+    let stack = Stack::start().await;
+    let head = |target: &str, headers: &str| {
+        format!("GET {target} HTTP/1.1\r\nHost: g\r\n{headers}Connection: close\r\n\r\n")
+    };
+    let big_header = format!("X-Big: {}\r\n", "a".repeat(300 * 1024));
+    let many: String = (0..200).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let big_url = format!("/files/{}", "a".repeat(300 * 1024));
+    for (what, request) in [
+        ("a 300 KiB header", head("/files/x", &big_header)),
+        ("200 headers", head("/files/x", &many)),
+        ("a 300 KiB URL", head(&big_url, "")),
+    ] {
+        let answer = raw(stack.gate_addr, &request).await;
+        assert_eq!(status_code(&answer).0, 431, "{what}");
+    }
+    // A key-API body over 64 KiB is refused unparsed (documented as `bad_request`).
+    let response = stack
+        .http
+        .post(stack.gate_url("/v1/keys"))
+        .bearer_auth(ADMIN)
+        .body(format!(
+            "{{\"resource\":\"blob:files/x\",\"ops\":[\"read\"],\"filename\":\"{}\"}}",
+            "a".repeat(70_000)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(response).await, (400, "bad_request".into()));
+    let response = stack
+        .http
+        .get(stack.gate_url("/files/x"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 307);
+}
+
+#[tokio::test]
+async fn no_foreign_origin_is_ever_allowed_to_read_the_gate() {
+    let stack = Stack::start().await;
+    for (method, path) in [
+        ("OPTIONS", "/v1/keys"),
+        ("OPTIONS", "/files/x"),
+        ("POST", "/v1/keys"),
+        ("GET", "/files/x"),
+        ("GET", "/healthz"),
+    ] {
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: g\r\nOrigin: https://evil.example\r\n\
+             Access-Control-Request-Method: POST\r\nAuthorization: Bearer {ADMIN}\r\n\
+             Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+        );
+        let answer = raw(stack.gate_addr, &request).await.to_ascii_lowercase();
+        assert!(
+            !answer.contains("access-control-allow"),
+            "{method} {path}: {answer}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn revoked_keys_stay_revoked_however_they_are_replayed() {
+    let stack = Stack::start().await;
+    let put = stack
+        .issue_ok(ADMIN, json!({"resource": "blob:files/r", "ops": ["write"]}))
+        .await;
+    let response = stack
+        .http
+        .put(put["url"].as_str().unwrap())
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let key = stack
+        .issue_ok(
+            ALICE,
+            json!({"resource": "blob:users/alice/", "ops": ["read", "list"], "max_uses": 5}),
+        )
+        .await;
+    let token: valet_key::Token = key["token"].as_str().unwrap().parse().unwrap();
+    let narrowed = token
+        .attenuate(valet_key::Caveat {
+            ops: Some("list".parse().unwrap()),
+            ..valet_key::Caveat::default()
+        })
+        .unwrap()
+        .to_string();
+    let complete = |credential: String| {
+        let url = stack.gate_url(&format!(
+            "/v1/keys/{}/complete",
+            key["id"].as_str().unwrap()
+        ));
+        stack
+            .http
+            .post(url)
+            .header("authorization", credential)
+            .send()
+    };
+    // The narrowed copy ends the whole key; ending it again changes nothing.
+    assert_eq!(
+        complete(format!("Valet {narrowed}"))
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    assert_eq!(
+        complete(format!("Valet {narrowed}"))
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    assert_eq!(
+        complete(format!("Valet {token}")).await.unwrap().status(),
+        204
+    );
+    let listing = "/blob/users?prefix=alice/&vk=";
+    for text in [token.to_string(), narrowed] {
+        for _ in 0..3 {
+            let url = format!("http://{}{listing}{text}", stack.store_addr);
+            let response = stack.http.get(url).send().await.unwrap();
+            assert_eq!(code(response).await, (403, "key_revoked".into()));
+        }
+    }
+    // Its status says so, and no use was spent on the refused replays.
+    let status: serde_json::Value = stack
+        .http
+        .get(stack.gate_url(&format!("/v1/keys/{}", key["id"].as_str().unwrap())))
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["revoked"], true, "{status}");
+    assert_eq!(status["uses"], 0, "{status}");
+    // Another principal's key cannot be ended with this one.
+    let bob = stack
+        .issue_ok(
+            BOB,
+            json!({"resource": "blob:users/bob/x", "ops": ["read"]}),
+        )
+        .await;
+    let url = stack.gate_url(&format!(
+        "/v1/keys/{}/complete",
+        bob["id"].as_str().unwrap()
+    ));
+    let response = stack
+        .http
+        .post(url)
+        .header("authorization", format!("Valet {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(response).await, (403, "forbidden".into()));
+}
+
+/// A tracing subscriber that keeps every event and span field of the process as text.
+struct Capture {
+    text: Arc<Mutex<String>>,
+    next_span: AtomicU64,
+}
+
+struct Fields<'a>(&'a mut String);
+
+impl tracing::field::Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.push_str(&format!(" {}={value:?}", field.name()));
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.push_str(&format!(" {}={value}", field.name()));
+    }
+}
+
+impl Capture {
+    fn keep(&self, line: String) {
+        let mut text = self.text.lock().unwrap();
+        text.push_str(&line);
+        text.push('\n');
+    }
+}
+
+impl tracing::Subscriber for Capture {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        let mut line = format!("span {}", span.metadata().target());
+        span.record(&mut Fields(&mut line));
+        self.keep(line);
+        tracing::span::Id::from_u64(self.next_span.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, values: &tracing::span::Record<'_>) {
+        let mut line = String::from("record");
+        values.record(&mut Fields(&mut line));
+        self.keep(line);
+    }
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut line = format!("event {}", event.metadata().target());
+        event.record(&mut Fields(&mut line));
+        self.keep(line);
+    }
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// What every thread of this test binary has logged since the first call.
+fn captured_logs() -> Arc<Mutex<String>> {
+    static TEXT: OnceLock<Arc<Mutex<String>>> = OnceLock::new();
+    TEXT.get_or_init(|| {
+        let text = Arc::new(Mutex::new(String::new()));
+        let capture = Capture {
+            text: text.clone(),
+            next_span: AtomicU64::new(0),
+        };
+        tracing::subscriber::set_global_default(capture).expect("no other subscriber");
+        text
+    })
+    .clone()
+}
+
+#[tokio::test]
+async fn credentials_and_keys_never_reach_the_logs() {
+    let logs = captured_logs();
+    let stack = Stack::start().await;
+    let issued = stack
+        .issue_ok(
+            ADMIN,
+            json!({"resource": "blob:files/secret.txt", "ops": ["write"]}),
+        )
+        .await;
+    let issued = issued["token"].as_str().unwrap().to_owned();
+    let redirected = delegated(&stack, reqwest::Method::GET, "/files/secret.txt", ADMIN).await;
+    let response = stack
+        .http
+        .get(stack.gate_url("/files/x"))
+        .header("accept", "application/json")
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    let shown: serde_json::Value = response.json().await.unwrap();
+    let shown = shown["token"].as_str().unwrap().to_owned();
+    // Refused attempts carry secrets too: a wrong API key, a proxied request.
+    let _ = stack
+        .http
+        .get(stack.gate_url("/files/x"))
+        .bearer_auth(format!("{ADMIN}x"))
+        .send()
+        .await
+        .unwrap();
+    let _ = stack
+        .http
+        .post(stack.gate_url("/api/x?token=secret-in-query"))
+        .bearer_auth(ALICE)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    let metrics = stack
+        .http
+        .get(stack.gate_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let logs = logs.lock().unwrap().clone();
+    assert!(logs.contains("valet::access"), "no access log captured");
+    assert!(logs.contains("valet::issue"), "no issue log captured");
+    for (what, secret) in [("the admin API key", ADMIN), ("alice's API key", ALICE)] {
+        assert!(!logs.contains(secret), "{what} reached the logs");
+        assert!(!metrics.contains(secret), "{what} reached the metrics");
+    }
+    for token in [&issued, &redirected, &shown] {
+        let tag = token.rsplit_once('.').unwrap().1;
+        assert!(!logs.contains(tag), "a key's tag reached the logs:\n{logs}");
+        assert!(!metrics.contains(tag), "a key's tag reached the metrics");
+    }
+    assert!(
+        !logs.contains("secret-in-query"),
+        "a query string reached the logs"
+    );
+}

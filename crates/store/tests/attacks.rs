@@ -1,0 +1,1002 @@
+//! Attacks on the store over real HTTP on loopback: scope escapes in every encoding (sent as
+//! raw bytes, so that no client library normalises them), operation confusion, two keys at
+//! once, oversize requests, replayed exhausted and revoked keys (also across a restart), the
+//! validity window at the skew bounds, forged client addresses, CORS from origins not allowed,
+//! and keys leaking into logs. Each asserts the exact status and error code.
+//! `docs/SECURITY.md` lists each attack with the test that proves it.
+
+mod support;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use reqwest::Method;
+use support::*;
+use valet_key::{Caveat, Limits, UnixTime};
+use valet_ledger::Ledger;
+
+/// Status and error code of a reqwest response (code empty for a success).
+async fn answer(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, json_code(&text))
+}
+
+fn json_code(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Status and error code of a raw request, sent byte for byte.
+async fn raw_answer(s: &TestStore, request: &str) -> (u16, String) {
+    let response = s.raw(request).await;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {response:?}"));
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, json_code(body))
+}
+
+/// `GET target` as raw bytes, with `Connection: close` and `extra` header lines.
+async fn raw_get(s: &TestStore, target: &str, extra: &str) -> (u16, String) {
+    let request = format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}\r\n");
+    raw_answer(s, &request).await
+}
+
+fn bad_path() -> (u16, String) {
+    (400, "bad_path".to_owned())
+}
+
+fn limited(s: &TestStore, scope: &str, ops: &str, limits: Limits) -> valet_key::Token {
+    s.token(scope, ops, KeySpec::limited(limits))
+}
+
+fn uses(n: u64) -> Limits {
+    Limits {
+        max_uses: Some(n),
+        ..Limits::default()
+    }
+}
+
+#[tokio::test]
+async fn every_traversal_and_ambiguous_encoding_is_bad_path() {
+    let s = TestStore::start().await;
+    s.put("files", "public/ok", "fine", "text/plain").await;
+    s.put("files", "secret/s", "secret", "text/plain").await;
+    s.put("secret", "s", "secret", "text/plain").await;
+    std::fs::write(s.data().join("outside"), "outside").unwrap();
+    let key = s.key("blob:files/public/", "read");
+    assert_eq!(
+        raw_get(&s, &format!("/blob/files/public/ok?vk={key}"), "").await,
+        (200, String::new())
+    );
+    let long_segment = "a".repeat(valet_key::MAX_PATH_LEN);
+    let long_container = "c".repeat(valet_key::MAX_NAME_LEN + 1);
+    for path in [
+        // Dot segments, raw and in every encoding, once and twice.
+        "/blob/files/public/../secret/s",
+        "/blob/files/public/../../secret/s",
+        "/blob/files/public/./ok",
+        "/blob/files/public/%2e%2e/secret/s",
+        "/blob/files/public/%2E%2E/secret/s",
+        "/blob/files/public/%2e./secret/s",
+        "/blob/files/public/.%2E/secret/s",
+        "/blob/files/public/%2e/ok",
+        "/blob/files/public/%252e%252e/secret/s",
+        "/blob/files/public/%25%32%65%25%32%65/secret/s",
+        "/blob/files/public/%%32%65%%32%65/secret/s",
+        "/blob/files/public/%2e%2e%2f%2e%2e%2f%2e%2e%2foutside",
+        // Encoded separators.
+        "/blob/files/public/..%2fsecret%2fs",
+        "/blob/files/public/..%2Fsecret/s",
+        "/blob/files/public/%252fsecret",
+        "/blob/files%2fpublic/ok",
+        "/blob/files/public/..%5csecret%5cs",
+        "/blob/files/public/..\\secret\\s",
+        "/blob/files/public/%255c",
+        // Overlong and invalid UTF-8 (`%c0%ae` is an overlong '.', `%c0%af` an overlong '/').
+        "/blob/files/public/%c0%ae%c0%ae/secret/s",
+        "/blob/files/public/%e0%80%ae%e0%80%ae/secret/s",
+        "/blob/files/public/%f0%80%80%ae/x",
+        "/blob/files/public/..%c0%afsecret",
+        "/blob/files/public/%ff%fe",
+        "/blob/files/public/%80",
+        "/blob/files/public/%ed%a0%80",
+        // NUL and other control characters, C0, DEL and C1.
+        "/blob/files/public/ok%00.txt",
+        "/blob/files/public/ok%00",
+        "/blob/files/public/ok%0a",
+        "/blob/files/public/ok%0d%0aX-Injected:%201",
+        "/blob/files/public/ok%09",
+        "/blob/files/public/ok%7f",
+        "/blob/files/public/ok%c2%85",
+        "/blob/files/public/ok%c2%9f",
+        // Empty segments and trailing slashes.
+        "/blob/files/public/ok/",
+        "/blob/files/public//ok",
+        "/blob/files//public/ok",
+        "/blob/files/",
+        "/blob//files/public/ok",
+        "/blob/",
+        // Names are lowercase only, never folded.
+        "/blob/Files/public/ok",
+        "/blob/FILES/public/ok",
+        "/blob/fi_les/public/ok",
+        "/blob/%2e%2e/files/public/ok",
+    ] {
+        let target = format!("{path}?vk={key}");
+        assert_eq!(raw_get(&s, &target, "").await, bad_path(), "{path}");
+    }
+    // Lengths: one byte over the path limit, a container name over its limit.
+    let too_long = format!("/blob/files/public/{long_segment}?vk={key}");
+    assert_eq!(raw_get(&s, &too_long, "").await, bad_path());
+    let container = format!("/blob/{long_container}/x?vk={key}");
+    assert_eq!(raw_get(&s, &container, "").await, bad_path());
+    // A raw `#` ends the target: the fragment and everything after it, the key included, are
+    // dropped before the store sees the path.
+    let target = format!("/blob/files/public/../ok#x?vk={key}");
+    assert_eq!(raw_get(&s, &target, "").await, bad_path());
+    let target = format!("/blob/files/public/ok#x?vk={key}");
+    assert_eq!(raw_get(&s, &target, "").await, (401, "key_missing".into()));
+    // A raw space or a raw control byte in the request line is refused by the HTTP parser
+    // before the store sees it (400, no JSON); so is invalid UTF-8 (`http` checks it).
+    for path in ["/blob/files/public/o k", "/blob/files/public/ok\u{1}"] {
+        let (status, _) = raw_get(&s, &format!("{path}?vk={key}"), "").await;
+        assert_eq!(status, 400, "{path:?}");
+    }
+    // Names that only look like traversal elsewhere are ordinary names here, served (or not
+    // found) byte for byte: none of them reaches `secret/s` or the file outside.
+    for path in [
+        "/blob/files/public/%u002e%u002e/secret/s",
+        "/blob/files/public/%ef%bc%8e%ef%bc%8e/secret/s",
+        "/blob/files/public/.../secret/s",
+        "/blob/files/public/..%20/secret/s",
+        "/blob/files/public/..;/secret/s",
+    ] {
+        let target = format!("{path}?vk={key}");
+        assert_eq!(
+            raw_get(&s, &target, "").await,
+            (404, "not_found".to_owned()),
+            "{path}"
+        );
+    }
+    // Percent-encoding of ordinary characters is decoded once: the same blob, the same key.
+    let exact = s.key("blob:files/public/ok", "read");
+    let target = format!("/blob/%66iles/public/%6F%6b?vk={exact}");
+    assert_eq!(raw_get(&s, &target, "").await, (200, String::new()));
+}
+
+#[tokio::test]
+async fn case_and_prefix_confusions_are_out_of_scope() {
+    let s = TestStore::start().await;
+    for path in [
+        "public/ok",
+        "public/OK",
+        "public-x/ok",
+        "publicx/ok",
+        "public.bak/ok",
+    ] {
+        s.put("files", path, "x", "text/plain").await;
+    }
+    s.put("files-private", "public/ok", "x", "text/plain").await;
+    let exact = s.key("blob:files/public/ok", "read");
+    let prefix = s.key("blob:files/public/", "read,list");
+    let get = |path: &str, key: &str| {
+        let url = s.url(&format!("/blob/{path}?vk={key}"));
+        let http = s.http.clone();
+        async move { answer(http.get(url).send().await.unwrap()).await }
+    };
+    assert_eq!(get("files/public/ok", &exact).await.0, 200);
+    for path in ["files/public/OK", "files/public/ok/x", "files/public"] {
+        assert_eq!(
+            get(path, &exact).await,
+            (403, "out_of_scope".into()),
+            "{path}"
+        );
+    }
+    assert_eq!(get("files/public/OK", &prefix).await.0, 200);
+    for path in [
+        "files/public-x/ok",
+        "files/publicx/ok",
+        "files/public.bak/ok",
+        "files/public",
+        "files-private/public/ok",
+    ] {
+        assert_eq!(
+            get(path, &prefix).await,
+            (403, "out_of_scope".into()),
+            "{path}"
+        );
+    }
+    // Listings: the prefix's whole segments must lie inside the key's scope.
+    let list = |query: &str, key: &str| {
+        let url = s.url(&format!("/blob/files?{query}&vk={key}"));
+        let http = s.http.clone();
+        async move { answer(http.get(url).send().await.unwrap()).await }
+    };
+    assert_eq!(list("prefix=public/", &prefix).await.0, 200);
+    assert_eq!(list("prefix=public/O", &prefix).await.0, 200);
+    for query in ["prefix=public", "prefix=publicx/", "prefix=", "prefix=p"] {
+        assert_eq!(
+            list(query, &prefix).await,
+            (403, "out_of_scope".into()),
+            "{query}"
+        );
+    }
+    for query in [
+        "prefix=public/../",
+        "prefix=public/./",
+        "prefix=public//",
+        "prefix=%2e%2e/",
+        "prefix=public/%252e%252e/",
+        "prefix=public%5c..%5c",
+        "prefix=public/%00",
+    ] {
+        assert_eq!(list(query, &prefix).await, bad_path(), "{query}");
+    }
+    // What a prefix listing shows stays under the prefix.
+    let url = s.url(&format!("/blob/files?prefix=public/&vk={prefix}"));
+    let listing: serde_json::Value = s.http.get(url).send().await.unwrap().json().await.unwrap();
+    let paths: Vec<&str> = listing["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["public/OK", "public/ok"]);
+}
+
+#[tokio::test]
+async fn operations_are_never_confused() {
+    let s = TestStore::start().await;
+    s.put("files", "a", "original", "text/plain").await;
+    let send = |method: Method, path: &str, key: &str, headers: &[(&str, &str)]| {
+        let put = method == Method::PUT;
+        let mut request = s
+            .http
+            .request(method, s.url(&format!("/blob/files{path}?vk={key}")));
+        if put {
+            request = request.body("changed");
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        async move { answer(request.send().await.unwrap()).await }
+    };
+    let denied = (403, "op_not_allowed".to_owned());
+    // HEAD is a read: no other operation allows it.
+    for op in ["write", "create", "delete", "list"] {
+        let key = s.key("blob:files", op);
+        assert_eq!(send(Method::HEAD, "/a", &key, &[]).await.0, 403, "{op}");
+        assert_eq!(send(Method::GET, "/a", &key, &[]).await, denied, "{op}");
+    }
+    // HEAD spends a use like GET: a one-time key is gone after a HEAD.
+    let once = limited(&s, "blob:files/a", "read", uses(1)).to_string();
+    assert_eq!(send(Method::HEAD, "/a", &once, &[]).await.0, 200);
+    assert_eq!(
+        send(Method::GET, "/a", &once, &[]).await,
+        (403, "key_exhausted".into())
+    );
+    // Create-only never overwrites, whatever the preconditions say.
+    let create = s.key("blob:files/a", "create");
+    let etag = s
+        .http
+        .head(s.url(&format!(
+            "/blob/files/a?vk={}",
+            s.key("blob:files/a", "read")
+        )))
+        .send()
+        .await
+        .unwrap()
+        .headers()["etag"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for headers in [
+        vec![],
+        vec![("if-match", etag.as_str())],
+        vec![("if-match", "*")],
+    ] {
+        assert_eq!(
+            send(Method::PUT, "/a", &create, &headers).await,
+            (412, "precondition_failed".into()),
+            "{headers:?}"
+        );
+    }
+    let read = s.key("blob:files/a", "read");
+    let body = s
+        .http
+        .get(s.url(&format!("/blob/files/a?vk={read}")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body, "original");
+    // Write implies create and nothing else; list and read are distinct.
+    let write = s.key("blob:files", "write");
+    assert_eq!(send(Method::DELETE, "/a", &write, &[]).await, denied);
+    assert_eq!(send(Method::GET, "", &write, &[]).await, denied);
+    let list = s.key("blob:files", "list");
+    assert_eq!(send(Method::GET, "/a", &list, &[]).await, denied);
+    assert_eq!(
+        send(Method::GET, "", &read, &[]).await,
+        (403, "out_of_scope".into())
+    );
+    let read_all = s.key("blob:files", "read");
+    assert_eq!(send(Method::GET, "", &read_all, &[]).await, denied);
+    let delete = s.key("blob:files", "delete");
+    assert_eq!(send(Method::PUT, "/a", &delete, &[]).await, denied);
+    // Methods the store does not serve are refused before any key is looked at.
+    for method in ["POST", "PATCH", "PROPFIND", "TRACE"] {
+        let m = Method::from_bytes(method.as_bytes()).unwrap();
+        let full = s.key("blob:files", "read,write,delete,list");
+        let got = send(m, "/a", &full, &[]).await;
+        assert_eq!(got, (405, "method_not_allowed".into()), "{method}");
+    }
+    // Whether a blob exists is not told to a request without a valid key for it.
+    for path in ["/a", "/missing"] {
+        let r = s
+            .http
+            .head(s.url(&format!("/blob/files{path}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+        let other = s.key("blob:files/b", "read");
+        assert_eq!(
+            send(Method::GET, path, &other, &[]).await,
+            (403, "out_of_scope".into()),
+            "{path}"
+        );
+    }
+}
+
+/// What a request is, its query, its extra header lines, and the answer it must get.
+type Case<'a> = (&'a str, String, Vec<String>, (u16, String));
+
+#[tokio::test]
+async fn a_request_carries_exactly_one_key_wherever_it_travels() {
+    let s = TestStore::start().await;
+    s.put("files", "a", "x", "text/plain").await;
+    let good = s.key("blob:files/a", "read");
+    let other = s.key("blob:files/b", "read");
+    let two = (400, "bad_request".to_owned());
+    let cases: Vec<Case> = vec![
+        (
+            "query only",
+            format!("vk={good}"),
+            vec![],
+            (200, String::new()),
+        ),
+        (
+            "header only, scheme in any case",
+            String::new(),
+            vec![format!("Authorization: vALeT {good}")],
+            (200, String::new()),
+        ),
+        (
+            "good header, bad query",
+            format!("vk={other}"),
+            vec![format!("Authorization: Valet {good}")],
+            two.clone(),
+        ),
+        (
+            "good query, bad header",
+            format!("vk={good}"),
+            vec![format!("Authorization: Valet {other}")],
+            two.clone(),
+        ),
+        (
+            "two headers",
+            String::new(),
+            vec![
+                format!("Authorization: Valet {good}"),
+                format!("Authorization: Valet {good}"),
+            ],
+            two.clone(),
+        ),
+        (
+            "two query keys",
+            format!("vk={good}&vk={good}"),
+            vec![],
+            two.clone(),
+        ),
+        (
+            "an empty query key beside a header",
+            "vk=".to_owned(),
+            vec![format!("Authorization: Valet {good}")],
+            two.clone(),
+        ),
+        (
+            "the name percent-encoded",
+            format!("%76k={other}"),
+            vec![format!("Authorization: Valet {good}")],
+            two.clone(),
+        ),
+        (
+            "a differently cased name is no key",
+            format!("VK={good}"),
+            vec![],
+            (401, "key_missing".into()),
+        ),
+        (
+            "a ';' is no separator",
+            format!("x=1;vk={good}"),
+            vec![],
+            (401, "key_missing".into()),
+        ),
+        (
+            "other headers are no key",
+            String::new(),
+            vec![
+                format!("Cookie: vk={good}"),
+                format!("X-Valet-Key: {good}"),
+                format!("Authorization: Bearer {good}"),
+            ],
+            (401, "key_missing".into()),
+        ),
+        (
+            "an encoded '#' stays in the key",
+            format!("vk={good}%23x"),
+            vec![],
+            (400, "key_malformed".into()),
+        ),
+    ];
+    for (what, query, headers, want) in cases {
+        let target = if query.is_empty() {
+            "/blob/files/a".to_owned()
+        } else {
+            format!("/blob/files/a?{query}")
+        };
+        let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+        assert_eq!(raw_get(&s, &target, &extra).await, want, "{what}");
+    }
+}
+
+#[tokio::test]
+async fn oversize_heads_urls_and_tokens_are_refused_exactly() {
+    let s = TestStore::start().await;
+    s.put("files", "a", "x", "text/plain").await;
+    let key = s.key("blob:files/a", "read");
+    // A 300 KiB header, and more headers than the parser keeps: 431, nothing else read.
+    let big_header = format!("X-Big: {}\r\n", "a".repeat(300 * 1024));
+    assert_eq!(raw_get(&s, "/blob/files/a", &big_header).await.0, 431);
+    let many: String = (0..200).map(|i| format!("X-H{i}: v\r\n")).collect();
+    assert_eq!(raw_get(&s, "/blob/files/a", &many).await.0, 431);
+    // A 300 KiB URL: the whole head is over the limit.
+    let big_url = format!("/blob/files/{}?vk={key}", "a".repeat(300 * 1024));
+    assert_eq!(raw_get(&s, &big_url, "").await.0, 431);
+    // A URL the parser takes but whose path is over the key crate's limit: bad_path.
+    let long_path = format!("/blob/files/{}a?vk={key}", "a/".repeat(600));
+    assert_eq!(raw_get(&s, &long_path, "").await, bad_path());
+    // A token over 4096 characters is malformed, read no further.
+    let long_token = format!("{key}{}", "A".repeat(5000));
+    let target = format!("/blob/files/a?vk={long_token}");
+    assert_eq!(
+        raw_get(&s, &target, "").await,
+        (400, "key_malformed".into())
+    );
+    // The store still serves.
+    let target = format!("/blob/files/a?vk={key}");
+    assert_eq!(raw_get(&s, &target, "").await.0, 200);
+}
+
+#[tokio::test]
+async fn exhausted_keys_stay_exhausted_however_they_are_replayed_or_narrowed() {
+    let s = TestStore::start().await;
+    s.put("files", "a", "x", "text/plain").await;
+    let get = |key: String| {
+        let url = s.url(&format!("/blob/files/a?vk={key}"));
+        let http = s.http.clone();
+        async move { answer(http.get(url).send().await.unwrap()).await }
+    };
+    let exhausted = (403, "key_exhausted".to_owned());
+    let once = limited(&s, "blob:files/a", "read", uses(1));
+    assert_eq!(get(once.to_string()).await.0, 200);
+    for _ in 0..5 {
+        assert_eq!(get(once.to_string()).await, exhausted);
+    }
+    // A caveat raising the cap is outvoted; a narrowing shares the key id and its count.
+    let raised = once
+        .append(Caveat {
+            max_uses: Some(1000),
+            ..Caveat::default()
+        })
+        .unwrap();
+    assert_eq!(get(raised.to_string()).await, exhausted);
+    let narrowed = s.attenuated(
+        &once,
+        Caveat {
+            expires: Some(now().plus(60)),
+            ..Caveat::default()
+        },
+    );
+    assert_eq!(get(narrowed).await, exhausted);
+
+    // Uses are counted per key id across every attenuation; a smaller cap in a caveat is
+    // checked against that shared count.
+    let three = limited(&s, "blob:files/a", "read", uses(3));
+    let one_of_them = s.attenuated(
+        &three,
+        Caveat {
+            max_uses: Some(1),
+            ..Caveat::default()
+        },
+    );
+    assert_eq!(get(one_of_them.clone()).await.0, 200);
+    assert_eq!(get(three.to_string()).await.0, 200);
+    assert_eq!(get(one_of_them).await, exhausted);
+    assert_eq!(get(three.to_string()).await.0, 200);
+    assert_eq!(get(three.to_string()).await, exhausted);
+    // Denied requests spend nothing: a key used out of scope keeps its use.
+    let spare = limited(&s, "blob:files/a", "read", uses(1));
+    let r = s
+        .http
+        .get(s.url(&format!("/blob/files/b?vk={spare}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer(r).await, (403, "out_of_scope".into()));
+    assert_eq!(get(spare.to_string()).await.0, 200);
+}
+
+/// A store on a data folder the test owns, so that it can be stopped and started again.
+struct Restartable {
+    dir: tempfile::TempDir,
+    keyring: valet_key::Keyring,
+}
+
+struct Running {
+    addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Restartable {
+    fn new() -> Restartable {
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = valet_keyring::create(&dir.path().join("keyring")).unwrap();
+        Restartable { dir, keyring }
+    }
+
+    fn ledger(&self) -> Arc<valet_ledger::SqliteLedger> {
+        Arc::new(valet_ledger::SqliteLedger::open(&self.dir.path().join("ledger.sqlite")).unwrap())
+    }
+
+    async fn start(&self) -> Running {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut config = valet_store::StoreConfig::new(self.dir.path().to_owned(), addr);
+        config.keyring_path = self.dir.path().join("keyring");
+        let store = valet_store::Store::open(
+            config,
+            self.keyring.clone(),
+            self.ledger() as Arc<dyn Ledger>,
+        )
+        .unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            valet_store::serve(store, listener, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        Running { addr, stop, task }
+    }
+}
+
+impl Running {
+    async fn get(&self, path_and_query: &str) -> (u16, String) {
+        let url = format!("http://{}{path_and_query}", self.addr);
+        answer(reqwest::get(url).await.unwrap()).await
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+#[tokio::test]
+async fn revoked_and_exhausted_keys_stay_refused_after_a_restart() {
+    let r = Restartable::new();
+    let issue = |limits: Limits, subject: &str| {
+        let t = now();
+        r.keyring
+            .issue(valet_key::Claims {
+                key_id: valet_key::KeyId::random(&mut rand_core::OsRng),
+                subject: Some(subject.into()),
+                scope: scope("blob:files/a"),
+                ops: "read,write".parse().unwrap(),
+                not_before: t,
+                expires: t.plus(600),
+                limits,
+            })
+            .unwrap()
+    };
+    let writer = issue(Limits::default(), "w");
+    let revoked = issue(Limits::default(), "r");
+    let once = issue(uses(1), "o");
+    let by_subject = issue(Limits::default(), "mallory");
+    let first = r.start().await;
+    let put = reqwest::Client::new()
+        .put(format!("http://{}/blob/files/a?vk={writer}", first.addr))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    for key in [&revoked, &once, &by_subject] {
+        assert_eq!(first.get(&format!("/blob/files/a?vk={key}")).await.0, 200);
+    }
+    let ledger = r.ledger();
+    let t = now();
+    ledger
+        .revoke_key(revoked.claims().key_id, Some(revoked.claims().expires), t)
+        .unwrap();
+    ledger.revoke_subject("mallory", t.plus(1), t).unwrap();
+    first.stop().await;
+
+    let second = r.start().await;
+    let cases = [
+        (&revoked, "key_revoked"),
+        (&by_subject, "key_revoked"),
+        (&once, "key_exhausted"),
+    ];
+    for _ in 0..3 {
+        for (key, code) in cases {
+            assert_eq!(
+                second.get(&format!("/blob/files/a?vk={key}")).await,
+                (403, code.to_owned())
+            );
+        }
+    }
+    let reader = issue(Limits::default(), "w");
+    assert_eq!(
+        second.get(&format!("/blob/files/a?vk={reader}")).await.0,
+        200
+    );
+    second.stop().await;
+}
+
+#[tokio::test]
+async fn the_validity_window_holds_at_and_around_the_skew_bounds() {
+    let s = TestStore::start().await;
+    s.put("files", "a", "x", "text/plain").await;
+    let get = |spec: KeySpec| {
+        let key = s.key_with("blob:files/a", "read", spec);
+        let url = s.url(&format!("/blob/files/a?vk={key}"));
+        let http = s.http.clone();
+        async move { answer(http.get(url).send().await.unwrap()).await }
+    };
+    let window = |not_before: UnixTime, expires: UnixTime| KeySpec {
+        not_before: Some(not_before),
+        expires: Some(expires),
+        ..KeySpec::default()
+    };
+    // The default skew is 30 s; 5 s of margin either side for a slow test machine.
+    let t = now();
+    let ok = (200, String::new());
+    assert_eq!(get(window(t.minus(600), t.minus(25))).await, ok);
+    assert_eq!(
+        get(window(t.minus(600), t.minus(35))).await,
+        (403, "key_expired".into())
+    );
+    assert_eq!(get(window(t.plus(25), t.plus(600))).await, ok);
+    assert_eq!(
+        get(window(t.plus(35), t.plus(600))).await,
+        (403, "key_not_yet_valid".into())
+    );
+    // A caveat's window gets the same tolerance, no more.
+    let root = s.token("blob:files/a", "read", KeySpec::default());
+    let cut = |expires: UnixTime| {
+        root.append(Caveat {
+            expires: Some(expires),
+            ..Caveat::default()
+        })
+        .unwrap()
+        .to_string()
+    };
+    let url = |key: String| s.url(&format!("/blob/files/a?vk={key}"));
+    let r = s.http.get(url(cut(t.minus(25)))).send().await.unwrap();
+    assert_eq!(answer(r).await, ok);
+    let r = s.http.get(url(cut(t.minus(35)))).send().await.unwrap();
+    assert_eq!(answer(r).await, (403, "key_expired".into()));
+
+    // With no tolerance, the bounds are exact to the second.
+    let strict = TestStore::start_with(|c| c.skew = std::time::Duration::ZERO).await;
+    strict.put("files", "a", "x", "text/plain").await;
+    let at = |not_before: UnixTime, expires: UnixTime| {
+        let key = strict.key_with("blob:files/a", "read", window(not_before, expires));
+        let url = strict.url(&format!("/blob/files/a?vk={key}"));
+        let http = strict.http.clone();
+        async move { answer(http.get(url).send().await.unwrap()).await }
+    };
+    let t = now();
+    assert_eq!(at(t.minus(60), t.plus(5)).await, ok);
+    assert_eq!(at(t.minus(60), t).await, (403, "key_expired".into()));
+    assert_eq!(
+        at(t.plus(3), t.plus(60)).await,
+        (403, "key_not_yet_valid".into())
+    );
+}
+
+#[tokio::test]
+async fn client_address_limits_use_the_socket_never_forwarding_headers() {
+    let s = TestStore::start().await;
+    s.put("files", "a", "x", "text/plain").await;
+    let elsewhere = limited(
+        &s,
+        "blob:files/a",
+        "read",
+        Limits {
+            client_ips: vec!["203.0.113.0/24".parse().unwrap()],
+            ..Limits::default()
+        },
+    );
+    for header in [
+        "X-Forwarded-For: 203.0.113.7",
+        "X-Real-IP: 203.0.113.7",
+        "Forwarded: for=203.0.113.7",
+        "True-Client-IP: 203.0.113.7",
+        "CF-Connecting-IP: 203.0.113.7",
+    ] {
+        let target = format!("/blob/files/a?vk={elsewhere}");
+        assert_eq!(
+            raw_get(&s, &target, &format!("{header}\r\n")).await,
+            (403, "ip_not_allowed".into()),
+            "{header}"
+        );
+    }
+    // A caveat cannot add the loopback back.
+    let widened = elsewhere
+        .append(Caveat {
+            client_ips: vec!["127.0.0.0/8".parse().unwrap()],
+            ..Caveat::default()
+        })
+        .unwrap();
+    let target = format!("/blob/files/a?vk={widened}");
+    assert_eq!(
+        raw_get(&s, &target, "").await,
+        (403, "ip_not_allowed".into())
+    );
+}
+
+#[tokio::test]
+async fn cors_never_allows_an_origin_not_configured() {
+    let s = TestStore::start_with(|c| c.cors_origins = vec!["https://app.example".into()]).await;
+    s.put("files", "a", "x", "text/plain").await;
+    let key = s.key("blob:files/a", "read");
+    for origin in [
+        "https://evil.example",
+        "https://app.example.evil",
+        "https://evil-app.example",
+        "https://app.example:8443",
+        "http://app.example",
+        "HTTPS://APP.EXAMPLE",
+        "https://app.example/",
+        "https://app.example%00.evil",
+        "null",
+        "*",
+        "",
+    ] {
+        let preflight = s
+            .http
+            .request(Method::OPTIONS, s.url("/blob/files/a"))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(preflight.status(), 204, "{origin}");
+        let h = preflight.headers();
+        for name in [
+            "access-control-allow-origin",
+            "access-control-allow-methods",
+            "access-control-allow-headers",
+            "access-control-allow-credentials",
+        ] {
+            assert!(!h.contains_key(name), "{origin}: {name}");
+        }
+        let r = s
+            .http
+            .get(s.url(&format!("/blob/files/a?vk={key}")))
+            .header("origin", origin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{origin}");
+        assert!(
+            !r.headers().contains_key("access-control-allow-origin"),
+            "{origin}"
+        );
+        assert_eq!(r.headers()["vary"], "Origin", "{origin}");
+    }
+    // The allowed origin, asking for a method the store does not serve, gets no allowance.
+    for method in ["POST", "PATCH"] {
+        let preflight = s
+            .http
+            .request(Method::OPTIONS, s.url("/blob/files/a"))
+            .header("origin", "https://app.example")
+            .header("access-control-request-method", method)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            !preflight
+                .headers()
+                .contains_key("access-control-allow-origin"),
+            "{method}"
+        );
+    }
+    // Credentials (cookies) are never allowed, even for the allowed origin, and a wildcard
+    // configuration answers `*`, never the caller's origin.
+    let r = s
+        .http
+        .get(s.url(&format!("/blob/files/a?vk={key}")))
+        .header("origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    assert!(!r.headers().contains_key("access-control-allow-credentials"));
+    let any = TestStore::start_with(|c| c.cors_origins = vec!["*".into()]).await;
+    let preflight = any
+        .http
+        .request(Method::OPTIONS, any.url("/blob/files/a"))
+        .header("origin", "https://evil.example")
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.headers()["access-control-allow-origin"], "*");
+    assert!(!preflight
+        .headers()
+        .contains_key("access-control-allow-credentials"));
+}
+
+/// A tracing subscriber that keeps every event and span field of the process as text.
+struct Capture {
+    text: Arc<Mutex<String>>,
+    next_span: AtomicU64,
+}
+
+struct Fields<'a>(&'a mut String);
+
+impl tracing::field::Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.push_str(&format!(" {}={value:?}", field.name()));
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.push_str(&format!(" {}={value}", field.name()));
+    }
+}
+
+impl Capture {
+    fn keep(&self, line: String) {
+        let mut text = self.text.lock().unwrap();
+        text.push_str(&line);
+        text.push('\n');
+    }
+}
+
+impl tracing::Subscriber for Capture {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        let mut line = format!("span {}", span.metadata().target());
+        span.record(&mut Fields(&mut line));
+        self.keep(line);
+        tracing::span::Id::from_u64(self.next_span.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, values: &tracing::span::Record<'_>) {
+        let mut line = String::from("record");
+        values.record(&mut Fields(&mut line));
+        self.keep(line);
+    }
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut line = format!("event {}", event.metadata().target());
+        event.record(&mut Fields(&mut line));
+        self.keep(line);
+    }
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// What every thread of this test binary has logged since the first call.
+fn captured_logs() -> Arc<Mutex<String>> {
+    static TEXT: OnceLock<Arc<Mutex<String>>> = OnceLock::new();
+    TEXT.get_or_init(|| {
+        let text = Arc::new(Mutex::new(String::new()));
+        let capture = Capture {
+            text: text.clone(),
+            next_span: AtomicU64::new(0),
+        };
+        tracing::subscriber::set_global_default(capture).expect("no other subscriber");
+        text
+    })
+    .clone()
+}
+
+#[tokio::test]
+async fn keys_never_reach_the_logs_or_the_metrics() {
+    let capture = captured_logs();
+    let s = TestStore::start().await;
+    let writer = s.key("blob:files/logged", "write");
+    let reader = s.token("blob:files/logged", "read", KeySpec::default());
+    let narrowed = s.attenuated(
+        &reader,
+        Caveat {
+            ops: Some("read".parse().unwrap()),
+            ..Caveat::default()
+        },
+    );
+    let r = s
+        .http
+        .put(s.url(&format!("/blob/files/logged?vk={writer}")))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let reader = reader.to_string();
+    for (path, key) in [
+        ("/blob/files/logged", &reader),
+        ("/blob/files/logged", &narrowed),
+        ("/blob/files/other", &reader),
+        ("/blob/files/../x", &reader),
+    ] {
+        let _ = s
+            .http
+            .get(s.url(&format!("{path}?vk={key}")))
+            .send()
+            .await
+            .unwrap();
+        let _ = s
+            .http
+            .get(s.url(path))
+            .header("authorization", format!("Valet {key}"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let metrics = s
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let logs = capture.lock().unwrap().clone();
+    assert!(logs.contains("valet::access"), "no access log captured");
+    for key in [&writer, &reader, &narrowed] {
+        let tag = key.rsplit_once('.').unwrap().1;
+        assert!(!logs.contains(tag), "a key's tag reached the logs:\n{logs}");
+        assert!(!metrics.contains(tag), "a key's tag reached the metrics");
+    }
+    assert!(
+        !logs.contains("vk="),
+        "a query string reached the logs:\n{logs}"
+    );
+}
