@@ -27,6 +27,23 @@ pub struct StoreConfig {
     pub header_timeout: Duration,
     /// How long an upload body may stall between two chunks.
     pub body_idle_timeout: Duration,
+    /// The lowest average rate, in bytes per second since the body started, that an upload
+    /// may keep once [`upload_rate_grace`](Self::upload_rate_grace) has passed; a slower
+    /// upload is cut with `408 request_timeout` and leaves nothing. Zero turns the check off.
+    ///
+    /// Why: [`body_idle_timeout`](Self::body_idle_timeout) only bounds the silence between
+    /// two chunks, so a client sending one byte every minute would hold a connection, a file
+    /// descriptor and a temporary file forever (a slow-loris upload). Default: 1 KiB/s, far
+    /// below any real link (a poor mobile connection still moves tens of KiB/s), so a
+    /// legitimate upload is never cut, while a trickle is cut after the grace period. The
+    /// rate is the average since the body started, so pauses in an otherwise honest upload
+    /// are tolerated as long as the bytes before them make up for them.
+    pub min_upload_rate: u64,
+    /// How long an upload may run before [`min_upload_rate`](Self::min_upload_rate) is
+    /// enforced: time for a connection to ramp up (TCP slow start, a phone waking its radio),
+    /// and for small bodies, which finish within it whatever their rate. Default: 30 s, the
+    /// same as the time allowed for a request head.
+    pub upload_rate_grace: Duration,
 }
 
 impl StoreConfig {
@@ -53,6 +70,8 @@ impl StoreConfig {
             shutdown_grace: Duration::from_secs(30),
             header_timeout: Duration::from_secs(30),
             body_idle_timeout: Duration::from_secs(60),
+            min_upload_rate: 1024,
+            upload_rate_grace: Duration::from_secs(30),
         }
     }
 }

@@ -2,14 +2,17 @@
 //!
 //! Limits are enforced while the bytes flow: a `Content-Length` over the key's cap is refused
 //! before a byte is read, and a chunked body is cut at the first byte over it. Anything short
-//! of a successful commit (a cap, a checksum, a disconnect, a stall, a shutdown) drops the
-//! temporary file, so no partial blob is ever visible.
+//! of a successful commit (a cap, a checksum, a disconnect, a stall, a trickle, a shutdown)
+//! drops the temporary file, so no partial blob is ever visible.
+
+use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use tokio::time::Instant;
 use valet_key::{BlobPath, Name, Op, Scope};
 
 use super::Ctx;
@@ -141,16 +144,27 @@ pub async fn put_blob(
 }
 
 /// Streams the body into the upload, cutting it at the first byte over `limit` and giving up
-/// if it stalls.
+/// if it stalls (no chunk for `body_idle_timeout`) or trickles (below `min_upload_rate` on
+/// average once `upload_rate_grace` has passed).
 async fn receive(
     ctx: &Ctx,
     mut body: Incoming,
     upload: &mut Upload,
     limit: u64,
 ) -> Result<(), StoreError> {
-    let idle = ctx.store.config.body_idle_timeout;
+    let config = &ctx.store.config;
+    let idle = config.body_idle_timeout;
+    let pace = Pace {
+        start: Instant::now(),
+        min_rate: config.min_upload_rate,
+        grace: config.upload_rate_grace,
+    };
     loop {
-        let frame = match tokio::time::timeout(idle, body.frame()).await {
+        let stalled = Instant::now() + idle;
+        let deadline = pace
+            .deadline(upload.received())
+            .map_or(stalled, |slow| slow.min(stalled));
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
             Err(_) => return Err(StoreError::RequestTimeout),
             Ok(None) => return Ok(()),
             Ok(Some(Err(e))) => {
@@ -168,5 +182,30 @@ async fn receive(
         }
         upload.write(&data)?;
         ctx.store.metrics.bytes_in.inc_by(data.len() as u64);
+    }
+}
+
+/// The minimum average upload rate: an upload that started at `start` and has received
+/// `received` bytes falls below `min_rate` at `start + received / min_rate`, and is cut then
+/// (but never within `grace` of its start) unless more bytes arrived meanwhile. Waiting for
+/// that one instant, rather than checking on a timer, costs nothing while the bytes flow.
+struct Pace {
+    start: Instant,
+    /// Bytes per second; 0: no minimum.
+    min_rate: u64,
+    grace: Duration,
+}
+
+impl Pace {
+    /// When an upload that has received `received` bytes becomes too slow, if ever.
+    fn deadline(&self, received: u64) -> Option<Instant> {
+        if self.min_rate == 0 {
+            return None;
+        }
+        let secs = received / self.min_rate;
+        let nanos =
+            u128::from(received % self.min_rate) * 1_000_000_000 / u128::from(self.min_rate);
+        let earned = Duration::new(secs, u32::try_from(nanos).unwrap_or(999_999_999));
+        self.start.checked_add(earned.max(self.grace))
     }
 }
