@@ -50,6 +50,8 @@
 #   LOAD_TMPDIR           where the temporary folder goes (default $TMPDIR or /tmp)
 #   LOAD_KEEP=1           keep the temporary folder (logs, data, samples) instead of deleting it
 #   LOAD_NO_BUILD=1       skip `cargo build` (use the existing $CARGO_TARGET_DIR/release/valet)
+#   LOAD_VALET_BIN=PATH   use this binary, no build (CI runs the debug build `cargo test` made:
+#                         slower, but the short run checks answers, not speed)
 #   CARGO_TARGET_DIR      where the build goes and the binary is taken from (default ./target)
 set -euo pipefail
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -73,7 +75,7 @@ ROOT=$(cd "$HERE/.." && pwd)
 LUA="$HERE/load.lua"
 PY="$HERE/load.py"
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-VALET="$TARGET_DIR/release/valet"
+VALET="${LOAD_VALET_BIN:-$TARGET_DIR/release/valet}"
 CLK_TCK=$(getconf CLK_TCK)
 
 say() { printf '\n==> %s\n' "$*"; }
@@ -105,7 +107,7 @@ for tool in nginx wrk curl python3; do
 done
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 7))' || die "python3 is older than 3.7"
 
-if [ "${LOAD_NO_BUILD:-0}" != 1 ]; then
+if [ "${LOAD_NO_BUILD:-0}" != 1 ] && [ -z "${LOAD_VALET_BIN:-}" ]; then
   say "building valet (release)"
   (cd "$ROOT" && cargo build --release -p valet) || die "cargo build failed"
 fi
