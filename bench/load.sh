@@ -22,7 +22,7 @@
 #                                                                good: 201, then 200/201 + digest
 #        delegate         load.py: GET /files/load/NAME at the gate, follow the 307 to the store
 #                                                                good: 307, then 200 + SHA-256
-#        verify           load.py, 5 a second: a one-time read key for a blob being overwritten,
+#        verify           load.py, every 0.2 s: a one-time read key for a blob being overwritten,
 #                         used twice                             good: 201, 200 + whole bytes, 403
 #      (wrk scripts: bench/load.lua; the chains, which wrk cannot do: bench/load.py);
 #   5. samples the valet process's VmRSS and open descriptors every second;

@@ -76,8 +76,11 @@ pub async fn handle(
     let mut response = result.unwrap_or_else(|err| {
         let (_, code) = err.status_and_code();
         gate.metrics.refusal(code);
-        if let GateError::Internal(why) = &err {
-            tracing::error!(route, error = %why, "internal error");
+        match &err {
+            GateError::Internal(why) => tracing::error!(route, error = %why, "internal error"),
+            // Every request that needs the ledger is being refused: an operator must know.
+            GateError::Ledger(why) => tracing::warn!(route, error = %why, "ledger unavailable"),
+            _ => {}
         }
         err.into_response()
     });

@@ -61,8 +61,13 @@ pub async fn handle(
         {
             store.metrics.denial(code);
         }
-        if let StoreError::Internal(why) = &err {
-            tracing::error!(route, error = %why, "internal error");
+        match &err {
+            StoreError::Internal(why) => tracing::error!(route, error = %why, "internal error"),
+            // Every request that needs the ledger is being refused: an operator must know.
+            StoreError::LedgerUnavailable(why) => {
+                tracing::warn!(route, error = %why, "ledger unavailable")
+            }
+            _ => {}
         }
         err.into_response()
     });
