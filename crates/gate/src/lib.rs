@@ -34,4 +34,4 @@ pub use metrics::Metrics;
 pub use policy::DEFAULT_TTL;
 pub use routes::DEFAULT_DELEGATE_TTL;
 pub use service::{handle, OPENAPI, ROUTES};
-pub use state::{forget_expired, housekeeping, Gate};
+pub use state::{housekeeping, Gate};

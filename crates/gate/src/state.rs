@@ -158,31 +158,16 @@ fn check_store_url(text: &str) -> Result<String, ConfigError> {
     Ok(text.trim_end_matches('/').to_owned())
 }
 
-/// Runs the gate's housekeeping: keyring reloads and rate-limit cleanup every two seconds,
-/// and once a minute the ledger forgets keys that expired (every key issued through the API
-/// is recorded, so without this the ledger would only grow).
+/// Runs the gate's housekeeping every two seconds: keyring reloads and rate-limit cleanup.
 pub async fn housekeeping(gate: Arc<Gate>) {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
-    for round in 0u64.. {
+    loop {
         tick.tick().await;
         let gate = gate.clone();
         let _ = tokio::task::spawn_blocking(move || {
             gate.reload_keyring_if_changed();
             gate.forget_quiet_principals();
-            if round % 30 == 29 {
-                forget_expired(gate.ledger.as_ref());
-            }
         })
         .await;
-    }
-}
-
-/// Drops the ledger's rows of keys past their expiry (and grace); a failure is logged and
-/// retried next time: nothing depends on it but disk space.
-pub fn forget_expired(ledger: &dyn Ledger) {
-    match ledger.forget_expired(valet_keyring::now()) {
-        Ok(0) => {}
-        Ok(rows) => tracing::debug!(rows, "ledger: forgot expired keys"),
-        Err(e) => tracing::warn!(error = %e, "ledger: cannot forget expired keys"),
     }
 }

@@ -48,20 +48,13 @@ pub async fn serve(
 }
 
 /// Re-reads the keyring file every two seconds if it changed, so that a rotation by the gate
-/// or `valet key rotate` reaches a running store; once a minute, lets the ledger forget the
-/// uses and revocations of keys that have expired.
+/// or `valet key rotate` reaches a running store.
 pub async fn watch_keyring(store: Arc<Store>) {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
-    for round in 0u64.. {
+    loop {
         tick.tick().await;
         let store = store.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            store.reload_keyring_if_changed();
-            if round % 30 == 29 {
-                store.forget_expired();
-            }
-        })
-        .await;
+        let _ = tokio::task::spawn_blocking(move || store.reload_keyring_if_changed()).await;
     }
 }
 

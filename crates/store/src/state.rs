@@ -60,16 +60,6 @@ impl Store {
         &self.metrics
     }
 
-    /// Lets the ledger drop rows of keys past their expiry; a failure only costs disk space
-    /// until the next try.
-    pub fn forget_expired(&self) {
-        match self.ledger.forget_expired(valet_keyring::now()) {
-            Ok(0) => {}
-            Ok(rows) => tracing::debug!(rows, "ledger: forgot expired keys"),
-            Err(e) => tracing::warn!(error = %e, "ledger: cannot forget expired keys"),
-        }
-    }
-
     /// Re-reads the keyring file if it changed since the last look.
     pub fn reload_keyring_if_changed(&self) {
         match self.keys.reload_if_changed() {

@@ -30,6 +30,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         SqliteLedger::open(&ledger_path)
             .with_context(|| format!("opening the ledger {}", ledger_path.display()))?,
     );
+    let ledger_for_pruning = ledger.clone();
     let workers = settings
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -87,6 +88,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         };
         sites.push(gate.site(options, listeners));
     }
+    background.push(Box::pin(prune_ledger(ledger_for_pruning)));
     let background = async move {
         futures_util::future::join_all(background).await;
     };
@@ -162,6 +164,25 @@ fn welcome(settings: &Settings, gate_url: &str, admin_key: &str) {
          curl -H \"Authorization: Bearer {admin_key}\" -d '{{\"resource\":\"blob:files/README.md\",\"ops\":[\"read\"],\"ttl\":\"10m\"}}' {gate_url}/v1/keys\n",
         file = key_file.display()
     );
+}
+
+/// Once a minute, lets the ledger drop the rows of keys past their expiry (and grace): every
+/// key issued through the API and every counted use leaves one. Run once per process,
+/// whichever roles it serves; a failure costs only disk space until the next try.
+async fn prune_ledger(ledger: Arc<dyn Ledger>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let ledger = ledger.clone();
+        let pruned =
+            tokio::task::spawn_blocking(move || ledger.forget_expired(valet_keyring::now())).await;
+        match pruned {
+            Ok(Ok(0)) | Err(_) => {}
+            Ok(Ok(rows)) => tracing::debug!(rows, "ledger: forgot expired keys"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "ledger: cannot forget expired keys"),
+        }
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.
