@@ -254,7 +254,9 @@ impl FromStr for Token {
             .map_err(|_| FormatError::Base64)?;
         let mut raw = take_buffer(parts.len() * 3 / 4 + 3);
         let mut ends = SegmentEnds::default();
-        let mut parts = parts.as_bytes().split(|&b| b == b'.');
+        // `str::split` with a `char` searches with memchr; a byte-predicate split walks the
+        // ~300 bytes one at a time, which was a tenth of a verification.
+        let mut parts = parts.split('.').map(str::as_bytes);
         decode_segment(parts.next().expect("split yields one part"), &mut raw)?;
         ends.push(raw.len());
         let (claims, signing_key) = Claims::decode(&raw)?;
