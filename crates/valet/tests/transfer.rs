@@ -162,7 +162,7 @@ impl Proxy {
         std::thread::spawn(move || {
             for client in listener.incoming().map_while(Result::ok) {
                 let (h, d) = (h.clone(), d.clone());
-                std::thread::spawn(move || relay(client, upstream, cut, &h, &d));
+                std::thread::spawn(move || relay(client, upstream, cut, &h, d));
             }
         });
         Proxy { port, heads, down }
@@ -187,22 +187,23 @@ fn relay(
     upstream: u16,
     cut: u64,
     heads: &Mutex<Vec<String>>,
-    down: &AtomicU64,
+    down: Arc<AtomicU64>,
 ) {
     let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)) else {
         return;
     };
     let (mut from_server, mut to_client) =
         (server.try_clone().unwrap(), client.try_clone().unwrap());
-    let counter = Arc::new(AtomicU64::new(0));
-    let count = counter.clone();
     let back = std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
+        let mut sent = 0u64;
         while let Ok(n @ 1..) = from_server.read(&mut buf) {
-            let sent = count.load(Ordering::SeqCst);
             let n = n.min(usize::try_from(cut - sent).unwrap_or(usize::MAX));
-            count.fetch_add(n as u64, Ordering::SeqCst);
-            if to_client.write_all(&buf[..n]).is_err() || sent + n as u64 == cut {
+            // Counted before the client can see them: once the client has the bytes, the
+            // test reading `bytes_down` sees them too.
+            down.fetch_add(n as u64, Ordering::SeqCst);
+            sent += n as u64;
+            if to_client.write_all(&buf[..n]).is_err() || sent == cut {
                 let _ = to_client.shutdown(Shutdown::Both);
                 break;
             }
@@ -227,7 +228,6 @@ fn relay(
     }
     let _ = server.shutdown(Shutdown::Write);
     let _ = back.join();
-    down.fetch_add(counter.load(Ordering::SeqCst), Ordering::SeqCst);
 }
 
 /// A stand-in for the gate: answers each request (a head without a body) with whatever
