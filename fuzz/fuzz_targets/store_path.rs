@@ -1,5 +1,6 @@
 //! The store's request-path handling: the text of a URL path after `/blob/`, decoded and
-//! validated as the store's router does it (`valet_store::fuzzing::blob_target`).
+//! validated as the store's router does it (`valet_key::blob_url_path`, which the store
+//! calls for every `/blob/…` request, and whose decoding the gate's delegate routes share).
 //!
 //! - It never panics.
 //! - It accepts exactly what an independent reference accepts, with the same result: the
@@ -18,10 +19,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use valet_key::{BlobPath, BlobTarget, Name, Scope, MAX_PATH_LEN};
-use valet_store::fuzzing::blob_target;
+use valet_key::{blob_url_path as blob_target, BlobPath, BlobTarget, Name, Scope, MAX_PATH_LEN};
 
-/// One percent-decoding pass, written here rather than borrowed from the store's library: a
+/// One percent-decoding pass, written here rather than borrowed from the key's library: a
 /// `%` followed by two hex digits is that byte; anything else is itself.
 fn percent_decode(text: &str) -> Vec<u8> {
     let bytes = text.as_bytes();

@@ -8,11 +8,11 @@
 //! before the client sends a byte of it (hyper sends `100 Continue` only when a handler reads
 //! the body), so `curl -L -T file` uploads straight to the store.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use http::{header, request::Parts, HeaderValue, Method, Response, StatusCode};
-use percent_encoding::percent_decode_str;
-use valet_key::{BlobTarget, Limits, Op, Ops, Scope};
+use valet_key::{decode_url_path, BlobTarget, Limits, Op, Ops, Scope};
 
 use crate::api::json_response;
 use crate::auth::Principal;
@@ -115,23 +115,12 @@ fn resource(
         .map_err(|e| GateError::BadPath(format!("{e}")))
 }
 
+/// The store's decoding, so that the resource a key is minted for is byte for byte the one
+/// the store will check it against.
 fn decode(raw: &str) -> Result<String, GateError> {
-    let mut out = String::with_capacity(raw.len());
-    for (i, segment) in raw.split('/').enumerate() {
-        if i > 0 {
-            out.push('/');
-        }
-        let decoded = percent_decode_str(segment)
-            .decode_utf8()
-            .map_err(|_| GateError::BadPath("the path is not UTF-8 once decoded".into()))?;
-        if decoded.contains('/') {
-            return Err(GateError::BadPath(
-                "the path contains an encoded '/'".into(),
-            ));
-        }
-        out.push_str(&decoded);
-    }
-    Ok(out)
+    decode_url_path(raw)
+        .map(Cow::into_owned)
+        .map_err(|e| GateError::BadPath(e.to_string()))
 }
 
 fn wants_json(parts: &Parts) -> bool {

@@ -18,6 +18,7 @@ mod op;
 mod path;
 mod scope;
 mod token;
+mod url_path;
 mod wire;
 
 pub use authorize::{Access, Denial, Grant, Verifier, DEFAULT_SKEW_SECONDS};
@@ -33,3 +34,4 @@ pub use op::{Op, Ops};
 pub use path::{BlobPath, BlobPrefix, TableKey, MAX_PATH_LEN, MAX_TABLE_KEY_LEN};
 pub use scope::{BlobTarget, RowRange, Scope};
 pub use token::{redact, EffectiveLimits, Token, MAX_CAVEATS, MAX_TOKEN_LEN, TOKEN_PREFIX};
+pub use url_path::{blob_url_path, decode_url_path, UrlPathError};

@@ -29,16 +29,3 @@ pub use server::{run, serve, watch_keyring};
 pub use service::{OPENAPI, ROUTES};
 pub use state::Store;
 pub use valet_http::{bind_listeners, ServeError};
-
-/// Entry points for the fuzz targets in `fuzz/` (`store_path`); not part of the API.
-#[doc(hidden)]
-pub mod fuzzing {
-    use valet_key::{BlobPath, Name};
-
-    /// The store's decoding and validation of a request path after `/blob/`: the container
-    /// and, unless the path names the container itself, the blob path; exactly what the
-    /// router serves.
-    pub fn blob_target(raw: &str) -> Result<(Name, Option<BlobPath>), crate::StoreError> {
-        crate::request::blob_target(raw).map(|t| (t.container, t.path))
-    }
-}

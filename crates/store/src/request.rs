@@ -5,11 +5,8 @@
 //! in any encoding, or a `%XX` left over from double encoding are all `bad_path`. What is
 //! authorized is therefore byte for byte what is served.
 
-use std::borrow::Cow;
-
 use http::{header, HeaderMap};
-use percent_encoding::percent_decode_str;
-use valet_key::{BlobPath, Name};
+use valet_key::{blob_url_path, BlobPath, Name};
 
 use crate::error::StoreError;
 
@@ -22,53 +19,10 @@ pub struct BlobTarget {
     pub path: Option<BlobPath>,
 }
 
-/// Parses the part of the URL path after `/blob/`.
+/// Parses the part of the URL path after `/blob/`, with the decoding the gate uses too.
 pub fn blob_target(raw: &str) -> Result<BlobTarget, StoreError> {
-    let (raw_container, raw_path) = match raw.split_once('/') {
-        Some((c, p)) => (c, Some(p)),
-        None => (raw, None),
-    };
-    let container = decode_segment(raw_container)?;
-    let container = Name::parse(&container)
-        .map_err(|e| StoreError::BadPath(format!("container {container:?}: {e}")))?;
-    let path = match raw_path {
-        None => None,
-        Some("") => {
-            return Err(StoreError::BadPath(format!(
-                "empty blob path; the container itself is /blob/{container}"
-            )))
-        }
-        Some(p) => Some(decode_path(p)?),
-    };
+    let (container, path) = blob_url_path(raw).map_err(|e| StoreError::BadPath(e.to_string()))?;
     Ok(BlobTarget { container, path })
-}
-
-fn decode_segment(raw: &str) -> Result<Cow<'_, str>, StoreError> {
-    let decoded = percent_decode_str(raw)
-        .decode_utf8()
-        .map_err(|_| StoreError::BadPath("the path is not UTF-8 once decoded".into()))?;
-    if decoded.contains('/') {
-        return Err(StoreError::BadPath(
-            "the path contains an encoded '/'".into(),
-        ));
-    }
-    Ok(decoded)
-}
-
-fn decode_path(raw: &str) -> Result<BlobPath, StoreError> {
-    let invalid = |e: valet_key::PathError| StoreError::BadPath(e.to_string());
-    if !raw.contains('%') {
-        // Nothing to decode: validate the text as it is, without building a copy.
-        return BlobPath::parse(raw).map_err(invalid);
-    }
-    let mut path = String::with_capacity(raw.len());
-    for (i, segment) in raw.split('/').enumerate() {
-        if i > 0 {
-            path.push('/');
-        }
-        path.push_str(&decode_segment(segment)?);
-    }
-    BlobPath::from_string(path).map_err(invalid)
 }
 
 /// The query parameters the store understands.
