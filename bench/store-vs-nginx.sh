@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Valet store vs nginx on this machine, in one run: prints raw numbers and ratios.
 #
-#   bash bench/store-vs-nginx.sh            # full run (about 2-3 minutes after the build)
+#   bash bench/store-vs-nginx.sh            # full run (about 4 minutes after the build)
 #   BENCH_SECONDS=2 bash bench/store-vs-nginx.sh   # short run for CI
 #
 # What it does (see bench/README.md for the why):
@@ -11,7 +11,9 @@
 #   3. starts nginx (own config and prefix, worker_processes auto, access_log off, sendfile,
 #      keepalive) on another loopback port with root = the store's DATA/blobs, so both serve
 #      the very same files;
-#   4. measures with the same wrk settings for both:
+#   4. measures with the same wrk settings for both, in BENCH_ROUNDS rounds that alternate
+#      valet and nginx (which goes first alternates too), and takes the median of the rounds'
+#      ratios, so that a burst of load elsewhere on the machine moves one round, not the verdict:
 #        a. GET 4 KiB   requests/s       ratio valet/nginx   target >= 0.8
 #        b. GET 64 MiB  bytes/s          ratio valet/nginx   target >= 0.9
 #        c. PUT 64 MiB  curl -T to valet (best of 3) vs dd conv=fsync (best of 3): disk/valet
@@ -21,6 +23,7 @@
 #
 # Environment:
 #   BENCH_SECONDS      seconds per wrk measurement and for the memory phase (default 10)
+#   BENCH_ROUNDS       rounds of the GET measurements (default 3; the median ratio is kept)
 #   BENCH_WARMUP       seconds of wrk warm-up before each measurement (default 2, max BENCH_SECONDS)
 #   BENCH_THREADS      wrk threads (default 2)
 #   BENCH_SMALL_CONNS  wrk connections for 4 KiB (default 64)
@@ -46,6 +49,7 @@ SECS=${BENCH_SECONDS:-10}
 WARM=${BENCH_WARMUP:-2}
 ((WARM > SECS)) && WARM=$SECS
 THREADS=${BENCH_THREADS:-2}
+ROUNDS=${BENCH_ROUNDS:-3}
 SMALL_CONNS=${BENCH_SMALL_CONNS:-64}
 BIG_CONNS=${BENCH_BIG_CONNS:-8}
 MEM_CLIENTS=${BENCH_MEM_CLIENTS:-64}
@@ -320,14 +324,30 @@ run_wrk() {
 }
 get() { eval echo "\$R_$1"; }
 
-say "GET 4 KiB, valet (key verified on every request): wrk -t$THREADS -c$SMALL_CONNS -d${SECS}s"
-run_wrk v4k "$SMALL_CONNS" "$VBASE/blob/bench/small$Q" "$STORE_PID"
-say "GET 4 KiB, nginx: wrk -t$THREADS -c$SMALL_CONNS -d${SECS}s"
-run_wrk n4k "$SMALL_CONNS" "$NBASE/bench/small$Q" "$NGINX_PID"
-say "GET 64 MiB, valet: wrk -t$THREADS -c$BIG_CONNS -d${SECS}s"
-run_wrk v64 "$BIG_CONNS" "$VBASE/blob/bench/big$Q" "$STORE_PID"
-say "GET 64 MiB, nginx: wrk -t$THREADS -c$BIG_CONNS -d${SECS}s"
-run_wrk n64 "$BIG_CONNS" "$NBASE/bench/big$Q" "$NGINX_PID"
+# One round: 4 KiB then 64 MiB, each valet and nginx back to back, the order flipped in even
+# rounds so that neither side always runs on a machine warmed (or loaded) by the other.
+get_round() { # round
+  local r=$1 size blob conns what side sides
+  for size in 4k 64; do
+    if [ "$size" = 4k ]; then blob=small conns=$SMALL_CONNS what="4 KiB"; else blob=big conns=$BIG_CONNS what="64 MiB"; fi
+    sides=(v n)
+    ((r % 2 == 0)) && sides=(n v)
+    for side in "${sides[@]}"; do
+      if [ "$side" = v ]; then
+        say "round $r/$ROUNDS: GET $what, valet (key verified on every request): wrk -t$THREADS -c$conns -d${SECS}s"
+        run_wrk "v${size}_$r" "$conns" "$VBASE/blob/bench/$blob$Q" "$STORE_PID"
+      else
+        say "round $r/$ROUNDS: GET $what, nginx: wrk -t$THREADS -c$conns -d${SECS}s"
+        run_wrk "n${size}_$r" "$conns" "$NBASE/bench/$blob$Q" "$NGINX_PID"
+      fi
+    done
+  done
+}
+for ((round = 1; round <= ROUNDS; round++)); do get_round "$round"; done
+RUN_LABELS=()
+for ((round = 1; round <= ROUNDS; round++)); do
+  RUN_LABELS+=("v4k_$round" "n4k_$round" "v64_$round" "n64_$round")
+done
 
 # ---------------------------------------------------------------------------------------------
 # 4c. PUT 64 MiB: store vs dd conv=fsync on the same file system
@@ -401,8 +421,25 @@ echo "    store VmHWM before this phase (start-up, uploads, wrk runs): ${HWM_BEF
 # ---------------------------------------------------------------------------------------------
 # 5. Summary
 # ---------------------------------------------------------------------------------------------
-R_SMALL=$(div "$(get v4k_rps)" "$(get n4k_rps)")
-R_BIG=$(div "$(get v64_bps)" "$(get n64_bps)")
+# round_ratios SIZE FIELD: each round's valet/nginx ratio, space-separated
+round_ratios() {
+  local r out=()
+  for ((r = 1; r <= ROUNDS; r++)); do out+=("$(div "$(get "v$1_${r}_$2")" "$(get "n$1_${r}_$2")")"); done
+  echo "${out[*]}"
+}
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : sprintf("%.3f", (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+# median_of LABEL FIELD: the median over rounds of one side's figure (LABEL is v4k, n64...)
+median_of() {
+  local r out=()
+  for ((r = 1; r <= ROUNDS; r++)); do out+=("$(get "$1_${r}_$2")"); done
+  median "${out[@]}"
+}
+SMALL_RATIOS=$(round_ratios 4k rps)
+BIG_RATIOS=$(round_ratios 64 bps)
+# shellcheck disable=SC2086 # word splitting of the ratio lists is wanted
+R_SMALL=$(median $SMALL_RATIOS)
+# shellcheck disable=SC2086
+R_BIG=$(median $BIG_RATIOS)
 R_PUT=$(div "$DD_BEST" "$PUT_BEST")
 MiBps() { awk -v b="$1" 'BEGIN { printf "%.0f MiB/s", b / 1048576 }'; }
 errs() { echo "$(get "$1"_status)/$(get "$1"_errs)"; }
@@ -417,23 +454,26 @@ echo "==========================================================================
 printf '%-24s %-30s %-30s %-7s %-7s %-5s\n' "test" "valet" "nginx / disk" "ratio" "target" "result"
 printf '%-24s %-30s %-30s %-7s %-7s %-5s\n' "------------------------" "------------------------------" "------------------------------" "-------" "-------" "-----"
 printf '%-24s %-30s %-30s %-7s %-7s %-5s\n' "GET 4 KiB  c$SMALL_CONNS req/s" \
-  "$(fmt "$(get v4k_rps)" '%.0f')" "$(fmt "$(get n4k_rps)" '%.0f')" "$R_SMALL" ">=0.80" "$(verdict "$R_SMALL" '>=' 0.8)"
+  "$(fmt "$(median_of v4k rps)" '%.0f')" "$(fmt "$(median_of n4k rps)" '%.0f')" "$R_SMALL" ">=0.80" "$(verdict "$R_SMALL" '>=' 0.8)"
 printf '%-24s %-30s %-30s %-7s %-7s %-5s\n' "GET 64 MiB c$BIG_CONNS bytes/s" \
-  "$(MiBps "$(get v64_bps)") ($(get v64_bps) B/s)" "$(MiBps "$(get n64_bps)") ($(get n64_bps) B/s)" \
+  "$(MiBps "$(median_of v64 bps)")" "$(MiBps "$(median_of n64 bps)")" \
   "$R_BIG" ">=0.90" "$(verdict "$R_BIG" '>=' 0.9)"
 printf '%-24s %-30s %-30s %-7s %-7s %-5s\n' "PUT 64 MiB best of $PUT_RUNS" \
   "$(fmt "$PUT_BEST" '%.3f') s ($put_mibps)" "$(fmt "$DD_BEST" '%.3f') s ($dd_mibps)" "$R_PUT" "(info)" "-"
 printf '%-24s %-30s %-30s %-7s %-7s %-5s\n' "peak RSS, $MEM_CLIENTS x $MEM_SIZE GET" \
   "$(awk -v k="$HWM_PHASE" 'BEGIN { printf "%.1f MiB", k / 1024 }')" "-" "-" "<64MiB" \
   "$(verdict "$HWM_PHASE" '<' "$RSS_LIMIT_KIB")"
+echo "GET ratios: the median of $ROUNDS rounds (the valet and nginx columns: each side's median);"
+echo "  each round's ratio: 4 KiB $SMALL_RATIOS | 64 MiB $BIG_RATIOS"
 echo
 echo "details (CPU in % of one core; 200% = both cores; errors = non-2xx/3xx / socket errors+timeouts):"
-printf '  %-14s %10s %12s %10s %10s %9s %9s %9s %9s\n' "run" "requests" "bytes" "p50 ms" "p99 ms" "srv CPU" "wrk CPU" "other" "errors"
-for l in v4k n4k v64 n64; do
-  case $l in
+printf '  %-17s %10s %12s %10s %10s %9s %9s %9s %9s\n' "run" "requests" "bytes" "p50 ms" "p99 ms" "srv CPU" "wrk CPU" "other" "errors"
+for l in "${RUN_LABELS[@]}"; do
+  case ${l%_*} in
     v4k) n="valet 4 KiB" ;; n4k) n="nginx 4 KiB" ;; v64) n="valet 64 MiB" ;; n64) n="nginx 64 MiB" ;;
   esac
-  printf '  %-14s %10s %12s %10s %10s %8s%% %8s%% %8s%% %9s\n' "$n" "$(get "${l}"_requests)" "$(get "${l}"_bytes)" \
+  n="$n #${l##*_}"
+  printf '  %-17s %10s %12s %10s %10s %8s%% %8s%% %8s%% %9s\n' "$n" "$(get "${l}"_requests)" "$(get "${l}"_bytes)" \
     "$(fmt "$(get "${l}"_p50_us)" '%.0f' | awk '{ printf "%.2f", $1 / 1000 }')" \
     "$(fmt "$(get "${l}"_p99_us)" '%.0f' | awk '{ printf "%.2f", $1 / 1000 }')" \
     "$(get "${l}"_srvcpu)" "$(get "${l}"_wrkcpu)" "$(get "${l}"_othcpu)" "$(errs "$l")"
@@ -442,9 +482,9 @@ echo "  PUT ratio = dd_time / valet_time (1.0 = the store writes as fast as dd w
 echo "  memory: peak over the phase (VmHWM reset before it: $HWM_RESET); whole-run peak before it ${HWM_BEFORE} KiB;"
 echo "          $MEM_DL_BYTES bytes sent to $MEM_CLIENTS clients in ${MEM_SECS}s, status codes: $MEM_CODES"
 total_errs=0
-for l in v4k n4k v64 n64; do total_errs=$((total_errs + $(get "${l}"_status) + $(get "${l}"_errs))); done
+for l in "${RUN_LABELS[@]}"; do total_errs=$((total_errs + $(get "${l}"_status) + $(get "${l}"_errs))); done
 busy_other=0
-for l in v4k n4k v64 n64; do (($(get "${l}"_othcpu) > 20)) && busy_other=1; done
+for l in "${RUN_LABELS[@]}"; do (($(get "${l}"_othcpu) > 20)) && busy_other=1; done
 ((busy_other)) && echo "  NOTE: other processes used over 20% of a core during some runs (column 'other'): the machine was not quiet."
 ((total_errs > 0)) && echo "  NOTE: wrk reported errors above (see the raw wrk output); numbers with errors are suspect."
 exit 0
