@@ -9,6 +9,7 @@ use std::time::Instant;
 use http::{header, HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 use percent_encoding::{percent_decode, percent_decode_str};
+use valet_http::metrics::METRICS_CONTENT_TYPE;
 use valet_http::{Handler, ServeOptions, Site};
 
 use crate::auth::Principal;
@@ -229,7 +230,7 @@ fn metrics(gate: &Gate) -> Response<GateBody> {
     let mut response = Response::new(GateBody::full(gate.metrics.render()));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        HeaderValue::from_static(METRICS_CONTENT_TYPE),
     );
     response
 }

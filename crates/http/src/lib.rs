@@ -9,6 +9,7 @@
 //!   thread from accept to close, so a request never wakes another thread.
 //! - [`Handler`]: what a site plugs in: one function from a request to a response.
 
+pub mod metrics;
 mod server;
 mod tls;
 

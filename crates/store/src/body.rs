@@ -21,7 +21,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use prometheus_client::metrics::counter::Counter;
+use valet_http::metrics::Counter;
 
 /// The bytes all file downloads together may reserve for their chunks.
 pub const CHUNK_BUDGET: usize = 16 * 1024 * 1024;

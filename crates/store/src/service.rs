@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use valet_http::metrics::METRICS_CONTENT_TYPE;
 
 use crate::body::ResponseBody;
 use crate::error::StoreError;
@@ -171,7 +172,7 @@ fn metrics(store: &Store) -> Response<ResponseBody> {
     let mut response = Response::new(ResponseBody::full(store.metrics.render()));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        HeaderValue::from_static(METRICS_CONTENT_TYPE),
     );
     response
 }
