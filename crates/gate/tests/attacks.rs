@@ -10,44 +10,17 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use valet_testkit::{logs, raw_http};
 
-/// Sends `request` byte for byte and returns the whole answer.
-async fn raw(addr: SocketAddr, request: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The status and JSON error code of a raw answer.
-fn status_code(answer: &str) -> (u16, String) {
-    let status = answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {answer:?}"));
-    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    let code = serde_json::from_str::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
-        .unwrap_or_default();
-    (status, code)
-}
-
-/// `GET path` as raw bytes with a bearer credential.
+/// `GET path` as raw bytes with a bearer credential: the status and JSON error code.
 async fn raw_get(addr: SocketAddr, path: &str, api_key: &str) -> (u16, String) {
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: gate\r\nAuthorization: Bearer {api_key}\r\nConnection: close\r\n\r\n"
-    );
-    status_code(&raw(addr, &request).await)
+    raw_http::status_and_code(&raw_http::send(addr, bearer_get(path, api_key)).await)
 }
 
 /// An upstream that keeps the raw bytes of every request it gets, then answers `200 ok`.
@@ -125,8 +98,8 @@ async fn a_proxied_client_cannot_forge_the_principal_header() {
          Transfer-Encoding: chunked\r\nTrailer: X-Valet-Principal\r\nConnection: close\r\n\r\n\
          5\r\nhello\r\n0\r\nX-Valet-Principal: admin\r\nX-Valet-Roles: admin\r\n\r\n"
     );
-    let answer = raw(stack.gate_addr, &request).await;
-    assert_eq!(status_code(&answer).0, 200, "{answer}");
+    let answer = raw_http::send(stack.gate_addr, &request).await;
+    assert_eq!(raw_http::status_and_code(&answer).0, 200, "{answer}");
     let seen = upstream.requests();
     assert_eq!(seen.len(), 1);
     let lines = header_lines(&seen[0]);
@@ -164,7 +137,10 @@ async fn spellings_of_identity_headers_that_upstreams_conflate_are_removed() {
          Forwarded: for=203.0.113.9;host=evil.example;proto=https\r\nX-Real-IP: 203.0.113.9\r\n\
          Connection: close\r\n\r\n"
     );
-    assert_eq!(status_code(&raw(stack.gate_addr, &request).await).0, 200);
+    assert_eq!(
+        raw_http::status_and_code(&raw_http::send(stack.gate_addr, &request).await).0,
+        200
+    );
     let seen = upstream.requests();
     let lines = header_lines(&seen[0]);
     // WSGI, Rack, PHP and CGI read `x_valet_principal` and `x-valet-principal` as one header.
@@ -373,13 +349,13 @@ async fn delegate_paths_that_could_name_another_blob_are_bad_path() {
         let request = format!(
             "{method} /files/a/ HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer {ADMIN}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         );
-        let answer = raw(stack.gate_addr, &request).await;
+        let answer = raw_http::send(stack.gate_addr, &request).await;
         let want = if method == "HEAD" {
             (400, String::new())
         } else {
             (400, "bad_path".into())
         };
-        assert_eq!(status_code(&answer), want, "{method}");
+        assert_eq!(raw_http::status_and_code(&answer), want, "{method}");
     }
     // `{sub}` stays one principal's folder, whatever the path or the principal's name says.
     for path in ["/me/%2e%2e/bob/x", "/me/..%2fbob/x", "/me/%7Bsub%7D/../x"] {
@@ -589,9 +565,9 @@ async fn credentials_count_only_in_the_authorization_header() {
     for (what, target, header) in cases {
         let request =
             format!("GET {target} HTTP/1.1\r\nHost: g\r\n{header}Connection: close\r\n\r\n");
-        let answer = raw(stack.gate_addr, &request).await;
+        let answer = raw_http::send(stack.gate_addr, &request).await;
         assert_eq!(
-            status_code(&answer),
+            raw_http::status_and_code(&answer),
             (401, "unauthenticated".into()),
             "{what}"
         );
@@ -606,8 +582,8 @@ async fn two_credentials_at_once_are_refused() {
         let request = format!(
             "GET /files/x HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer {first}\r\nAuthorization: Bearer {second}\r\nConnection: close\r\n\r\n"
         );
-        let answer = raw(stack.gate_addr, &request).await;
-        assert_eq!(status_code(&answer).0, 401, "{answer}");
+        let answer = raw_http::send(stack.gate_addr, &request).await;
+        assert_eq!(raw_http::status_and_code(&answer).0, 401, "{answer}");
     }
 }
 
@@ -625,8 +601,8 @@ async fn oversize_heads_are_refused_and_the_gate_keeps_serving() {
         ("200 headers", head("/files/x", &many)),
         ("a 300 KiB URL", head(&big_url, "")),
     ] {
-        let answer = raw(stack.gate_addr, &request).await;
-        assert_eq!(status_code(&answer).0, 431, "{what}");
+        let answer = raw_http::send(stack.gate_addr, &request).await;
+        assert_eq!(raw_http::status_and_code(&answer).0, 431, "{what}");
     }
     // A key-API body over 64 KiB is refused unparsed (documented as `bad_request`).
     let response = stack
@@ -666,7 +642,9 @@ async fn no_foreign_origin_is_ever_allowed_to_read_the_gate() {
              Access-Control-Request-Method: POST\r\nAuthorization: Bearer {ADMIN}\r\n\
              Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
         );
-        let answer = raw(stack.gate_addr, &request).await.to_ascii_lowercase();
+        let answer = raw_http::send(stack.gate_addr, &request)
+            .await
+            .to_ascii_lowercase();
         assert!(
             !answer.contains("access-control-allow"),
             "{method} {path}: {answer}"
@@ -774,81 +752,9 @@ async fn revoked_keys_stay_revoked_however_they_are_replayed() {
     assert_eq!(code(response).await, (403, "forbidden".into()));
 }
 
-/// A tracing subscriber that keeps every event and span field of the process as text.
-struct Capture {
-    text: Arc<Mutex<String>>,
-    next_span: AtomicU64,
-}
-
-struct Fields<'a>(&'a mut String);
-
-impl tracing::field::Visit for Fields<'_> {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        self.0.push_str(&format!(" {}={value:?}", field.name()));
-    }
-
-    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        self.0.push_str(&format!(" {}={value}", field.name()));
-    }
-}
-
-impl Capture {
-    fn keep(&self, line: String) {
-        let mut text = self.text.lock().unwrap();
-        text.push_str(&line);
-        text.push('\n');
-    }
-}
-
-impl tracing::Subscriber for Capture {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-
-    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        let mut line = format!("span {}", span.metadata().target());
-        span.record(&mut Fields(&mut line));
-        self.keep(line);
-        tracing::span::Id::from_u64(self.next_span.fetch_add(1, Ordering::Relaxed) + 1)
-    }
-
-    fn record(&self, _: &tracing::span::Id, values: &tracing::span::Record<'_>) {
-        let mut line = String::from("record");
-        values.record(&mut Fields(&mut line));
-        self.keep(line);
-    }
-
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-
-    fn event(&self, event: &tracing::Event<'_>) {
-        let mut line = format!("event {}", event.metadata().target());
-        event.record(&mut Fields(&mut line));
-        self.keep(line);
-    }
-
-    fn enter(&self, _: &tracing::span::Id) {}
-
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
-/// What every thread of this test binary has logged since the first call.
-fn captured_logs() -> Arc<Mutex<String>> {
-    static TEXT: OnceLock<Arc<Mutex<String>>> = OnceLock::new();
-    TEXT.get_or_init(|| {
-        let text = Arc::new(Mutex::new(String::new()));
-        let capture = Capture {
-            text: text.clone(),
-            next_span: AtomicU64::new(0),
-        };
-        tracing::subscriber::set_global_default(capture).expect("no other subscriber");
-        text
-    })
-    .clone()
-}
-
 #[tokio::test]
 async fn credentials_and_keys_never_reach_the_logs() {
-    let logs = captured_logs();
+    let logs = logs::capture();
     let stack = Stack::start().await;
     let issued = stack
         .issue_ok(
@@ -884,16 +790,8 @@ async fn credentials_and_keys_never_reach_the_logs() {
         .send()
         .await
         .unwrap();
-    let metrics = stack
-        .http
-        .get(stack.gate_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let logs = logs.lock().unwrap().clone();
+    let metrics = stack.metrics_text().await;
+    let logs = logs.text();
     assert!(logs.contains("valet::access"), "no access log captured");
     assert!(logs.contains("valet::issue"), "no issue log captured");
     for (what, secret) in [("the admin API key", ADMIN), ("alice's API key", ALICE)] {

@@ -7,6 +7,7 @@ use std::process::Command;
 
 use serde_json::json;
 use support::*;
+use valet_testkit::raw_http;
 
 fn curl(args: &[&str]) -> std::process::Output {
     Command::new("curl")
@@ -16,21 +17,9 @@ fn curl(args: &[&str]) -> std::process::Output {
         .expect("curl is installed (.ci/run installs it)")
 }
 
-/// The status of a GET for `path` sent exactly as written.
+/// The status of a GET for `path` sent exactly as written (0 if the answer has none).
 async fn raw_status(addr: std::net::SocketAddr, path: &str, key: &str) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: gate\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.unwrap();
-    let text = String::from_utf8_lossy(&answer);
-    text.split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+    raw_http::status(&raw_http::send(addr, bearer_get(path, key)).await).unwrap_or(0)
 }
 
 fn bearer(key: &str) -> String {
@@ -524,15 +513,7 @@ async fn health_and_metrics_need_no_credentials() {
         .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-content-type-options"], "nosniff");
-    let text = stack
-        .http
-        .get(stack.gate_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = stack.metrics_text().await;
     assert!(text.contains("valet_gate_requests_total"), "{text}");
 }
 

@@ -7,44 +7,30 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use reqwest::Method;
 use support::*;
 use valet_key::{Caveat, Limits, UnixTime};
 use valet_ledger::Ledger;
+use valet_testkit::{logs, raw_http};
 
 /// Status and error code of a reqwest response (code empty for a success).
 async fn answer(response: reqwest::Response) -> (u16, String) {
     let status = response.status().as_u16();
     let text = response.text().await.unwrap();
-    (status, json_code(&text))
-}
-
-fn json_code(body: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
-        .unwrap_or_default()
+    (status, raw_http::error_code(&text).unwrap_or_default())
 }
 
 /// Status and error code of a raw request, sent byte for byte.
 async fn raw_answer(s: &TestStore, request: &str) -> (u16, String) {
-    let response = s.raw(request).await;
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {response:?}"));
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, json_code(body))
+    raw_http::status_and_code(&s.raw(request).await)
 }
 
-/// `GET target` as raw bytes, with `Connection: close` and `extra` header lines.
+/// `GET target` as raw bytes, with `Connection: close` and `extra` header lines: status and
+/// error code.
 async fn raw_get(s: &TestStore, target: &str, extra: &str) -> (u16, String) {
-    let request = format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}\r\n");
-    raw_answer(s, &request).await
+    raw_answer(s, &support::raw_get(target, extra)).await
 }
 
 fn bad_path() -> (u16, String) {
@@ -865,81 +851,9 @@ async fn cors_never_allows_an_origin_not_configured() {
         .contains_key("access-control-allow-credentials"));
 }
 
-/// A tracing subscriber that keeps every event and span field of the process as text.
-struct Capture {
-    text: Arc<Mutex<String>>,
-    next_span: AtomicU64,
-}
-
-struct Fields<'a>(&'a mut String);
-
-impl tracing::field::Visit for Fields<'_> {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        self.0.push_str(&format!(" {}={value:?}", field.name()));
-    }
-
-    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        self.0.push_str(&format!(" {}={value}", field.name()));
-    }
-}
-
-impl Capture {
-    fn keep(&self, line: String) {
-        let mut text = self.text.lock().unwrap();
-        text.push_str(&line);
-        text.push('\n');
-    }
-}
-
-impl tracing::Subscriber for Capture {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-
-    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        let mut line = format!("span {}", span.metadata().target());
-        span.record(&mut Fields(&mut line));
-        self.keep(line);
-        tracing::span::Id::from_u64(self.next_span.fetch_add(1, Ordering::Relaxed) + 1)
-    }
-
-    fn record(&self, _: &tracing::span::Id, values: &tracing::span::Record<'_>) {
-        let mut line = String::from("record");
-        values.record(&mut Fields(&mut line));
-        self.keep(line);
-    }
-
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-
-    fn event(&self, event: &tracing::Event<'_>) {
-        let mut line = format!("event {}", event.metadata().target());
-        event.record(&mut Fields(&mut line));
-        self.keep(line);
-    }
-
-    fn enter(&self, _: &tracing::span::Id) {}
-
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
-/// What every thread of this test binary has logged since the first call.
-fn captured_logs() -> Arc<Mutex<String>> {
-    static TEXT: OnceLock<Arc<Mutex<String>>> = OnceLock::new();
-    TEXT.get_or_init(|| {
-        let text = Arc::new(Mutex::new(String::new()));
-        let capture = Capture {
-            text: text.clone(),
-            next_span: AtomicU64::new(0),
-        };
-        tracing::subscriber::set_global_default(capture).expect("no other subscriber");
-        text
-    })
-    .clone()
-}
-
 #[tokio::test]
 async fn keys_never_reach_the_logs_or_the_metrics() {
-    let capture = captured_logs();
+    let capture = logs::capture();
     let s = TestStore::start().await;
     let writer = s.key("blob:files/logged", "write");
     let reader = s.token("blob:files/logged", "read", KeySpec::default());
@@ -979,16 +893,8 @@ async fn keys_never_reach_the_logs_or_the_metrics() {
             .await
             .unwrap();
     }
-    let metrics = s
-        .http
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let logs = capture.lock().unwrap().clone();
+    let metrics = s.metrics_text().await;
+    let logs = capture.text();
     assert!(logs.contains("valet::access"), "no access log captured");
     for key in [&writer, &reader, &narrowed] {
         let tag = key.rsplit_once('.').unwrap().1;

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 
 use reqwest::StatusCode;
 use support::*;
+use valet_testkit::raw_http;
 
 #[tokio::test]
 async fn every_response_keeps_tokens_out_of_referrers_and_types_unsniffed() {
@@ -152,15 +153,7 @@ async fn health_and_metrics() {
         .send()
         .await
         .unwrap();
-    let text = s
-        .http
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics_text().await;
     for line in [
         "valet_store_requests_total{route=\"blob_get\",status=\"200\"} 1",
         "valet_store_requests_total{route=\"blob_put\",status=\"201\"} 1",
@@ -184,29 +177,6 @@ fn documented_codes() -> BTreeSet<String> {
         .filter(|l| l.starts_with("| ") && l.contains('`'))
         .filter_map(|l| l.split('`').nth(1).map(str::to_owned))
         .collect()
-}
-
-/// Codes the store can produce, read from the one mapping function's source.
-fn codes_in_source() -> BTreeSet<String> {
-    let src =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/error.rs")).unwrap();
-    let mut codes: BTreeSet<String> = src
-        .split("StatusCode::")
-        .skip(1)
-        .filter_map(|chunk| chunk.split('"').nth(1).map(str::to_owned))
-        .filter(|c| c.chars().all(|ch| ch.is_ascii_lowercase() || ch == '_'))
-        .collect();
-    for denial in [
-        "key_invalid",
-        "key_expired",
-        "key_not_yet_valid",
-        "out_of_scope",
-        "op_not_allowed",
-        "ip_not_allowed",
-    ] {
-        codes.insert(denial.into());
-    }
-    codes
 }
 
 #[test]
@@ -341,11 +311,7 @@ async fn oversized_heads_are_refused_and_the_store_keeps_serving() {
         "a".repeat(300_000)
     );
     let response = s.raw(&huge_url).await;
-    let status: u16 = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
+    let status = raw_http::status(&response).unwrap_or(0);
     assert!(status == 414 || status == 431 || status == 400, "{status}");
     let key = s.key("blob:files/a", "read");
     assert_eq!(

@@ -6,98 +6,66 @@
 //! fresh data folder, and talks to it over real sockets: the key API with `reqwest`, the
 //! in-flight transfers with raw HTTP/1.1 so that the test knows exactly which bytes were sent.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::process::{Command, Stdio};
+use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use valet_testkit::process::{free_addr, Running};
+use valet_testkit::raw_http::blocking::read_head;
+use valet_testkit::raw_http::{self, status_of};
 
 /// The admin API key every test's `valet serve` gets through `VALET_ADMIN_API_KEY`.
 const ADMIN: &str = "vak_faults-test-admin-key-0123456789";
 
-fn free_addr() -> String {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!("127.0.0.1:{port}")
-}
-
 /// A running `valet serve --role all`; killed on drop. Its stderr is kept for failure messages.
 struct Serve {
-    child: Child,
+    process: Running,
     gate: String,
     store: String,
     data: PathBuf,
-    log: Arc<Mutex<String>>,
 }
 
 impl Serve {
     fn start(data: &Path) -> Serve {
         let (gate, store) = (free_addr(), free_addr());
-        let mut child = Command::new(env!("CARGO_BIN_EXE_valet"))
-            .arg("serve")
-            .arg("--data")
-            .arg(data)
-            .args(["--gate-addr", &gate, "--store-addr", &store])
-            .env("VALET_ADMIN_API_KEY", ADMIN)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        for addr in [&gate, &store] {
-            while TcpStream::connect(addr).is_err() {
-                assert!(
-                    child.try_wait().unwrap().is_none(),
-                    "valet serve exited: {}",
-                    log.lock().unwrap()
-                );
-                assert!(
-                    Instant::now() < deadline,
-                    "valet serve did not listen on {addr}"
-                );
-                thread::sleep(Duration::from_millis(25));
-            }
-        }
+        let mut process = Running::spawn(
+            Command::new(env!("CARGO_BIN_EXE_valet"))
+                .arg("serve")
+                .arg("--data")
+                .arg(data)
+                .args(["--gate-addr", &gate, "--store-addr", &store])
+                .env("VALET_ADMIN_API_KEY", ADMIN)
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped()),
+        );
+        process.wait_listening(&[&gate, &store], Duration::from_secs(30));
         Serve {
-            child,
+            process,
             gate,
             store,
             data: data.to_owned(),
-            log,
         }
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.child.id()
     }
 
     fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.process.stderr()
     }
 
     /// SIGKILL: no shutdown, no clean-up, no flush.
     fn kill9(&mut self) {
-        self.child.kill().unwrap(); // SIGKILL on unix
-        let status = self.child.wait().unwrap();
+        self.process.child.kill().unwrap(); // SIGKILL on unix
+        let status = self.process.child.wait().unwrap();
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(status.signal(), Some(9), "{status:?}");
     }
@@ -166,13 +134,6 @@ impl Serve {
     }
 }
 
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 type Http = reqwest::blocking::Client;
 
 /// A client that follows no redirect and keeps no idle connection (which would hold a file
@@ -190,11 +151,7 @@ fn http() -> Http {
 fn status_and_code(response: reqwest::blocking::Response) -> (u16, String) {
     let status = response.status().as_u16();
     let text = response.text().unwrap_or_default();
-    let code = serde_json::from_str::<Value>(&text)
-        .ok()
-        .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
-        .unwrap_or(text);
-    (status, code)
+    (status, raw_http::error_code(&text).unwrap_or(text))
 }
 
 /// `len` reproducible bytes for `seed` (xorshift).
@@ -212,27 +169,6 @@ fn content(seed: u64, len: usize) -> Vec<u8> {
 
 fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
-}
-
-/// Reads an HTTP response head (up to the blank line), one byte at a time so that nothing
-/// after it is consumed. `None` if the connection ends first.
-fn read_head(stream: &mut TcpStream) -> Option<String> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match stream.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            _ => return None,
-        }
-    }
-    Some(String::from_utf8_lossy(&head).into_owned())
-}
-
-fn status_of(head: &str) -> u16 {
-    head.split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {head:?}"))
 }
 
 /// What a client of an upload in flight at the kill saw.
@@ -629,11 +565,11 @@ fn read_answer(stream: &mut TcpStream) -> Option<(u16, String)> {
         .unwrap_or(0);
     let mut body = vec![0u8; length];
     stream.read_exact(&mut body).ok()?;
-    let code = serde_json::from_slice::<Value>(&body)
-        .ok()
-        .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-    Some((status_of(&head), code))
+    let body = String::from_utf8_lossy(&body).into_owned();
+    Some((
+        status_of(&head),
+        raw_http::error_code(&body).unwrap_or(body),
+    ))
 }
 
 /// An upload of 1000 bytes sent one byte a second: the answer, and when it came.

@@ -2,19 +2,11 @@
 //! curl; the roles in separate processes sharing a data folder; configuration errors.
 
 use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_addr() -> String {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!("127.0.0.1:{port}")
-}
+use valet_testkit::process::{free_addr, Running};
 
 fn curl(args: &[&str]) -> Output {
     Command::new("curl")
@@ -26,43 +18,26 @@ fn curl(args: &[&str]) -> Output {
 
 /// A running `valet serve`; killed on drop.
 struct Serve {
-    child: Child,
+    _process: Running,
     stdout: String,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Serve {
     /// Starts `valet serve ARGS` and waits until every address in `wait_for` accepts.
     fn start(args: &[&str], env: &[(&str, &str)], wait_for: &[&str]) -> Serve {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_valet"))
-            .arg("serve")
-            .args(args)
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        for addr in wait_for {
-            while TcpStream::connect(addr).is_err() {
-                assert!(
-                    Instant::now() < deadline,
-                    "valet serve did not listen on {addr}"
-                );
-                assert!(child.try_wait().unwrap().is_none(), "valet serve exited");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
+        let mut process = Running::spawn(
+            Command::new(env!("CARGO_BIN_EXE_valet"))
+                .arg("serve")
+                .args(args)
+                .envs(env.iter().copied())
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit()),
+        );
+        process.wait_listening(wait_for, Duration::from_secs(20));
         // The welcome text, if any, is printed before the listeners accept.
         let mut stdout = String::new();
-        let pipe = child.stdout.take().unwrap();
+        let pipe = process.child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines().map_while(Result::ok) {
@@ -73,7 +48,10 @@ impl Serve {
             stdout.push_str(&line);
             stdout.push('\n');
         }
-        Serve { child, stdout }
+        Serve {
+            _process: process,
+            stdout,
+        }
     }
 }
 

@@ -2,94 +2,56 @@
 //! user would: the real binary against a real `valet serve` (gate and store), checked with
 //! curl at the store.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use valet_testkit::process::{self, free_addr, Running};
+use valet_testkit::raw_http::blocking::healthy;
 
 const ADMIN_KEY: &str = "vak_key_remote_test_admin_0123456789abcdef";
-
-fn free_addr() -> String {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!("127.0.0.1:{port}")
-}
-
-/// True once `GET /healthz` at `addr` answers 200.
-fn healthy(addr: &str) -> bool {
-    let Ok(mut stream) = TcpStream::connect(addr) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let request = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer.starts_with("HTTP/1.1 200")
-}
 
 /// The binary with none of the caller's `VALET_*` settings.
 fn valet_command() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_valet"));
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("VALET_") {
-            command.env_remove(name);
-        }
-    }
+    process::without_env(&mut command, "VALET_");
     command
 }
 
 /// `valet serve` with gate and store on free ports and a known admin API key; killed on drop.
 struct Serve {
-    child: Child,
+    _process: Running,
     gate: String,
     store: String,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Serve {
     fn start() -> Serve {
         let dir = tempfile::tempdir().unwrap();
         let (gate, store) = (free_addr(), free_addr());
-        let child = valet_command()
-            .args(["serve", "--role", "all", "--data"])
-            .arg(dir.path())
-            .args(["--gate-addr", &gate, "--store-addr", &store])
-            .env("VALET_ADMIN_API_KEY", ADMIN_KEY)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut serve = Serve {
-            child,
+        let mut process = Running::spawn(
+            valet_command()
+                .args(["serve", "--role", "all", "--data"])
+                .arg(dir.path())
+                .args(["--gate-addr", &gate, "--store-addr", &store])
+                .env("VALET_ADMIN_API_KEY", ADMIN_KEY)
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit()),
+        );
+        process.wait_until(
+            "ready (gate and store healthy)",
+            Duration::from_secs(30),
+            Duration::from_millis(50),
+            || healthy(&gate) && healthy(&store),
+        );
+        Serve {
+            _process: process,
             gate,
             store,
             _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !(healthy(&serve.gate) && healthy(&serve.store)) {
-            assert!(
-                serve.child.try_wait().unwrap().is_none(),
-                "valet serve exited"
-            );
-            assert!(Instant::now() < deadline, "valet serve is not ready");
-            std::thread::sleep(Duration::from_millis(50));
         }
-        serve
     }
 
     fn gate_url(&self) -> String {

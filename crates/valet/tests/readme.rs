@@ -17,11 +17,12 @@
 //!
 //! The commands run in an empty working folder of their own.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use valet_testkit::process::{self, free_addr, Running};
+use valet_testkit::raw_http::blocking::healthy;
 
 const README: &str = include_str!("../../../README.md");
 
@@ -70,69 +71,27 @@ fn quickstart_commands(readme: &str) -> Vec<String> {
     commands
 }
 
-fn free_addr() -> String {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!("127.0.0.1:{port}")
-}
-
-/// True once `GET /healthz` at `addr` answers 200.
-fn healthy(addr: &str) -> bool {
-    let Ok(mut stream) = TcpStream::connect(addr) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let request = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer.starts_with("HTTP/1.1 200")
+fn valet_env(command: &mut Command) -> &mut Command {
+    process::without_env(command, "VALET_")
 }
 
 /// A running `valet serve`; killed on drop.
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn valet_env(command: &mut Command) -> &mut Command {
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("VALET_") {
-            command.env_remove(name);
-        }
-    }
-    command
-}
-
-fn serve(data: &Path, gate: &str, store: &str) -> Serve {
-    let child = valet_env(&mut Command::new(env!("CARGO_BIN_EXE_valet")))
-        .args(["serve", "--role", "all", "--data"])
-        .arg(data)
-        .args(["--gate-addr", gate, "--store-addr", store])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("valet serve starts");
-    let mut serve = Serve(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !(healthy(gate) && healthy(store) && data.join("admin-api-key").exists()) {
-        assert!(
-            serve.0.try_wait().unwrap().is_none(),
-            "valet serve exited before it was ready"
-        );
-        assert!(Instant::now() < deadline, "valet serve is not ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn serve(data: &Path, gate: &str, store: &str) -> Running {
+    let mut serve = Running::spawn(
+        valet_env(&mut Command::new(env!("CARGO_BIN_EXE_valet")))
+            .args(["serve", "--role", "all", "--data"])
+            .arg(data)
+            .args(["--gate-addr", gate, "--store-addr", store])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit()),
+    );
+    serve.wait_until(
+        "ready (gate and store healthy, the admin API key written)",
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || healthy(gate) && healthy(store) && data.join("admin-api-key").exists(),
+    );
     serve
 }
 

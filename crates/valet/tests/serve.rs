@@ -1,11 +1,12 @@
 //! `valet serve --role store` as a user runs it: the real binary, real curl, real signals.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use valet_testkit::process::{free_port, Running};
 
 fn valet(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_valet"))
@@ -23,20 +24,11 @@ fn stdout(out: Output) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A running `valet serve` whose stderr is collected.
+/// A running `valet serve` whose stderr is collected; killed on drop.
 struct Server {
-    child: Child,
+    process: Running,
     port: u16,
     data: PathBuf,
-    log: Arc<Mutex<String>>,
 }
 
 impl Server {
@@ -53,36 +45,17 @@ impl Server {
             &addr,
         ];
         args.extend_from_slice(extra);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_valet"))
-            .args(&args)
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(&addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "store did not start: {}",
-                log.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let mut process = Running::spawn(
+            Command::new(env!("CARGO_BIN_EXE_valet"))
+                .args(&args)
+                .env("RUST_LOG", "info")
+                .stderr(Stdio::piped()),
+        );
+        process.wait_listening(&[&addr], Duration::from_secs(20));
         Server {
-            child,
+            process,
             port,
             data: data.to_owned(),
-            log,
         }
     }
 
@@ -107,12 +80,12 @@ impl Server {
     }
 
     fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.process.stderr()
     }
 
     fn terminate(&mut self) -> std::process::ExitStatus {
         Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args(["-TERM", &self.process.child.id().to_string()])
             .status()
             .unwrap();
         self.wait(Duration::from_secs(20))
@@ -121,19 +94,12 @@ impl Server {
     fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + limit;
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.process.child.try_wait().unwrap() {
                 return status;
             }
             assert!(Instant::now() < deadline, "valet serve did not exit");
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -2,13 +2,15 @@
 //! loopback, with a recording proxy in between where a test needs to see the requests, and a
 //! stand-in gate that answers as the gate's contract says.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use valet_testkit::process::{free_port, Running};
 
 fn valet(args: &[&str]) -> Output {
     valet_env(args, &[])
@@ -60,54 +62,30 @@ fn bytes(len: usize, seed: u64) -> Vec<u8> {
 
 const MIB: usize = 1024 * 1024;
 
-/// A running `valet serve --role store`.
+/// A running `valet serve --role store`, its stderr kept; killed on drop.
 struct Store {
-    child: Child,
+    process: Running,
     port: u16,
     data: PathBuf,
-    log: Arc<Mutex<String>>,
 }
 
 impl Store {
     fn start(data: &Path) -> Store {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let addr = format!("127.0.0.1:{port}");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_valet"))
-            .args(["serve", "--role", "store", "--data"])
-            .arg(data)
-            .args(["--store-addr", &addr])
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(&addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "store did not start: {}",
-                log.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let mut process = Running::spawn(
+            Command::new(env!("CARGO_BIN_EXE_valet"))
+                .args(["serve", "--role", "store", "--data"])
+                .arg(data)
+                .args(["--store-addr", &addr])
+                .env("RUST_LOG", "info")
+                .stderr(Stdio::piped()),
+        );
+        process.wait_listening(&[&addr], Duration::from_secs(20));
         Store {
-            child,
+            process,
             port,
             data: data.to_owned(),
-            log,
         }
     }
 
@@ -128,13 +106,6 @@ impl Store {
 
     fn url(&self, path: &str, key: &str) -> String {
         format!("http://127.0.0.1:{}{path}?vk={key}", self.port)
-    }
-}
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -357,7 +328,7 @@ fn put_then_get_round_trips_a_few_mebibytes_streamed_with_its_digest() {
     assert!(stderr(&again).starts_with("valet: precondition_failed: "));
 
     let tag = key.rsplit_once('.').unwrap().1;
-    assert!(!store.log.lock().unwrap().contains(tag));
+    assert!(!store.process.stderr().contains(tag));
 }
 
 #[test]

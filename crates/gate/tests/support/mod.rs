@@ -233,6 +233,12 @@ impl Stack {
         json
     }
 
+    /// The gate's `GET /metrics` answer, as a scraper gets it.
+    pub async fn metrics_text(&self) -> String {
+        let response = self.http.get(self.gate_url("/metrics")).send().await;
+        response.unwrap().text().await.unwrap()
+    }
+
     /// The value of a counter in the gate's metrics text.
     pub fn gate_metric(&self, name: &str) -> f64 {
         metric(&self.gate.metrics().render(), name)
@@ -246,6 +252,14 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
+}
+
+/// A raw `GET path` request with a bearer credential, asking to close the connection after
+/// the answer (for `valet_testkit::raw_http::send`).
+pub fn bearer_get(path: &str, api_key: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: gate\r\nAuthorization: Bearer {api_key}\r\nConnection: close\r\n\r\n"
+    )
 }
 
 /// The error code of a JSON error response.

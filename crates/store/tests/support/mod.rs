@@ -3,16 +3,17 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 use valet_key::{Caveat, Claims, KeyId, Keyring, Limits, Scope, Token, UnixTime};
 use valet_ledger::{Ledger, SqliteLedger};
 use valet_store::{Store, StoreConfig};
+use valet_testkit::raw_http;
 
 pub struct TestStore {
     pub addr: SocketAddr,
@@ -124,6 +125,12 @@ impl TestStore {
         format!("http://{}{}", self.addr, path_and_query)
     }
 
+    /// The store's `GET /metrics` answer, as a scraper gets it.
+    pub async fn metrics_text(&self) -> String {
+        let response = self.http.get(self.url("/metrics")).send().await;
+        response.unwrap().text().await.unwrap()
+    }
+
     pub fn data(&self) -> PathBuf {
         self.dir.path().to_owned()
     }
@@ -191,26 +198,39 @@ impl TestStore {
     /// Sends raw bytes as one HTTP/1.1 request and returns the raw response, so that no
     /// client library normalises the path first.
     pub async fn raw(&self, request: &str) -> String {
-        let mut stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut out = Vec::new();
-        let _ = stream.read_to_end(&mut out).await;
-        String::from_utf8_lossy(&out).into_owned()
+        raw_http::send(self.addr, request).await
     }
 
     /// Status code of a raw `GET target` with `Connection: close`.
     pub async fn raw_get_status(&self, target: &str, extra_headers: &str) -> u16 {
-        let response = self
-            .raw(&format!(
-                "GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra_headers}\r\n"
-            ))
-            .await;
-        response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no status in {response:?}"))
+        raw_http::status_of(&self.raw(&raw_get(target, extra_headers)).await)
     }
+}
+
+/// A raw `GET target` with `Connection: close` and `extra_headers` (whole header lines).
+pub fn raw_get(target: &str, extra_headers: &str) -> String {
+    format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra_headers}\r\n")
+}
+
+/// The error codes the store can produce: those its one mapping function's source names, and
+/// `Denial::code()`'s, the key crate's denials. `tests/openapi.rs` holds them against the
+/// document, `tests/hygiene.rs` against `docs/ERRORS.md`.
+pub fn codes_in_source() -> BTreeSet<String> {
+    let mut codes = valet_testkit::openapi::codes_in_source(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src/error.rs"
+    ));
+    for denial in [
+        "key_invalid",
+        "key_expired",
+        "key_not_yet_valid",
+        "out_of_scope",
+        "op_not_allowed",
+        "ip_not_allowed",
+    ] {
+        codes.insert(denial.into());
+    }
+    codes
 }
 
 /// The error code of a JSON error response.
