@@ -65,54 +65,21 @@ LAT_CONNS=${BENCH_LAT_CONNS:-4}
 PROXY_SIZE=${BENCH_PROXY_SIZE:-100}
 OFFLOAD_SIZE=${BENCH_OFFLOAD_SIZE:-1G}
 OFFLOAD_RUNS=${BENCH_OFFLOAD_RUNS:-3}
-SRV=()
-CLI=()
-if [ "${BENCH_PIN:-0}" = 1 ]; then
-  SRV=(taskset -c "${BENCH_SERVER_CPUS:-0}")
-  CLI=(taskset -c "${BENCH_CLIENT_CPUS:-1}")
-fi
 ((PROXY_SIZE >= 32)) || { echo "error: BENCH_PROXY_SIZE must be at least 32" >&2; exit 1; }
 ((OFFLOAD_RUNS >= 1)) || { echo "error: BENCH_OFFLOAD_RUNS must be at least 1" >&2; exit 1; }
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$HERE/.." && pwd)
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$HERE/lib.sh" # say, die, need_tools, build_valet, stop_pid, new_port, wait_http, cpu_ticks...
 LUA="$HERE/wrk-report.lua"
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 VALET="$TARGET_DIR/release/valet"
-CLK_TCK=$(getconf CLK_TCK)
-
-say() { printf '\n==> %s\n' "$*"; }
-die() {
-  printf 'error: %s\n' "$*" >&2
-  exit 1
-}
+pin_cpus
 
 # ---------------------------------------------------------------------------------------------
 # 1. Tools
 # ---------------------------------------------------------------------------------------------
-need=()
-command -v nginx >/dev/null 2>&1 || need+=(nginx)
-command -v wrk >/dev/null 2>&1 || need+=(wrk)
-command -v curl >/dev/null 2>&1 || need+=(curl)
-if ((${#need[@]})); then
-  say "installing ${need[*]}"
-  SUDO=
-  if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null 2>&1 || die "need root or sudo to install ${need[*]}"
-    SUDO=sudo
-  fi
-  $SUDO apt-get update
-  # shellcheck disable=SC2086
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y "${need[@]}"
-fi
-command -v nginx >/dev/null 2>&1 || die "nginx still missing"
-command -v wrk >/dev/null 2>&1 || die "wrk still missing"
-
-if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
-  say "building valet (release)"
-  (cd "$ROOT" && cargo build --release -p valet)
-fi
-[ -x "$VALET" ] || die "no binary at $VALET"
+need_tools nginx wrk curl
+build_valet "${BENCH_NO_BUILD:-0}"
 
 # ---------------------------------------------------------------------------------------------
 # Temporary folder and clean-up
@@ -130,105 +97,16 @@ STORE_PID=
 GATE_PID=
 ORIGIN_PID=
 NPROXY_PID=
-stop_pid() { # pid: TERM, wait up to 5 s, then KILL (the pid and its direct children)
-  local pid=$1 i
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 50; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    local kids
-    kids=$(pgrep -P "$pid" || true)
-    kill -KILL "$pid" $kids 2>/dev/null || true
-  fi
-  wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-  set +e
-  stop_pid "$NPROXY_PID"
-  stop_pid "$ORIGIN_PID"
-  stop_pid "$GATE_PID"
-  stop_pid "$STORE_PID"
-  if [ "${BENCH_KEEP:-0}" = 1 ]; then
-    echo "kept $WORK" >&2
-  else
-    rm -rf "$WORK"
-  fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-USED_PORTS=()
-free_port() { # a loopback port nobody answers on and not handed out before
-  local p i u taken
-  for ((i = 0; i < 200; i++)); do
-    p=$((20000 + RANDOM % 40000))
-    taken=0
-    for u in "${USED_PORTS[@]}"; do [ "$u" = "$p" ] && taken=1; done
-    ((taken)) && continue
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-      echo "$p"
-      return 0
-    fi
-  done
-  return 1
-}
-new_port() { # var: a free port into $var, remembered so that the next one differs
-  local p
-  p=$(free_port) || die "no free port"
-  USED_PORTS+=("$p")
-  printf -v "$1" '%s' "$p"
-}
-
-wait_http() { # url pid name: until something answers HTTP on url
-  local url=$1 pid=$2 name=$3 i code
-  for ((i = 0; i < 150; i++)); do
-    kill -0 "$pid" 2>/dev/null || die "$name exited at start-up (see $LOGS)"
-    code=$(curl -s -o /dev/null -w '%{http_code}' "$url" || true)
-    [ "$code" != 000 ] && [ -n "$code" ] && return 0
-    sleep 0.1
-  done
-  die "$name did not answer on $url"
-}
-
-cpu_ticks() { # pid: utime+stime of the process (all its threads) and its direct children (nginx workers)
-  local total=0 p t
-  for p in "$1" $(pgrep -P "$1" || true); do
-    t=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)
-    total=$((total + t))
-  done
-  echo "$total"
-}
-
-sys_busy_ticks() { # all CPUs: user+nice+system+irq+softirq+steal, in USER_HZ ticks
-  awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat
-}
+cleanup_on_exit "${BENCH_KEEP:-0}" NPROXY_PID ORIGIN_PID GATE_PID STORE_PID
 
 gate_metric() { # name{labels} as printed by /metrics: its value (0 if absent)
   curl -sS "$GBASE/metrics" | awk -v m="$1" '$1 == m { v = $2 } END { printf "%.0f", v + 0 }'
 }
 
-fmt() { awk -v x="$1" -v f="$2" 'BEGIN { printf f, x }'; }
-div() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "nan"; else printf "%.3f", a / b }'; }
-verdict() { # value op threshold
-  awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN {
-    if (v == "nan" || v == "inf") { print (v == "inf" && op == ">=") ? "PASS" : "MISS"; exit }
-    ok = (op == ">=") ? (v >= t) : (op == "<=") ? (v <= t) : (v < t); print ok ? "PASS" : "MISS" }'
-}
-
-FS_TYPE=$(stat -f -c %T "$WORK")
-say "machine: $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), work folder $WORK ($FS_TYPE)"
-echo "    load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "    $(nginx -v 2>&1), $(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2), $("$VALET" --version 2>/dev/null || echo valet)"
+say_machine
 echo "    BENCH_SECONDS=$SECS warm-up=${WARM}s wrk threads=$THREADS conns=$CONNS latency conns=$LAT_CONNS"
 echo "    small response ${PROXY_SIZE} B, offload blob $OFFLOAD_SIZE x $OFFLOAD_RUNS downloads per route, CLK_TCK=$CLK_TCK"
-if ((${#SRV[@]})); then
-  echo "    pinned: servers on CPU ${BENCH_SERVER_CPUS:-0}, wrk/curl on CPU ${BENCH_CLIENT_CPUS:-1}"
-else
-  echo "    not pinned: servers and wrk share all $(nproc) CPUs (BENCH_PIN=1 to separate them)"
-fi
+say_pinning
 
 # ---------------------------------------------------------------------------------------------
 # 2. Ports and configuration files
@@ -267,42 +145,13 @@ printf '{"ok":true,"id":12345,"p":"%s"}\n' "$(head -c "$pad" /dev/zero | tr '\0'
 # /raw/... on the origin is the store's blob folder: the same files the store serves.
 ln -s "$DATA/blobs" "$WWW/raw"
 
-USER_LINE=
-# The work folder is owner-only (mktemp); as root, let the workers run as root to read it.
-[ "$(id -u)" -eq 0 ] && USER_LINE="user root;"
-nginx_conf() { # prefix server-block
-  cat <<EOF
-$USER_LINE
-worker_processes auto;
-daemon off;
-pid $1/nginx.pid;
-error_log $1/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    tcp_nodelay on;
-    keepalive_timeout 65s;
-    keepalive_requests 1000000;
-    types { application/json json; }
-    default_type application/octet-stream;
-    client_body_temp_path $1/client_body;
-    proxy_temp_path $1/proxy;
-    fastcgi_temp_path $1/fastcgi;
-    uwsgi_temp_path $1/uwsgi;
-    scgi_temp_path $1/scgi;
-$2
-}
-EOF
-}
-nginx_conf "$NGX_ORIGIN" "    server {
+nginx_conf "$NGX_ORIGIN" auto on "    server {
         listen 127.0.0.1:$ORIGIN_PORT;
         root $WWW;
     }" >"$NGX_ORIGIN/nginx.conf"
 # The reference reverse proxy: pooled keep-alive connections to the origin, and about the
 # header work the gate does (credential removed, X-Forwarded-*).
-nginx_conf "$NGX_PROXY" "    upstream origin {
+nginx_conf "$NGX_PROXY" auto on "    upstream origin {
         server 127.0.0.1:$ORIGIN_PORT;
         keepalive 64;
         keepalive_requests 1000000;
@@ -328,8 +177,7 @@ RUST_LOG=warn "${SRV[@]}" "$VALET" serve --role store --data "$DATA" --store-add
   --shutdown-grace 2s >"$LOGS/store.out" 2>"$LOGS/store.log" &
 STORE_PID=$!
 wait_http "$SBASE/" "$STORE_PID" store
-for ((i = 0; i < 50; i++)); do [ -s "$DATA/keyring" ] && break; sleep 0.1; done
-[ -s "$DATA/keyring" ] || die "the store wrote no keyring"
+wait_file "$DATA/keyring" || die "the store wrote no keyring"
 
 say "starting the gate on $GBASE (--role gate, store URL $SBASE, config $WORK/gate.toml)"
 RUST_LOG=warn "${SRV[@]}" "$VALET" serve --role gate --data "$DATA" --gate-addr "127.0.0.1:$GATE_PORT" \
@@ -337,7 +185,7 @@ RUST_LOG=warn "${SRV[@]}" "$VALET" serve --role gate --data "$DATA" --gate-addr 
   >"$LOGS/gate.out" 2>"$LOGS/gate.log" &
 GATE_PID=$!
 wait_http "$GBASE/healthz" "$GATE_PID" gate
-for ((i = 0; i < 50; i++)); do [ -s "$DATA/admin-api-key" ] && break; sleep 0.1; done
+wait_file "$DATA/admin-api-key" || true
 KEY=$(tr -d '[:space:]' <"$DATA/admin-api-key")
 [ -n "$KEY" ] || die "no admin API key in $DATA/admin-api-key"
 AUTH="Authorization: Bearer $KEY"
@@ -385,47 +233,29 @@ echo "    delegate route (307 -> store), gate proxy route (-> origin) and origin
 # run_wrk LABEL THREADS CONNS URL SERVER_PID: warm-up, then a measured run with the Bearer
 # header. Sets R_<LABEL>_* globals; the origin's CPU is recorded too (upstream column).
 run_wrk() {
-  local label=$1 threads=$2 conns=$3 url=$4 pid=$5 t0 t1 o0 o1 b0 b1 line times
+  local label=$1 threads=$2 conns=$3 url=$4 pid=$5 t0 t1 o0 o1 b0 b1 dur_s
   "${CLI[@]}" wrk -t"$threads" -c"$conns" -d"${WARM}s" --timeout 30s -H "$AUTH" "$url" >/dev/null
   t0=$(cpu_ticks "$pid")
   o0=$(cpu_ticks "$ORIGIN_PID")
   b0=$(sys_busy_ticks)
-  times="$LOGS/time-$label"
-  {
-    TIMEFORMAT='%U %S'
-    time "${CLI[@]}" wrk -t"$threads" -c"$conns" -d"${SECS}s" --timeout 30s --latency -s "$LUA" \
-      -H "$AUTH" "$url" >"$LOGS/wrk-$label.txt"
-  } 2>"$times"
+  wrk_timed "$label" -t"$threads" -c"$conns" -d"${SECS}s" --timeout 30s -H "$AUTH" "$url"
   t1=$(cpu_ticks "$pid")
   o1=$(cpu_ticks "$ORIGIN_PID")
   b1=$(sys_busy_ticks)
-  sed -e 's/^/    /' "$LOGS/wrk-$label.txt" | grep -v '^    WRK_RESULT'
-  line=$(grep '^WRK_RESULT' "$LOGS/wrk-$label.txt") || die "wrk gave no result for $label"
-  local k v kv
-  for kv in ${line#WRK_RESULT }; do
-    k=${kv%%=*}
-    v=${kv#*=}
-    printf -v "R_${label}_$k" '%s' "$v"
-  done
+  wrk_result "$label" # prints the report; sets R_<label>_requests, _p99_us, _rps, _wrkcpu, _errs...
   printf -v "R_${label}_srvticks" '%s' $((t1 - t0))
-  local dur_s
-  dur_s=$(awk -v d="$(get "${label}_duration_us")" 'BEGIN { printf "%.6f", d / 1e6 }')
-  printf -v "R_${label}_rps" '%s' "$(awk -v n="$(get "${label}_requests")" -v d="$dur_s" 'BEGIN { printf "%.1f", n / d }')"
+  dur_s=$(get "${label}_dur_s")
   # CPU used, in % of one core (200 % = both cores of a 2-core machine)
-  printf -v "R_${label}_srvcpu" '%s' "$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v d="$dur_s" 'BEGIN { printf "%.0f", 100 * t / hz / d }')"
+  printf -v "R_${label}_srvcpu" '%s' "$(cpu_pct $((t1 - t0)) "$dur_s")"
   if [ "$pid" = "$ORIGIN_PID" ]; then
     printf -v "R_${label}_upcpu" '%s' 0
   else
-    printf -v "R_${label}_upcpu" '%s' "$(awk -v t=$((o1 - o0)) -v hz="$CLK_TCK" -v d="$dur_s" 'BEGIN { printf "%.0f", 100 * t / hz / d }')"
+    printf -v "R_${label}_upcpu" '%s' "$(cpu_pct $((o1 - o0)) "$dur_s")"
   fi
-  printf -v "R_${label}_wrkcpu" '%s' "$(awk -v d="$dur_s" '{ printf "%.0f", 100 * ($1 + $2) / d }' "$times")"
   # Everything else the machine ran meanwhile (other users' builds, tests...): busy - servers - wrk
-  printf -v "R_${label}_othcpu" '%s' "$(awk -v b=$((b1 - b0)) -v hz="$CLK_TCK" -v d="$dur_s" \
-    -v s="$(get "${label}_srvcpu")" -v u="$(get "${label}_upcpu")" -v w="$(get "${label}_wrkcpu")" \
-    'BEGIN { o = 100 * b / hz / d - s - u - w; printf "%.0f", (o < 0) ? 0 : o }')"
-  printf -v "R_${label}_errs" '%s' "$(($(get "${label}_connect") + $(get "${label}_read") + $(get "${label}_write") + $(get "${label}_timeout")))"
+  printf -v "R_${label}_othcpu" '%s' "$(other_pct $((b1 - b0)) "$dur_s" \
+    "$(get "${label}_srvcpu")" "$(get "${label}_upcpu")" "$(get "${label}_wrkcpu")")"
 }
-get() { eval echo "\$R_$1"; }
 WRK_LABELS=()
 
 # ---------------------------------------------------------------------------------------------
@@ -572,12 +402,5 @@ for l in dir_t gate_t ngx_t; do
   printf -v "R_${l}_cpureq" '%s' "$(awk -v c="$(get "${l}"_srvcpu)" -v r="$(get "${l}"_rps)" 'BEGIN { if (r == 0) print "nan"; else printf "%.1f", c / 100 / r * 1e6 }')"
 done
 echo "  CPU per request at c$CONNS: origin direct $(get dir_t_cpureq) us, gate $(get gate_t_cpureq) us, nginx proxy $(get ngx_t_cpureq) us (upstream not included)"
-total_errs=0
-busy_other=0
-for l in "${WRK_LABELS[@]}"; do
-  total_errs=$((total_errs + $(get "${l}"_status) + $(get "${l}"_errs)))
-  (($(get "${l}"_othcpu) > 20)) && busy_other=1
-done
-((busy_other)) && echo "  NOTE: other processes used over 20% of a core during some runs (column 'other'): the machine was not quiet."
-((total_errs > 0)) && echo "  NOTE: wrk reported errors above (see the raw wrk output); numbers with errors are suspect."
+wrk_notes "${WRK_LABELS[@]}"
 exit 0

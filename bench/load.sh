@@ -71,47 +71,22 @@ DELEGATE_CONNS=${LOAD_DELEGATE_CONNS:-4}
 ((SECS >= 4)) || { echo "error: LOAD_SECONDS must be at least 4" >&2; exit 2; }
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$HERE/.." && pwd)
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$HERE/lib.sh" # say, die, need_tools, build_valet, stop_pid, new_port, wait_http, cpu_ticks...
+DIE_CODE=2       # die = the harness broke (1 is for wrong answers)
 LUA="$HERE/load.lua"
 PY="$HERE/load.py"
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 VALET="${LOAD_VALET_BIN:-$TARGET_DIR/release/valet}"
-CLK_TCK=$(getconf CLK_TCK)
-
-say() { printf '\n==> %s\n' "$*"; }
-die() {
-  printf 'error: %s\n' "$*" >&2
-  exit 2
-}
 
 # ---------------------------------------------------------------------------------------------
 # 1. Tools
 # ---------------------------------------------------------------------------------------------
-need=()
-command -v nginx >/dev/null 2>&1 || need+=(nginx)
-command -v wrk >/dev/null 2>&1 || need+=(wrk)
-command -v curl >/dev/null 2>&1 || need+=(curl)
-command -v python3 >/dev/null 2>&1 || need+=(python3)
-if ((${#need[@]})); then
-  say "installing ${need[*]}"
-  SUDO=
-  if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null 2>&1 || die "need root or sudo to install ${need[*]}"
-    SUDO=sudo
-  fi
-  $SUDO apt-get update
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y "${need[@]}"
-fi
-for tool in nginx wrk curl python3; do
-  command -v "$tool" >/dev/null 2>&1 || die "$tool still missing"
-done
+need_tools nginx wrk curl python3
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 7))' || die "python3 is older than 3.7"
 
-if [ "${LOAD_NO_BUILD:-0}" != 1 ] && [ -z "${LOAD_VALET_BIN:-}" ]; then
-  say "building valet (release)"
-  (cd "$ROOT" && cargo build --release -p valet) || die "cargo build failed"
-fi
-[ -x "$VALET" ] || die "no binary at $VALET"
+NO_BUILD=${LOAD_NO_BUILD:-0}
+[ -n "${LOAD_VALET_BIN:-}" ] && NO_BUILD=1
+build_valet "$NO_BUILD" || die "cargo build failed"
 
 # ---------------------------------------------------------------------------------------------
 # Temporary folder and clean-up
@@ -128,81 +103,15 @@ VALET_PID=
 NGINX_PID=
 CLIENT_PIDS=()
 SAMPLER_PID=
-stop_pid() { # pid: TERM, wait up to 5 s, then KILL (the pid and its direct children)
-  local pid=$1 i
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 50; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    local kids
-    kids=$(pgrep -P "$pid" || true)
-    kill -KILL "$pid" $kids 2>/dev/null || true
-  fi
-  wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-  set +e
-  local p
-  for p in "${CLIENT_PIDS[@]}"; do stop_pid "$p"; done
-  stop_pid "$SAMPLER_PID"
-  stop_pid "$NGINX_PID"
-  stop_pid "$VALET_PID"
-  if [ "${LOAD_KEEP:-0}" = 1 ]; then
-    echo "kept $WORK" >&2
-  else
-    rm -rf "$WORK"
-  fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-USED_PORTS=()
-free_port() { # a loopback port nobody answers on and not handed out before
-  local p i u taken
-  for ((i = 0; i < 200; i++)); do
-    p=$((20000 + RANDOM % 40000))
-    taken=0
-    for u in "${USED_PORTS[@]}"; do [ "$u" = "$p" ] && taken=1; done
-    ((taken)) && continue
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-      echo "$p"
-      return 0
-    fi
-  done
-  return 1
-}
-new_port() { # var: a free port into $var, remembered so that the next one differs
-  local p
-  p=$(free_port) || die "no free port"
-  USED_PORTS+=("$p")
-  printf -v "$1" '%s' "$p"
-}
-
-wait_http() { # url pid name: until something answers HTTP on url
-  local url=$1 pid=$2 name=$3 i code
-  for ((i = 0; i < 150; i++)); do
-    kill -0 "$pid" 2>/dev/null || die "$name exited at start-up (see $LOGS)"
-    code=$(curl -s -o /dev/null -w '%{http_code}' "$url" || true)
-    [ "$code" != 000 ] && [ -n "$code" ] && return 0
-    sleep 0.1
-  done
-  die "$name did not answer on $url"
-}
+cleanup_on_exit "${LOAD_KEEP:-0}" CLIENT_PIDS SAMPLER_PID NGINX_PID VALET_PID
 
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$VALET_PID/status"; }
 hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$VALET_PID/status"; }
 fds() { find "/proc/$VALET_PID/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
 threads() { awk '/^Threads/ {print $2}' "/proc/$VALET_PID/status"; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$VALET_PID/stat"; }
-sys_busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'; }
 
-say "machine: $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), work folder $WORK ($(stat -f -c %T "$WORK"))"
-echo "    load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "    $(nginx -v 2>&1), $(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2), $(python3 --version), $("$VALET" --version 2>/dev/null || echo valet)"
+say_machine "$(python3 --version)"
 echo "    LOAD_SECONDS=$SECS warm-up=${WARM}s connections: issue $ISSUE_CONNS, download-small $SMALL_CONNS," \
   "download-medium $MEDIUM_CONNS, proxy $PROXY_CONNS, upload $UPLOAD_CONNS, delegate $DELEGATE_CONNS"
 
@@ -235,32 +144,10 @@ EOF
 printf '{"ok":true,"service":"load-test upstream","items":[1,2,3,4,5,6,7,8,9,10],"pad":"%s"}\n' \
   "$(head -c 160 /dev/zero | tr '\0' x)" >"$WWW/api/small.json"
 
-USER_LINE=
-[ "$(id -u)" -eq 0 ] && USER_LINE="user root;" # the work folder is owner-only (mktemp)
-cat >"$NGX/nginx.conf" <<EOF
-$USER_LINE
-worker_processes 1;
-daemon off;
-pid $NGX/nginx.pid;
-error_log $NGX/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_timeout 65s;
-    keepalive_requests 1000000;
-    types { application/json json; }
-    default_type application/octet-stream;
-    client_body_temp_path $NGX/client_body;
-    proxy_temp_path $NGX/proxy;
-    fastcgi_temp_path $NGX/fastcgi;
-    uwsgi_temp_path $NGX/uwsgi;
-    scgi_temp_path $NGX/scgi;
-    server {
+nginx_conf "$NGX" 1 off "    server {
         listen 127.0.0.1:$NGINX_PORT;
         root $WWW;
-    }
-}
-EOF
+    }" >"$NGX/nginx.conf"
 say "starting nginx (the proxy route's upstream) on $NBASE"
 nginx -p "$NGX" -c "$NGX/nginx.conf" -e "$NGX/error.log" 2>"$LOGS/nginx.stderr" &
 NGINX_PID=$!
@@ -313,7 +200,7 @@ sleep 1
 RSS_START=$(rss_kib)
 FDS_START=$(fds)
 THREADS_START=$(threads)
-CPU0=$(cpu_ticks)
+CPU0=$(cpu_ticks "$VALET_PID")
 BUSY0=$(sys_busy_ticks)
 say "load: ${SECS}s of mixed traffic (valet RSS at start $(mib "$RSS_START"), $FDS_START descriptors, $THREADS_START threads)"
 
@@ -354,7 +241,7 @@ CLIENT_PIDS=()
 wait "$SAMPLER_PID" || true
 SAMPLER_PID=
 LOAD_T1=$EPOCHREALTIME
-CPU1=$(cpu_ticks)
+CPU1=$(cpu_ticks "$VALET_PID")
 BUSY1=$(sys_busy_ticks)
 kill -0 "$VALET_PID" 2>/dev/null || die "valet serve died during the load (see $LOGS/valet.log)"
 RSS_IDLE=$(rss_kib)
@@ -463,8 +350,8 @@ echo "  wrong = unexpected status or bytes; sock = socket errors and timeouts (1
 echo "  verify's 403s are expected: the second use of a one-time key must be refused (key_exhausted)."
 
 WALL_S=$(awk -v a="$LOAD_T0" -v b="$LOAD_T1" 'BEGIN { printf "%.2f", b - a }')
-CPU_PCT=$(awk -v t=$((CPU1 - CPU0)) -v hz="$CLK_TCK" -v d="$WALL_S" 'BEGIN { printf "%.0f", 100 * t / hz / d }')
-BUSY_PCT=$(awk -v t=$((BUSY1 - BUSY0)) -v hz="$CLK_TCK" -v d="$WALL_S" 'BEGIN { printf "%.0f", 100 * t / hz / d }')
+CPU_PCT=$(cpu_pct $((CPU1 - CPU0)) "$WALL_S")
+BUSY_PCT=$(cpu_pct $((BUSY1 - BUSY0)) "$WALL_S")
 RSS_LIMIT=$(awk -v w="$RSS_WARM" 'BEGIN { printf "%.0f", w * 1.25 + 8192 }')
 RSS_VERDICT=$( ((RSS_END <= RSS_LIMIT)) && echo PASS || echo MISS)
 echo

@@ -55,53 +55,20 @@ BIG_CONNS=${BENCH_BIG_CONNS:-8}
 MEM_CLIENTS=${BENCH_MEM_CLIENTS:-64}
 MEM_SIZE=${BENCH_MEM_SIZE:-1G}
 PUT_RUNS=${BENCH_PUT_RUNS:-3}
-SRV=()
-CLI=()
-if [ "${BENCH_PIN:-0}" = 1 ]; then
-  SRV=(taskset -c "${BENCH_SERVER_CPUS:-0}")
-  CLI=(taskset -c "${BENCH_CLIENT_CPUS:-1}")
-fi
 RSS_LIMIT_KIB=$((64 * 1024))
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$HERE/.." && pwd)
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$HERE/lib.sh" # say, die, need_tools, build_valet, stop_pid, new_port, wait_http, cpu_ticks...
 LUA="$HERE/wrk-report.lua"
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 VALET="$TARGET_DIR/release/valet"
-CLK_TCK=$(getconf CLK_TCK)
-
-say() { printf '\n==> %s\n' "$*"; }
-die() {
-  printf 'error: %s\n' "$*" >&2
-  exit 1
-}
+pin_cpus
 
 # ---------------------------------------------------------------------------------------------
 # 1. Tools
 # ---------------------------------------------------------------------------------------------
-need=()
-command -v nginx >/dev/null 2>&1 || need+=(nginx)
-command -v wrk >/dev/null 2>&1 || need+=(wrk)
-command -v curl >/dev/null 2>&1 || need+=(curl)
-if ((${#need[@]})); then
-  say "installing ${need[*]}"
-  SUDO=
-  if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null 2>&1 || die "need root or sudo to install ${need[*]}"
-    SUDO=sudo
-  fi
-  $SUDO apt-get update
-  # shellcheck disable=SC2086
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y "${need[@]}"
-fi
-command -v nginx >/dev/null 2>&1 || die "nginx still missing"
-command -v wrk >/dev/null 2>&1 || die "wrk still missing"
-
-if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
-  say "building valet (release)"
-  (cd "$ROOT" && cargo build --release -p valet)
-fi
-[ -x "$VALET" ] || die "no binary at $VALET"
+need_tools nginx wrk curl
+build_valet "${BENCH_NO_BUILD:-0}"
 
 # ---------------------------------------------------------------------------------------------
 # Temporary folder and clean-up
@@ -116,105 +83,26 @@ mkdir -p "$DATA" "$SRC" "$NGX" "$LOGS"
 STORE_PID=
 NGINX_PID=
 CLIENT_PIDS=()
-stop_pid() { # pid: TERM, wait up to 5 s, then KILL (the pid and its direct children)
-  local pid=$1 i
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 50; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    local kids
-    kids=$(pgrep -P "$pid" || true)
-    kill -KILL "$pid" $kids 2>/dev/null || true
-  fi
-  wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-  set +e
-  local p
-  for p in "${CLIENT_PIDS[@]}"; do kill "$p" 2>/dev/null; done
-  for p in "${CLIENT_PIDS[@]}"; do wait "$p" 2>/dev/null; done
-  stop_pid "$NGINX_PID"
-  stop_pid "$STORE_PID"
-  if [ "${BENCH_KEEP:-0}" = 1 ]; then
-    echo "kept $WORK" >&2
-  else
-    rm -rf "$WORK"
-  fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() { # a loopback port nobody answers on
-  local p i
-  for ((i = 0; i < 200; i++)); do
-    p=$((20000 + RANDOM % 40000))
-    [ "$p" = "${1:-}" ] && continue
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-      echo "$p"
-      return 0
-    fi
-  done
-  return 1
-}
-
-wait_http() { # url pid name: until something answers HTTP on url
-  local url=$1 pid=$2 name=$3 i code
-  for ((i = 0; i < 150; i++)); do
-    kill -0 "$pid" 2>/dev/null || die "$name exited at start-up (see $LOGS)"
-    code=$(curl -s -o /dev/null -w '%{http_code}' "$url" || true)
-    [ "$code" != 000 ] && [ -n "$code" ] && return 0
-    sleep 0.1
-  done
-  die "$name did not answer on $url"
-}
-
-cpu_ticks() { # pid: utime+stime of the process and its direct children (nginx workers)
-  local total=0 p t
-  for p in "$1" $(pgrep -P "$1" || true); do
-    t=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)
-    total=$((total + t))
-  done
-  echo "$total"
-}
-
-sys_busy_ticks() { # all CPUs: user+nice+system+irq+softirq+steal, in USER_HZ ticks
-  awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat
-}
-
-fmt() { awk -v x="$1" -v f="$2" 'BEGIN { printf f, x }'; }
-div() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "nan"; else printf "%.3f", a / b }'; }
-verdict() { # value op threshold
-  awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN {
-    if (v == "nan") { print "MISS"; exit }
-    ok = (op == ">=") ? (v >= t) : (v < t); print ok ? "PASS" : "MISS" }'
-}
+cleanup_on_exit "${BENCH_KEEP:-0}" CLIENT_PIDS NGINX_PID STORE_PID
 
 FS_TYPE=$(stat -f -c %T "$WORK")
-say "machine: $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), work folder $WORK ($FS_TYPE)"
-echo "    load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "    $(nginx -v 2>&1), $(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2), $("$VALET" --version 2>/dev/null || echo valet)"
+say_machine
 echo "    BENCH_SECONDS=$SECS warm-up=${WARM}s wrk threads=$THREADS 4KiB conns=$SMALL_CONNS 64MiB conns=$BIG_CONNS"
-if ((${#SRV[@]})); then
-  echo "    pinned: servers on CPU ${BENCH_SERVER_CPUS:-0}, wrk/curl on CPU ${BENCH_CLIENT_CPUS:-1}"
-else
-  echo "    not pinned: servers and wrk share all $(nproc) CPUs (BENCH_PIN=1 to separate them)"
-fi
+say_pinning
 case "$FS_TYPE" in tmpfs | ramfs) echo "    WARNING: $WORK is in memory: the PUT vs dd comparison does not measure a disk" ;; esac
 
 # ---------------------------------------------------------------------------------------------
 # 2. The store, a key, two blobs
 # ---------------------------------------------------------------------------------------------
-STORE_PORT=$(free_port) || die "no free port"
+new_port STORE_PORT
+new_port NGINX_PORT
 VBASE="http://127.0.0.1:$STORE_PORT"
 say "starting the store on $VBASE"
 RUST_LOG=warn "${SRV[@]}" "$VALET" serve --role store --data "$DATA" --store-addr "127.0.0.1:$STORE_PORT" \
   --shutdown-grace 2s 2>"$LOGS/store.log" &
 STORE_PID=$!
 wait_http "$VBASE/" "$STORE_PID" store
-for ((i = 0; i < 50; i++)); do [ -s "$DATA/keyring" ] && break; sleep 0.1; done
+wait_file "$DATA/keyring" || true
 TOKEN=$("$VALET" key issue --keyring "$DATA/keyring" --resource blob:bench --ops read,write --ttl 1h)
 [ -n "$TOKEN" ] || die "no token"
 Q="?vk=$TOKEN"
@@ -240,37 +128,11 @@ upload "$SRC/big" big
 # ---------------------------------------------------------------------------------------------
 # 3. nginx over the same files
 # ---------------------------------------------------------------------------------------------
-NGINX_PORT=$(free_port "$STORE_PORT") || die "no free port"
 NBASE="http://127.0.0.1:$NGINX_PORT"
-USER_LINE=
-# The data folder is owner-only (mktemp); as root, let the workers run as root to read it.
-[ "$(id -u)" -eq 0 ] && USER_LINE="user root;"
-cat >"$NGX/nginx.conf" <<EOF
-$USER_LINE
-worker_processes auto;
-daemon off;
-pid $NGX/nginx.pid;
-error_log $NGX/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    tcp_nodelay on;
-    keepalive_timeout 65s;
-    keepalive_requests 1000000;
-    default_type application/octet-stream;
-    client_body_temp_path $NGX/client_body;
-    proxy_temp_path $NGX/proxy;
-    fastcgi_temp_path $NGX/fastcgi;
-    uwsgi_temp_path $NGX/uwsgi;
-    scgi_temp_path $NGX/scgi;
-    server {
+nginx_conf "$NGX" auto on "    server {
         listen 127.0.0.1:$NGINX_PORT;
         root $DATA/blobs;
-    }
-}
-EOF
+    }" >"$NGX/nginx.conf"
 say "starting nginx on $NBASE (root $DATA/blobs)"
 "${SRV[@]}" nginx -p "$NGX" -c "$NGX/nginx.conf" -e "$NGX/error.log" 2>"$LOGS/nginx.stderr" &
 NGINX_PID=$!
@@ -289,40 +151,21 @@ echo "    both serve identical bytes for small and big"
 # ---------------------------------------------------------------------------------------------
 # run_wrk LABEL CONNS URL SERVER_PID: warm-up, then a measured run. Sets R_<LABEL>_* globals.
 run_wrk() {
-  local label=$1 conns=$2 url=$3 pid=$4 t0 t1 b0 b1 line times
+  local label=$1 conns=$2 url=$3 pid=$4 t0 t1 b0 b1 dur_s
   "${CLI[@]}" wrk -t"$THREADS" -c"$conns" -d"${WARM}s" --timeout 30s "$url" >/dev/null
   t0=$(cpu_ticks "$pid")
   b0=$(sys_busy_ticks)
-  times="$LOGS/time-$label"
-  {
-    TIMEFORMAT='%U %S'
-    time "${CLI[@]}" wrk -t"$THREADS" -c"$conns" -d"${SECS}s" --timeout 30s --latency -s "$LUA" "$url" \
-      >"$LOGS/wrk-$label.txt"
-  } 2>"$times"
+  wrk_timed "$label" -t"$THREADS" -c"$conns" -d"${SECS}s" --timeout 30s "$url"
   t1=$(cpu_ticks "$pid")
   b1=$(sys_busy_ticks)
-  sed -e 's/^/    /' -e "s/vk=[A-Za-z0-9._-]*/vk=…/" "$LOGS/wrk-$label.txt" | grep -v '^    WRK_RESULT'
-  line=$(grep '^WRK_RESULT' "$LOGS/wrk-$label.txt") || die "wrk gave no result for $label"
-  local k v
-  for kv in ${line#WRK_RESULT }; do
-    k=${kv%%=*}
-    v=${kv#*=}
-    printf -v "R_${label}_$k" '%s' "$v"
-  done
-  local dur_s
-  dur_s=$(awk -v d="$(eval echo "\$R_${label}_duration_us")" 'BEGIN { printf "%.6f", d / 1e6 }')
-  printf -v "R_${label}_rps" '%s' "$(awk -v n="$(eval echo "\$R_${label}_requests")" -v d="$dur_s" 'BEGIN { printf "%.1f", n / d }')"
-  printf -v "R_${label}_bps" '%s' "$(awk -v n="$(eval echo "\$R_${label}_bytes")" -v d="$dur_s" 'BEGIN { printf "%.0f", n / d }')"
+  wrk_result "$label" # prints the report; sets R_<label>_requests, _bytes, _rps, _wrkcpu, _errs...
+  dur_s=$(get "${label}_dur_s")
+  printf -v "R_${label}_bps" '%s' "$(awk -v n="$(get "${label}_bytes")" -v d="$dur_s" 'BEGIN { printf "%.0f", n / d }')"
   # CPU used, in % of one core (200 % = both cores of a 2-core machine)
-  printf -v "R_${label}_srvcpu" '%s' "$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v d="$dur_s" 'BEGIN { printf "%.0f", 100 * t / hz / d }')"
-  printf -v "R_${label}_wrkcpu" '%s' "$(awk -v d="$dur_s" '{ printf "%.0f", 100 * ($1 + $2) / d }' "$times")"
+  printf -v "R_${label}_srvcpu" '%s' "$(cpu_pct $((t1 - t0)) "$dur_s")"
   # Everything else the machine ran meanwhile (other users' builds, tests...): busy - server - wrk
-  printf -v "R_${label}_othcpu" '%s' "$(awk -v b=$((b1 - b0)) -v hz="$CLK_TCK" -v d="$dur_s" \
-    -v s="$(eval echo "\$R_${label}_srvcpu")" -v w="$(eval echo "\$R_${label}_wrkcpu")" \
-    'BEGIN { o = 100 * b / hz / d - s - w; printf "%.0f", (o < 0) ? 0 : o }')"
-  printf -v "R_${label}_errs" '%s' "$(eval echo "\$((R_${label}_connect + R_${label}_read + R_${label}_write + R_${label}_timeout))")"
+  printf -v "R_${label}_othcpu" '%s' "$(other_pct $((b1 - b0)) "$dur_s" "$(get "${label}_srvcpu")" "$(get "${label}_wrkcpu")")"
 }
-get() { eval echo "\$R_$1"; }
 
 # One round: 4 KiB then 64 MiB, each valet and nginx back to back, the order flipped in even
 # rounds so that neither side always runs on a machine warmed (or loaded) by the other.
@@ -481,10 +324,5 @@ done
 echo "  PUT ratio = dd_time / valet_time (1.0 = the store writes as fast as dd with fsync)."
 echo "  memory: peak over the phase (VmHWM reset before it: $HWM_RESET); whole-run peak before it ${HWM_BEFORE} KiB;"
 echo "          $MEM_DL_BYTES bytes sent to $MEM_CLIENTS clients in ${MEM_SECS}s, status codes: $MEM_CODES"
-total_errs=0
-for l in "${RUN_LABELS[@]}"; do total_errs=$((total_errs + $(get "${l}"_status) + $(get "${l}"_errs))); done
-busy_other=0
-for l in "${RUN_LABELS[@]}"; do (($(get "${l}"_othcpu) > 20)) && busy_other=1; done
-((busy_other)) && echo "  NOTE: other processes used over 20% of a core during some runs (column 'other'): the machine was not quiet."
-((total_errs > 0)) && echo "  NOTE: wrk reported errors above (see the raw wrk output); numbers with errors are suspect."
+wrk_notes "${RUN_LABELS[@]}"
 exit 0
