@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::claims::{FileName, KeyId, Limits, UnixTime};
+use crate::claims::{Claims, FileName, KeyId, UnixTime};
 use crate::error::FormatError;
 use crate::keyring::Keyring;
 use crate::media_range::MediaRange;
@@ -148,30 +148,19 @@ impl Verifier {
 
     /// Parses `token` and authorizes `access` with it.
     pub fn authorize(&self, token: &str, access: &Access<'_>) -> Result<Grant, Denial> {
-        let token: Token = token.parse().map_err(Denial::Malformed)?;
+        let token: Token = match token.parse() {
+            Ok(token) => token,
+            Err(e) => return Err(Denial::Malformed(e)),
+        };
         let checked = self.check(&token, access)?;
         // The token is ours: the grant takes its strings rather than copies of them.
-        let (claims, _) = token.into_parts();
-        Ok(checked.into_grant(
-            claims.key_id,
-            claims.subject,
-            claims.scope,
-            claims.not_before,
-            claims.limits,
-        ))
+        Ok(checked.into_grant(token.into_claims()))
     }
 
     /// Authorizes `access` with an already parsed token.
     pub fn authorize_token(&self, token: &Token, access: &Access<'_>) -> Result<Grant, Denial> {
         let checked = self.check(token, access)?;
-        let claims = token.claims().clone();
-        Ok(checked.into_grant(
-            claims.key_id,
-            claims.subject,
-            claims.scope,
-            claims.not_before,
-            claims.limits,
-        ))
+        Ok(checked.into_grant(token.claims().clone()))
     }
 
     /// Every check, in order; what they found that the grant needs.
@@ -226,14 +215,15 @@ struct Checked {
 }
 
 impl Checked {
-    fn into_grant(
-        self,
-        key_id: KeyId,
-        subject: Option<String>,
-        scope: Scope,
-        not_before: UnixTime,
-        limits: Limits,
-    ) -> Grant {
+    fn into_grant(self, claims: Claims) -> Grant {
+        let Claims {
+            key_id,
+            subject,
+            scope,
+            not_before,
+            limits,
+            ..
+        } = claims;
         Grant {
             key_id,
             subject,

@@ -42,9 +42,7 @@ fn validate_name(text: &str) -> Result<(), NameError> {
     if !text.bytes().all(allowed) {
         return Err(NameError::Charset);
     }
-    let bytes = text.as_bytes();
-    let doubled = bytes.windows(2).any(|w| w == b"--");
-    if bytes[0] == b'-' || bytes[bytes.len() - 1] == b'-' || doubled {
+    if text.starts_with('-') || text.ends_with('-') || text.contains("--") {
         return Err(NameError::Hyphens);
     }
     Ok(())

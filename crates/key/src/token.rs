@@ -96,10 +96,10 @@ impl Token {
             .map(|(start, end)| &self.raw[start..end])
     }
 
-    /// The claims, caveats and signing-key id, moved out: what a grant keeps of a token.
-    pub(crate) fn into_parts(self) -> (Claims, Vec<Caveat>) {
+    /// The claims, moved out: what a grant keeps of a token.
+    pub(crate) fn into_claims(self) -> Claims {
         recycle_buffer(self.raw);
-        (self.claims, self.caveats)
+        self.claims
     }
 
     pub(crate) fn tag(&self) -> &Tag {
@@ -222,6 +222,22 @@ impl SegmentEnds {
     }
 }
 
+/// The characters of a 32-byte tag in unpadded base64.
+const TAG_TEXT_LEN: usize = 43;
+
+/// The token's text before its last `.`, and the tag after it. A well-formed tag is the last
+/// 43 characters, so that case needs no search backwards through the whole token.
+fn split_tag(body: &str) -> Option<(&str, &str)> {
+    let bytes = body.as_bytes();
+    if let Some(dot) = bytes.len().checked_sub(TAG_TEXT_LEN + 1) {
+        let tag = &bytes[dot + 1..];
+        if bytes[dot] == b'.' && !tag.contains(&b'.') {
+            return Some((&body[..dot], &body[dot + 1..]));
+        }
+    }
+    body.rsplit_once('.')
+}
+
 /// Appends the bytes of one base64url segment to `raw`.
 fn decode_segment(text: &[u8], raw: &mut Vec<u8>) -> Result<(), FormatError> {
     // base64-simd decodes strictly (no padding, no non-zero trailing bits), so one byte
@@ -242,7 +258,7 @@ impl FromStr for Token {
         let body = text
             .strip_prefix(TOKEN_PREFIX)
             .ok_or(FormatError::Version)?;
-        let (parts, tag_text) = body.rsplit_once('.').ok_or(FormatError::Segments)?;
+        let (parts, tag_text) = split_tag(body).ok_or(FormatError::Segments)?;
         let mut tag = [0u8; 32];
         match URL_SAFE_NO_PAD.decoded_length(tag_text.as_bytes()) {
             Ok(32) => {}

@@ -168,6 +168,10 @@ fn write_varint(out: &mut [u8; 10], mut value: u64) -> usize {
 
 /// LEB128, canonical only: no trailing zero groups, no more than 64 bits.
 fn read_varint(bytes: &[u8]) -> Result<(u64, &[u8]), FormatError> {
+    // Field lengths are almost all under 128: one byte.
+    if let [first @ 0..=0x7f, rest @ ..] = bytes {
+        return Ok((u64::from(*first), rest));
+    }
     let mut value = 0u64;
     for (i, &b) in bytes.iter().enumerate().take(10) {
         let group = u64::from(b & 0x7f);
