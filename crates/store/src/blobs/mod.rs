@@ -116,18 +116,17 @@ impl BlobFolder {
         Ok((file, meta))
     }
 
-    /// The metadata of a blob, or `None` if there is none at the path.
-    pub fn stat(
-        &self,
-        container: &Name,
-        path: &BlobPath,
-    ) -> Result<Option<Arc<BlobMeta>>, StoreError> {
-        match open_regular(&self.file_path(container, path)) {
-            Ok((file, stat)) => Ok(Some(
-                self.metadata
-                    .get(&file, &stat)
-                    .map_err(StoreError::from_io)?,
-            )),
+    /// The blob at `file` that a write is about to replace or delete: its identity (to
+    /// [`MetaCache::forget`] once it is gone) and its metadata, read without caching it.
+    fn current(&self, file: &Path) -> Result<Option<(fs::Metadata, Arc<BlobMeta>)>, StoreError> {
+        match open_regular(file) {
+            Ok((file, stat)) => {
+                let meta = self
+                    .metadata
+                    .peek(&file, &stat)
+                    .map_err(StoreError::from_io)?;
+                Ok(Some((stat, meta)))
+            }
             Err(StoreError::NotFound) => Ok(None),
             Err(e) => Err(e),
         }
@@ -153,7 +152,7 @@ impl BlobFolder {
         let target = self.file_path(container, path);
         let meta = upload.seal()?;
         let _guard = self.lock_for(&target);
-        let current = self.stat(container, path)?;
+        let current = self.current(&target)?;
         let replaced = current.is_some();
         match mode {
             CommitMode::CreateOnly => {
@@ -165,11 +164,15 @@ impl BlobFolder {
                 self.place(&target, |t| upload.link_to(t))?;
             }
             CommitMode::Overwrite(pre) => {
-                if pre.evaluate(current.as_deref(), false) != Verdict::Proceed {
+                let current_meta = current.as_ref().map(|(_, meta)| meta.as_ref());
+                if pre.evaluate(current_meta, false) != Verdict::Proceed {
                     return Err(StoreError::PreconditionFailed("If-Match or If-None-Match"));
                 }
                 self.place(&target, |t| upload.rename_to(t))?;
             }
+        }
+        if let Some((stat, _)) = &current {
+            self.metadata.forget(stat);
         }
         Ok(Committed { meta, replaced })
     }
@@ -212,11 +215,12 @@ impl BlobFolder {
     ) -> Result<(), StoreError> {
         let target = self.file_path(container, path);
         let _guard = self.lock_for(&target);
-        let current = self.stat(container, path)?.ok_or(StoreError::NotFound)?;
+        let (stat, current) = self.current(&target)?.ok_or(StoreError::NotFound)?;
         if pre.evaluate(Some(&current), false) != Verdict::Proceed {
             return Err(StoreError::PreconditionFailed("If-Match"));
         }
         fs::remove_file(&target).map_err(StoreError::from_io)?;
+        self.metadata.forget(&stat);
         let root = self.container_dir(container);
         let mut dir = target.parent();
         while let Some(d) = dir.filter(|d| *d != root && d.starts_with(&root)) {
@@ -265,5 +269,83 @@ fn conflict_or_io(e: io::Error) -> StoreError {
             StoreError::Conflict("the path collides with an existing blob or folder".into())
         }
         _ => StoreError::from_io(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upload(folder: &BlobFolder, bytes: &[u8]) -> Upload {
+        let mut upload = folder
+            .begin_upload("application/octet-stream".into(), false)
+            .unwrap();
+        upload.write(bytes).unwrap();
+        upload
+    }
+
+    /// A write neither caches the blob it replaces or deletes nor leaves its entry behind: an
+    /// entry of a file that is gone is never hit again, and overwrites used to fill the cache
+    /// with them (one per upload, up to its bound: the memory an upload-heavy load grew by).
+    #[test]
+    fn writes_leave_no_dead_cache_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = BlobFolder::open(dir.path()).unwrap();
+        let container = Name::parse("files").unwrap();
+        let path = BlobPath::parse("a/b.bin").unwrap();
+        let overwrite = || CommitMode::Overwrite(Preconditions::default());
+
+        folder
+            .commit(upload(&folder, b"one"), &container, &path, overwrite())
+            .unwrap();
+        assert_eq!(folder.metadata.len(), 0, "a commit caches nothing");
+        for round in 0..100u32 {
+            let body = round.to_le_bytes();
+            let committed = folder
+                .commit(upload(&folder, &body), &container, &path, overwrite())
+                .unwrap();
+            assert!(committed.replaced);
+            assert_eq!(folder.metadata.len(), 0, "an overwrite caches nothing");
+        }
+
+        // A download caches the blob; the overwrite that replaces it drops the entry.
+        let (_, read) = folder.open_blob(&container, &path).unwrap();
+        assert_eq!(folder.metadata.len(), 1);
+        let committed = folder
+            .commit(upload(&folder, b"two"), &container, &path, overwrite())
+            .unwrap();
+        assert_ne!(committed.meta.sha256, read.sha256);
+        assert_eq!(
+            folder.metadata.len(),
+            0,
+            "the replaced blob's entry is dropped"
+        );
+
+        // A failed precondition keeps the blob and its entry.
+        folder.open_blob(&container, &path).unwrap();
+        let refused = folder.commit(
+            upload(&folder, b"three"),
+            &container,
+            &path,
+            CommitMode::CreateOnly,
+        );
+        assert!(matches!(refused, Err(StoreError::PreconditionFailed(_))));
+        assert_eq!(folder.metadata.len(), 1);
+        let (_, meta) = folder.open_blob(&container, &path).unwrap();
+        assert_eq!(meta.size, 3);
+
+        // A delete drops it too.
+        folder
+            .delete(&container, &path, &Preconditions::default())
+            .unwrap();
+        assert_eq!(
+            folder.metadata.len(),
+            0,
+            "the deleted blob's entry is dropped"
+        );
+        assert!(folder
+            .current(&folder.file_path(&container, &path))
+            .unwrap()
+            .is_none());
     }
 }
