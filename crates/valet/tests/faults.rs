@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use valet_testkit::data::pseudo_random;
 use valet_testkit::process::{free_addr, Running};
 use valet_testkit::raw_http::blocking::read_head;
 use valet_testkit::raw_http::{self, status_of};
@@ -154,19 +155,6 @@ fn status_and_code(response: reqwest::blocking::Response) -> (u16, String) {
     (status, raw_http::error_code(&text).unwrap_or(text))
 }
 
-/// `len` reproducible bytes for `seed` (xorshift).
-fn content(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
@@ -230,14 +218,14 @@ fn kill_9_mid_flight_loses_no_committed_blob_shows_no_partial_one_and_keeps_ever
     let committed: Vec<(String, [u8; 32], usize)> = (0..20u64)
         .map(|i| {
             let name = format!("committed/{i}.bin");
-            let body = content(i, i as usize * 37_000);
+            let body = pseudo_random(i, i as usize * 37_000);
             let digest = sha256(&body);
             let len = body.len();
             serve.put(&http, &name, body);
             (name, digest, len)
         })
         .collect();
-    let big = content(1000, 16 << 20);
+    let big = pseudo_random(1000, 16 << 20);
     let big_digest = sha256(&big);
     serve.put(&http, "big.bin", big);
 
@@ -284,7 +272,7 @@ fn kill_9_mid_flight_loses_no_committed_blob_shows_no_partial_one_and_keeps_ever
     for i in 0..30u64 {
         let name = format!("inflight/{i}.bin");
         let token = serve.issue(&http, &format!("blob:files/{name}"), &["write"], Some(1));
-        let body = Arc::new(content(100 + i, 32 * 1024));
+        let body = Arc::new(pseudo_random(100 + i, 32 * 1024));
         let handle = thread::spawn({
             let (store, name, token, body) = (
                 serve.store.clone(),
@@ -616,11 +604,11 @@ fn trickling_stalled_and_aborted_clients_are_cut_off_and_leak_no_file_descriptor
     let data = dir.path().join("data");
     let serve = Serve::start(&data);
     let http = http();
-    let download = content(7, 4 << 20);
+    let download = pseudo_random(7, 4 << 20);
     serve.put(&http, "dl.bin", download.clone());
     // Warm up, so that whatever the store opens lazily is open before the baseline.
     for i in 0..5 {
-        serve.put(&http, &format!("warm/{i}"), content(i, 10_000));
+        serve.put(&http, &format!("warm/{i}"), pseudo_random(i, 10_000));
         assert_eq!(serve.get(&http, &format!("warm/{i}")).0, 200);
     }
     thread::sleep(Duration::from_millis(500));
@@ -658,7 +646,7 @@ fn trickling_stalled_and_aborted_clients_are_cut_off_and_leak_no_file_descriptor
              Content-Length: 100000\r\n\r\n"
         )
         .unwrap();
-        stream.write_all(&content(i, 5000)).unwrap();
+        stream.write_all(&pseudo_random(i, 5000)).unwrap();
         // Hang up halfway through the body.
     }
     for _ in 0..10 {
@@ -688,7 +676,7 @@ fn trickling_stalled_and_aborted_clients_are_cut_off_and_leak_no_file_descriptor
         "baseline {baseline}, during {during}: the slow clients are not being held?"
     );
     let quick = Instant::now();
-    serve.put(&http, "meanwhile.bin", content(9, 1 << 20));
+    serve.put(&http, "meanwhile.bin", pseudo_random(9, 1 << 20));
     let (status, bytes) = serve.get(&http, "meanwhile.bin");
     assert_eq!((status, bytes.len()), (200, 1 << 20));
     assert!(

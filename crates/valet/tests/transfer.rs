@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use valet_testkit::data::pseudo_random;
 use valet_testkit::process::{free_port, Running};
 
 fn valet(args: &[&str]) -> Output {
@@ -45,19 +46,6 @@ fn quiet_success(out: &Output) -> String {
 fn json_field(json: &str, field: &str) -> String {
     let value: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
     value[field].as_str().unwrap().to_owned()
-}
-
-/// Deterministic incompressible-looking bytes (xorshift).
-fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
 }
 
 const MIB: usize = 1024 * 1024;
@@ -276,7 +264,7 @@ fn put_then_get_round_trips_a_few_mebibytes_streamed_with_its_digest() {
     let store = Store::start(&dir.path().join("data"));
     let proxy = Proxy::start(store.port);
     let key = store.key("blob:files", "read,write");
-    let content = bytes(3 * MIB + 123, 1);
+    let content = pseudo_random(1, 3 * MIB + 123);
     let file = dir.path().join("photo.png");
     std::fs::write(&file, &content).unwrap();
 
@@ -336,7 +324,7 @@ fn get_with_dash_output_writes_the_blob_to_stdout_only() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::start(&dir.path().join("data"));
     let key = store.key("blob:files", "read,write");
-    let content = bytes(MIB + 7, 2);
+    let content = pseudo_random(2, MIB + 7);
     let file = dir.path().join("log.txt");
     std::fs::write(&file, &content).unwrap();
     put(&store.url("/blob/files/log.txt", &key), &file);
@@ -353,7 +341,7 @@ fn an_interrupted_download_resumes_with_range_and_fetches_only_the_rest() {
     let store = Store::start(&dir.path().join("data"));
     let proxy = Proxy::start(store.port);
     let key = store.key("blob:files", "read,write");
-    let content = bytes(4 * MIB, 3);
+    let content = pseudo_random(3, 4 * MIB);
     let file = dir.path().join("big.bin");
     std::fs::write(&file, &content).unwrap();
     let etag = json_field(&put(&store.url("/blob/files/big.bin", &key), &file), "etag");
@@ -400,7 +388,7 @@ fn a_download_cut_by_the_network_resumes_when_run_again() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::start(&dir.path().join("data"));
     let key = store.key("blob:files", "read,write");
-    let content = bytes(3 * MIB, 9);
+    let content = pseudo_random(9, 3 * MIB);
     let file = dir.path().join("video.mp4");
     std::fs::write(&file, &content).unwrap();
     put(&store.url("/blob/files/video.mp4", &key), &file);
@@ -448,11 +436,11 @@ fn a_blob_changed_between_attempts_restarts_the_download_from_zero() {
     let proxy = Proxy::start(store.port);
     let key = store.key("blob:files", "read,write");
     let url = store.url("/blob/files/doc.bin", &key);
-    let old = bytes(2 * MIB, 4);
+    let old = pseudo_random(4, 2 * MIB);
     let file = dir.path().join("doc.bin");
     std::fs::write(&file, &old).unwrap();
     let old_etag = json_field(&put(&url, &file), "etag");
-    let new = bytes(2 * MIB + 500, 5);
+    let new = pseudo_random(5, 2 * MIB + 500);
     std::fs::write(&file, &new).unwrap();
     let new_etag = json_field(&put(&url, &file), "etag");
     assert_ne!(old_etag, new_etag);
@@ -486,7 +474,7 @@ fn an_upload_whose_declared_digest_does_not_match_is_refused_and_not_stored() {
     let store = Store::start(&dir.path().join("data"));
     let key = store.key("blob:files", "read,write");
     let file = dir.path().join("report.csv");
-    std::fs::write(&file, bytes(MIB, 6)).unwrap();
+    std::fs::write(&file, pseudo_random(6, MIB)).unwrap();
     let url = store.url("/blob/files/report.csv", &key);
     let wrong = "00".repeat(32);
     let out = valet(&["put", "--sha256", &wrong, file.to_str().unwrap(), &url]);
@@ -621,7 +609,7 @@ fn gate_mode_asks_the_gate_then_moves_the_bytes_with_the_store() {
             &body.to_string(),
         )
     }));
-    let content = bytes(2 * MIB, 7);
+    let content = pseudo_random(7, 2 * MIB);
     let file = dir.path().join("report.pdf");
     std::fs::write(&file, &content).unwrap();
     let env = [
@@ -689,7 +677,7 @@ fn a_gate_redirect_is_followed_without_the_api_key() {
     let store = Store::start(&dir.path().join("data"));
     let proxy = Proxy::start(store.port);
     let key = store.key("blob:files", "read,write");
-    let content = bytes(MIB, 8);
+    let content = pseudo_random(8, MIB);
     let file = dir.path().join("song.ogg");
     std::fs::write(&file, &content).unwrap();
 
