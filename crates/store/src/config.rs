@@ -44,6 +44,9 @@ pub struct StoreConfig {
     /// and for small bodies, which finish within it whatever their rate. Default: 30 s, the
     /// same as the time allowed for a request head.
     pub upload_rate_grace: Duration,
+    /// Bytes of small blobs (up to 64 KiB each) kept in memory and served without touching
+    /// their files; zero turns it off. Default: 8 MiB. See `docs/STORE.md`.
+    pub blob_cache: u64,
 }
 
 impl StoreConfig {
@@ -72,6 +75,7 @@ impl StoreConfig {
             body_idle_timeout: Duration::from_secs(60),
             min_upload_rate: 1024,
             upload_rate_grace: Duration::from_secs(30),
+            blob_cache: crate::blobs::DEFAULT_BLOB_CACHE,
         }
     }
 }

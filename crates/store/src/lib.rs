@@ -23,6 +23,7 @@ mod server;
 mod service;
 mod state;
 
+pub use blobs::DEFAULT_BLOB_CACHE;
 pub use config::{StoreConfig, TlsFiles};
 pub use error::StoreError;
 pub use server::{run, serve, watch_keyring};

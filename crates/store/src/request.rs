@@ -5,6 +5,8 @@
 //! in any encoding, or a `%XX` left over from double encoding are all `bad_path`. What is
 //! authorized is therefore byte for byte what is served.
 
+use std::borrow::Cow;
+
 use http::{header, HeaderMap};
 use valet_key::{blob_url_path, BlobPath, Name};
 
@@ -25,30 +27,23 @@ pub fn blob_target(raw: &str) -> Result<BlobTarget, StoreError> {
     Ok(BlobTarget { container, path })
 }
 
-/// The query parameters the store understands.
+/// The query parameters of a listing.
 #[derive(Debug, Default)]
-pub struct Query {
-    /// `vk`: the key, if given in the URL.
-    pub key: Option<String>,
+pub struct ListingQuery {
     /// `prefix` of a listing.
     pub prefix: Option<String>,
     /// `cursor` of a listing.
     pub cursor: Option<String>,
     /// `limit` of a listing.
     pub limit: Option<String>,
-    keys_seen: usize,
 }
 
-impl Query {
-    /// Parses a query string; unknown parameters are ignored.
-    pub fn parse(query: Option<&str>) -> Query {
-        let mut q = Query::default();
+impl ListingQuery {
+    /// Parses a query string; unknown parameters (the key among them) are ignored.
+    pub fn parse(query: Option<&str>) -> ListingQuery {
+        let mut q = ListingQuery::default();
         for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
             match &*name {
-                "vk" => {
-                    q.keys_seen += 1;
-                    q.key = Some(value.into_owned());
-                }
                 "prefix" => q.prefix = Some(value.into_owned()),
                 "cursor" => q.cursor = Some(value.into_owned()),
                 "limit" => q.limit = Some(value.into_owned()),
@@ -59,9 +54,29 @@ impl Query {
     }
 }
 
+/// The values of every `vk` parameter of a query string, decoded as `form_urlencoded` would.
+///
+/// A token is base64url, which never needs decoding, so the common case borrows the value
+/// straight from the URI: this runs on every request, and decoding and copying a 200-byte
+/// token was a visible share of a small download's cost. Anything with a `%` or `+` in it
+/// (a name spelled `v%6B`, an escaped value) goes through the full decoder, so the store sees
+/// exactly the parameters any other `form_urlencoded` reader of the URL would.
+fn query_keys(query: &str) -> impl Iterator<Item = Cow<'_, str>> {
+    let escaped = |text: &str| memchr::memchr2(b'%', b'+', text.as_bytes()).is_some();
+    query.split('&').filter_map(move |pair| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if escaped(name) || (name == "vk" && escaped(value)) {
+            let (name, value) = form_urlencoded::parse(pair.as_bytes()).next()?;
+            return (name == "vk").then_some(value);
+        }
+        (name == "vk").then_some(Cow::Borrowed(value))
+    })
+}
+
 /// The request's key: from `?vk=` or `Authorization: Valet …`, and never both, so that no
 /// proxy or client library can make the store see a different key than the client meant.
-pub fn key<'a>(query: &'a Query, headers: &'a HeaderMap) -> Result<&'a str, StoreError> {
+pub fn key<'a>(query: Option<&'a str>, headers: &'a HeaderMap) -> Result<Cow<'a, str>, StoreError> {
+    let mut query_keys = query_keys(query.unwrap_or_default());
     let mut header_keys = headers
         .get_all(header::AUTHORIZATION)
         .iter()
@@ -70,18 +85,20 @@ pub fn key<'a>(query: &'a Query, headers: &'a HeaderMap) -> Result<&'a str, Stor
             let (scheme, rest) = v.trim().split_once(' ')?;
             scheme.eq_ignore_ascii_case("valet").then(|| rest.trim())
         });
+    let query_key = query_keys.next();
     let header_key = header_keys.next();
-    let total = query.keys_seen + usize::from(header_key.is_some()) + header_keys.count();
+    let total = usize::from(query_key.is_some())
+        + usize::from(header_key.is_some())
+        + query_keys.count()
+        + header_keys.count();
     if total > 1 {
         return Err(StoreError::BadRequest(
             "the request carries more than one key; send exactly one, in ?vk= or in Authorization"
                 .into(),
         ));
     }
-    query
-        .key
-        .as_deref()
-        .or(header_key)
+    query_key
+        .or(header_key.map(Cow::Borrowed))
         .ok_or(StoreError::KeyMissing)
 }
 
@@ -125,20 +142,62 @@ mod tests {
     #[test]
     fn one_key_only() {
         let mut headers = HeaderMap::new();
-        let q = Query::parse(Some("vk=abc"));
-        assert_eq!(key(&q, &headers).unwrap(), "abc");
+        assert_eq!(key(Some("vk=abc"), &headers).unwrap(), "abc");
         headers.insert(header::AUTHORIZATION, "Valet def".parse().unwrap());
-        assert!(matches!(key(&q, &headers), Err(StoreError::BadRequest(_))));
-        assert_eq!(key(&Query::parse(None), &headers).unwrap(), "def");
         assert!(matches!(
-            key(&Query::parse(Some("vk=a&vk=b")), &HeaderMap::new()),
+            key(Some("vk=abc"), &headers),
+            Err(StoreError::BadRequest(_))
+        ));
+        assert_eq!(key(None, &headers).unwrap(), "def");
+        assert!(matches!(
+            key(Some("vk=a&vk=b"), &HeaderMap::new()),
             Err(StoreError::BadRequest(_))
         ));
         let mut bearer = HeaderMap::new();
         bearer.insert(header::AUTHORIZATION, "Bearer xyz".parse().unwrap());
+        assert!(matches!(key(None, &bearer), Err(StoreError::KeyMissing)));
+    }
+
+    /// The fast path must find exactly the `vk` parameters a `form_urlencoded` reader finds,
+    /// with the same values: otherwise a proxy and the store could disagree on the key.
+    #[test]
+    fn query_keys_match_form_urlencoded() {
+        for query in [
+            "",
+            "vk",
+            "vk=",
+            "vk=abc",
+            "x=1&vk=abc&y=2",
+            "vk=a&vk=b",
+            "v%6B=abc",
+            "%76%6b=abc&vk=def",
+            "vk=a%2Bb",
+            "vk=a+b",
+            "vk+=a",
+            "vkx=a&xvk=b&VK=c",
+            "vk=a=b",
+            "&&vk=a&&",
+            "vk=%zz",
+            "prefix=2024%2F&vk=tok.en-_",
+        ] {
+            let fast: Vec<String> = query_keys(query).map(Cow::into_owned).collect();
+            let reference: Vec<String> = form_urlencoded::parse(query.as_bytes())
+                .filter(|(name, _)| name == "vk")
+                .map(|(_, value)| value.into_owned())
+                .collect();
+            assert_eq!(fast, reference, "{query}");
+        }
         assert!(matches!(
-            key(&Query::parse(None), &bearer),
-            Err(StoreError::KeyMissing)
+            query_keys("vk=abc").next(),
+            Some(Cow::Borrowed("abc"))
         ));
+    }
+
+    #[test]
+    fn listing_query_ignores_the_key() {
+        let q = ListingQuery::parse(Some("vk=abc&prefix=2024%2F&cursor=c&limit=5"));
+        assert_eq!(q.prefix.as_deref(), Some("2024/"));
+        assert_eq!(q.cursor.as_deref(), Some("c"));
+        assert_eq!(q.limit.as_deref(), Some("5"));
     }
 }

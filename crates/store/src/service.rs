@@ -12,7 +12,7 @@ use valet_http::metrics::METRICS_CONTENT_TYPE;
 use crate::body::ResponseBody;
 use crate::error::StoreError;
 use crate::handlers::{self, Ctx};
-use crate::request::{blob_target, Query};
+use crate::request::blob_target;
 use crate::state::Store;
 
 /// Every route the router answers, as `(method, path template)`: what `openapi.json` (served at
@@ -46,11 +46,9 @@ pub async fn handle(
     let (parts, body) = request.into_parts();
     let method = parts.method.clone();
     let origin = parts.headers.get(header::ORIGIN).cloned();
-    let query = Query::parse(parts.uri.query());
     let mut ctx = Ctx {
         store: store.clone(),
         parts,
-        query,
         client: client.ip(),
         key_id: None,
         bytes: 0,
@@ -107,9 +105,7 @@ async fn route(
     body: Incoming,
 ) -> (&'static str, Result<Response<ResponseBody>, StoreError>) {
     let method = ctx.parts.method.clone();
-    // A cheap clone (shared bytes): the handlers borrow `ctx` mutably while the path is read.
-    let uri = ctx.parts.uri.clone();
-    let path = uri.path();
+    let path = ctx.parts.uri.path();
     if method == Method::OPTIONS {
         return (
             "preflight",

@@ -38,7 +38,7 @@ impl Store {
         keyring: Keyring,
         ledger: Arc<dyn Ledger>,
     ) -> std::io::Result<Arc<Store>> {
-        let blobs = Arc::new(BlobFolder::open(&config.data_dir)?);
+        let blobs = Arc::new(BlobFolder::open(&config.data_dir, config.blob_cache)?);
         let keys = KeyringWatch::new(config.keyring_path.clone(), keyring, config.skew.as_secs());
         Ok(Arc::new(Store {
             cors: AllowedOrigins::from_list(&config.cors_origins),

@@ -61,6 +61,52 @@ async fn ranges_give_206_and_416() {
     );
 }
 
+/// Small blobs are served from memory once read (`blob_cache`); whatever changes the file
+/// (an upload, another program writing in place or renaming over it, a delete), the next
+/// download has the new bytes and validators, and ranges of a cached blob are exact. The same
+/// downloads with the cache off give the same answers.
+#[tokio::test]
+async fn small_blobs_from_memory_are_never_stale() {
+    for cache in [valet_store::DEFAULT_BLOB_CACHE, 0] {
+        let s = TestStore::start_with(|c| c.blob_cache = cache).await;
+        s.put("files", "note", "version one", "text/plain").await;
+        let key = s.key("blob:files/note", "read");
+        let url = s.url(&format!("/blob/files/note?vk={key}"));
+        let fetch = || async {
+            let r = s.http.get(&url).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK, "cache {cache}");
+            let etag = r.headers()["etag"].to_str().unwrap().to_owned();
+            (r.text().await.unwrap(), etag)
+        };
+        let (first, etag_one) = fetch().await;
+        assert_eq!(first, "version one");
+        assert_eq!(fetch().await, (first, etag_one.clone()));
+        let r = s.http.get(&url).header("range", "bytes=8-10").send().await;
+        assert_eq!(r.unwrap().text().await.unwrap(), "one");
+
+        s.put("files", "note", "version two", "text/plain").await;
+        let (second, etag_two) = fetch().await;
+        assert_eq!(second, "version two");
+        assert_ne!(etag_two, etag_one);
+
+        let file = s.blob_file("files", "note");
+        std::fs::write(&file, "version 3!!").unwrap();
+        let (third, etag_three) = fetch().await;
+        assert_eq!(third, "version 3!!", "an edit in place, same size");
+        assert_ne!(etag_three, etag_two);
+
+        let other = s.data().join("replacement");
+        std::fs::write(&other, "version four").unwrap();
+        std::fs::rename(&other, &file).unwrap();
+        assert_eq!(fetch().await.0, "version four", "a rename over the blob");
+
+        std::fs::remove_file(&file).unwrap();
+        let r = s.http.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "cache {cache}");
+        s.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn conditional_gets() {
     let s = TestStore::start().await;

@@ -64,6 +64,9 @@ pub struct Settings {
     pub workers: Option<usize>,
     #[serde(with = "units::duration")]
     pub shutdown_grace: Duration,
+    /// Bytes of small blobs the store keeps in memory.
+    #[serde(with = "units::size")]
+    pub blob_cache: u64,
     #[serde(default)]
     pub admin_api_key: Option<String>,
     #[serde(default)]
@@ -95,6 +98,7 @@ const KEYS: &[&str] = &[
     "skew",
     "workers",
     "shutdown_grace",
+    "blob_cache",
     "admin_api_key",
     "api_keys",
     "jwt",

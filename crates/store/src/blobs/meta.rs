@@ -185,7 +185,7 @@ impl BlobMeta {
 
 /// Everything that changes when a file's data or attribute does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct FileIdentity {
+pub(super) struct FileIdentity {
     dev: u64,
     ino: u64,
     size: u64,
@@ -194,7 +194,7 @@ struct FileIdentity {
 }
 
 impl FileIdentity {
-    fn of(stat: &Metadata) -> FileIdentity {
+    pub(super) fn of(stat: &Metadata) -> FileIdentity {
         FileIdentity {
             dev: stat.dev(),
             ino: stat.ino(),

@@ -7,6 +7,7 @@
 //! crash leaves at most a stray temporary file, removed at the next start. The files stay
 //! ordinary files, readable by backup tools and by a plain web server.
 
+mod hot;
 mod listing;
 mod meta;
 mod upload;
@@ -18,8 +19,11 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use valet_key::{BlobPath, Name};
 
+use hot::HotBlobs;
+pub use hot::DEFAULT_BLOB_CACHE;
 pub use listing::Listing;
 use meta::MetaCache;
 pub use meta::{parse_sha256_hex, BlobMeta};
@@ -46,6 +50,15 @@ pub struct Committed {
     pub replaced: bool,
 }
 
+/// Where a download's bytes come from.
+#[derive(Debug)]
+pub enum BlobData {
+    /// The blob's file, open for reading.
+    File(File),
+    /// All of a small blob, from memory.
+    Memory(Bytes),
+}
+
 /// The local folder that holds every container.
 #[derive(Debug)]
 pub struct BlobFolder {
@@ -55,11 +68,13 @@ pub struct BlobFolder {
     /// other writers in this process.
     locks: Vec<Mutex<()>>,
     metadata: MetaCache,
+    hot: HotBlobs,
 }
 
 impl BlobFolder {
     /// Opens (creating) `DATA/blobs` and `DATA/tmp`, removing temporary files left by a crash.
-    pub fn open(data_dir: &Path) -> io::Result<BlobFolder> {
+    /// Up to `hot_bytes` of small blobs are kept in memory (zero: none).
+    pub fn open(data_dir: &Path, hot_bytes: u64) -> io::Result<BlobFolder> {
         let blobs = data_dir.join("blobs");
         let tmp = data_dir.join("tmp");
         fs::create_dir_all(&blobs)?;
@@ -77,6 +92,7 @@ impl BlobFolder {
             tmp,
             locks: (0..64).map(|_| Mutex::new(())).collect(),
             metadata: MetaCache::default(),
+            hot: HotBlobs::new(hot_bytes),
         })
     }
 
@@ -102,18 +118,34 @@ impl BlobFolder {
         self.locks[stripe].lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Opens a blob for reading, with its metadata.
+    /// Opens a blob for reading, with its metadata: from memory if it is small and hot.
     pub fn open_blob(
         &self,
         container: &Name,
         path: &BlobPath,
-    ) -> Result<(File, Arc<BlobMeta>), StoreError> {
-        let (file, stat) = open_regular(&self.file_path(container, path))?;
+    ) -> Result<(BlobData, Arc<BlobMeta>), StoreError> {
+        let file_path = self.file_path(container, path);
+        if let Some(hot) = self.hot.lookup(&file_path) {
+            return Ok((BlobData::Memory(hot.data), hot.meta));
+        }
+        let (file, stat) = open_regular(&file_path)?;
         let meta = self
             .metadata
             .get(&file, &stat)
             .map_err(StoreError::from_io)?;
-        Ok((file, meta))
+        if self.hot.admits(&stat) {
+            if let Some(data) = self.hot.load(&file_path, &file, &stat, &meta) {
+                return Ok((BlobData::Memory(data), meta));
+            }
+        }
+        Ok((BlobData::File(file), meta))
+    }
+
+    /// Drops what the caches hold of a file that a write replaced or deleted. Called after
+    /// the rename or unlink, so that no reader can cache the old file again (see `hot`).
+    fn forget(&self, stat: &fs::Metadata) {
+        self.metadata.forget(stat);
+        self.hot.forget(stat);
     }
 
     /// The blob at `file` that a write is about to replace or delete: its identity (to
@@ -172,7 +204,7 @@ impl BlobFolder {
             }
         }
         if let Some((stat, _)) = &current {
-            self.metadata.forget(stat);
+            self.forget(stat);
         }
         Ok(Committed { meta, replaced })
     }
@@ -220,7 +252,7 @@ impl BlobFolder {
             return Err(StoreError::PreconditionFailed("If-Match"));
         }
         fs::remove_file(&target).map_err(StoreError::from_io)?;
-        self.metadata.forget(&stat);
+        self.forget(&stat);
         let root = self.container_dir(container);
         let mut dir = target.parent();
         while let Some(d) = dir.filter(|d| *d != root && d.starts_with(&root)) {
@@ -274,6 +306,8 @@ fn conflict_or_io(e: io::Error) -> StoreError {
 
 #[cfg(test)]
 mod tests {
+    use sha2::Digest;
+
     use super::*;
 
     fn upload(folder: &BlobFolder, bytes: &[u8]) -> Upload {
@@ -290,7 +324,7 @@ mod tests {
     #[test]
     fn writes_leave_no_dead_cache_entries() {
         let dir = tempfile::tempdir().unwrap();
-        let folder = BlobFolder::open(dir.path()).unwrap();
+        let folder = BlobFolder::open(dir.path(), DEFAULT_BLOB_CACHE).unwrap();
         let container = Name::parse("files").unwrap();
         let path = BlobPath::parse("a/b.bin").unwrap();
         let overwrite = || CommitMode::Overwrite(Preconditions::default());
@@ -311,6 +345,7 @@ mod tests {
         // A download caches the blob; the overwrite that replaces it drops the entry.
         let (_, read) = folder.open_blob(&container, &path).unwrap();
         assert_eq!(folder.metadata.len(), 1);
+        assert_eq!(folder.hot.usage().0, 1);
         let committed = folder
             .commit(upload(&folder, b"two"), &container, &path, overwrite())
             .unwrap();
@@ -320,6 +355,7 @@ mod tests {
             0,
             "the replaced blob's entry is dropped"
         );
+        assert_eq!(folder.hot.usage().0, 0, "and its bytes");
 
         // A failed precondition keeps the blob and its entry.
         folder.open_blob(&container, &path).unwrap();
@@ -343,9 +379,166 @@ mod tests {
             0,
             "the deleted blob's entry is dropped"
         );
+        assert_eq!(folder.hot.usage().0, 0);
         assert!(folder
             .current(&folder.file_path(&container, &path))
             .unwrap()
             .is_none());
+    }
+
+    fn read_all(folder: &BlobFolder, container: &Name, path: &BlobPath) -> (Vec<u8>, bool) {
+        use std::io::Read;
+        match folder.open_blob(container, path).unwrap().0 {
+            BlobData::Memory(bytes) => (bytes.to_vec(), true),
+            BlobData::File(mut file) => {
+                let mut out = Vec::new();
+                file.read_to_end(&mut out).unwrap();
+                (out, false)
+            }
+        }
+    }
+
+    /// Small blobs come from memory from the second read on; large ones, and every blob when
+    /// the budget is zero, from their file.
+    #[test]
+    fn small_blobs_are_served_from_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = BlobFolder::open(dir.path(), DEFAULT_BLOB_CACHE).unwrap();
+        let container = Name::parse("files").unwrap();
+        let small = BlobPath::parse("small").unwrap();
+        let large = BlobPath::parse("large").unwrap();
+        let overwrite = || CommitMode::Overwrite(Preconditions::default());
+        let small_bytes = vec![7u8; 4096];
+        let large_bytes = vec![9u8; hot::MAX_HOT_BLOB as usize + 1];
+        for (path, bytes) in [(&small, &small_bytes), (&large, &large_bytes)] {
+            folder
+                .commit(upload(&folder, bytes), &container, path, overwrite())
+                .unwrap();
+        }
+        assert_eq!(
+            read_all(&folder, &container, &small),
+            (small_bytes.clone(), true)
+        );
+        assert_eq!(folder.hot.usage().0, 1);
+        let (entries, weight) = folder.hot.usage();
+        assert!(weight >= 4096 && entries == 1, "{weight}");
+        assert_eq!(
+            read_all(&folder, &container, &small),
+            (small_bytes.clone(), true)
+        );
+        assert_eq!(
+            read_all(&folder, &container, &large),
+            (large_bytes.clone(), false)
+        );
+        assert_eq!(folder.hot.usage().0, 1, "the large blob is not kept");
+
+        let off = BlobFolder::open(dir.path(), 0).unwrap();
+        assert_eq!(read_all(&off, &container, &small), (small_bytes, false));
+        assert_eq!(off.hot.usage(), (0, 0));
+    }
+
+    /// Whatever changes the file at a path, the next read sees it: a commit, a delete, an edit
+    /// in place of the same size, a rename over it by another program.
+    #[test]
+    fn memory_never_serves_a_changed_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = BlobFolder::open(dir.path(), DEFAULT_BLOB_CACHE).unwrap();
+        let container = Name::parse("files").unwrap();
+        let path = BlobPath::parse("doc.txt").unwrap();
+        let file = folder.file_path(&container, &path);
+        let overwrite = || CommitMode::Overwrite(Preconditions::default());
+        let commit = |bytes: &[u8]| {
+            folder
+                .commit(upload(&folder, bytes), &container, &path, overwrite())
+                .unwrap()
+        };
+
+        commit(b"first version");
+        assert_eq!(read_all(&folder, &container, &path).0, b"first version");
+        assert_eq!(
+            read_all(&folder, &container, &path),
+            (b"first version".to_vec(), true)
+        );
+
+        commit(b"second version");
+        assert_eq!(read_all(&folder, &container, &path).0, b"second version");
+
+        // The same size, written in place by another program, at once.
+        fs::write(&file, b"third  version").unwrap();
+        let (bytes, _) = read_all(&folder, &container, &path);
+        assert_eq!(bytes, b"third  version");
+        let (_, meta) = folder.open_blob(&container, &path).unwrap();
+        assert_eq!(
+            meta.sha256,
+            <[u8; 32]>::from(sha2::Sha256::digest(b"third  version"))
+        );
+
+        // Renamed over by another program.
+        let other = dir.path().join("other");
+        fs::write(&other, b"fourth version").unwrap();
+        fs::rename(&other, &file).unwrap();
+        assert_eq!(read_all(&folder, &container, &path).0, b"fourth version");
+
+        folder
+            .delete(&container, &path, &Preconditions::default())
+            .unwrap();
+        assert!(matches!(
+            folder.open_blob(&container, &path),
+            Err(StoreError::NotFound)
+        ));
+    }
+
+    /// A reader that opened a blob just before a write replaced it serves what it opened, but
+    /// does not keep it: the path no longer names that file.
+    #[test]
+    fn a_blob_replaced_while_read_is_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = BlobFolder::open(dir.path(), DEFAULT_BLOB_CACHE).unwrap();
+        let container = Name::parse("files").unwrap();
+        let path = BlobPath::parse("race").unwrap();
+        let target = folder.file_path(&container, &path);
+        folder
+            .commit(
+                upload(&folder, b"old"),
+                &container,
+                &path,
+                CommitMode::Overwrite(Preconditions::default()),
+            )
+            .unwrap();
+        let (file, stat) = open_regular(&target).unwrap();
+        let meta = folder.metadata.get(&file, &stat).unwrap();
+        let replacement = dir.path().join("new");
+        fs::write(&replacement, b"new").unwrap();
+        fs::rename(&replacement, &target).unwrap();
+
+        let served = folder.hot.load(&target, &file, &stat, &meta).unwrap();
+        assert_eq!(&served[..], b"old", "the reader gets what it opened");
+        assert_eq!(folder.hot.usage().0, 0, "but it is not kept");
+        assert_eq!(read_all(&folder, &container, &path).0, b"new");
+    }
+
+    /// The cache stays within its budget however many blobs are read.
+    #[test]
+    fn memory_stays_within_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = 256 * 1024;
+        let folder = BlobFolder::open(dir.path(), budget).unwrap();
+        let container = Name::parse("files").unwrap();
+        for i in 0..200 {
+            let path = BlobPath::parse(&format!("b{i}")).unwrap();
+            folder
+                .commit(
+                    upload(&folder, &vec![i as u8; 8 * 1024]),
+                    &container,
+                    &path,
+                    CommitMode::Overwrite(Preconditions::default()),
+                )
+                .unwrap();
+            let (bytes, _) = read_all(&folder, &container, &path);
+            assert_eq!(bytes, vec![i as u8; 8 * 1024]);
+        }
+        let (entries, weight) = folder.hot.usage();
+        assert!(weight <= budget, "{weight} > {budget}");
+        assert!(entries > 0 && entries < 200, "{entries}");
     }
 }

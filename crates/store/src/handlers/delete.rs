@@ -16,7 +16,7 @@ pub async fn delete_blob(
     path: BlobPath,
 ) -> Result<Response<ResponseBody>, StoreError> {
     let resource = Scope::blob(container.clone(), path.clone());
-    let grant = admit(&ctx.store, ctx.key()?, Op::Delete, &resource, ctx.client).await?;
+    let grant = admit(&ctx.store, &ctx.key()?, Op::Delete, &resource, ctx.client).await?;
     ctx.key_id = Some(grant.key_id);
     let pre = Preconditions::from_headers(&ctx.parts.headers);
     let blobs = ctx.store.blobs.clone();

@@ -1,16 +1,19 @@
 //! `GET` and `HEAD /blob/CONTAINER/PATH`: a blob, whole or a single range, with validators.
 
-use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use valet_key::{BlobPath, FileName, Name, Op, Scope};
 
 use super::{blob_of, Ctx};
 use crate::access::admit;
-use crate::blobs::BlobMeta;
+use crate::blobs::{BlobData, BlobMeta};
 use crate::body::ResponseBody;
 use crate::conditional::{if_range_holds, Preconditions, Verdict};
 use crate::error::StoreError;
 use crate::range::{resolve, ByteRange};
+
+/// The blob's SHA-256, hex: a client can check a download without a second request.
+pub const X_VALET_SHA256: HeaderName = HeaderName::from_static("x-valet-sha256");
 
 /// Serves a blob.
 pub async fn get_blob(
@@ -20,10 +23,10 @@ pub async fn get_blob(
     head: bool,
 ) -> Result<Response<ResponseBody>, StoreError> {
     let resource = Scope::blob(container, path);
-    let grant = admit(&ctx.store, ctx.key()?, Op::Read, &resource, ctx.client).await?;
+    let grant = admit(&ctx.store, &ctx.key()?, Op::Read, &resource, ctx.client).await?;
     ctx.key_id = Some(grant.key_id);
     let (container, path) = blob_of(&resource);
-    let (file, meta) = ctx.store.blobs.open_blob(container, path)?;
+    let (data, meta) = ctx.store.blobs.open_blob(container, path)?;
     let headers = &ctx.parts.headers;
     match Preconditions::from_headers(headers).evaluate(Some(&meta), true) {
         Verdict::Proceed => {}
@@ -51,17 +54,29 @@ pub async fn get_blob(
         ResponseBody::Empty
     } else {
         ctx.bytes = len;
-        ResponseBody::file(file, start, len, ctx.store.metrics.bytes_out.clone())
-            .map_err(StoreError::from_io)?
+        let sent = ctx.store.metrics.bytes_out.clone();
+        match data {
+            BlobData::File(file) => {
+                ResponseBody::file(file, start, len, sent).map_err(StoreError::from_io)?
+            }
+            BlobData::Memory(bytes) => {
+                sent.inc_by(len);
+                // In memory means small: the offsets fit in usize.
+                ResponseBody::full(bytes.slice(start as usize..(start + len) as usize))
+            }
+        }
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;
+    // Sized for every header a download gets here and in the router (up to 16): the map never
+    // grows and rehashes on the hot path.
+    *response.headers_mut() = HeaderMap::with_capacity(16);
     let out = response.headers_mut();
     validators(out, &meta);
     out.insert(header::CONTENT_TYPE, meta.headers.content_type.clone());
     out.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    out.insert("x-valet-sha256", meta.headers.sha256.clone());
+    out.insert(X_VALET_SHA256, meta.headers.sha256.clone());
     // The URL carries a key: no shared cache may keep the response.
     out.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
     // Uploaded content is untrusted: never let it run as a page of the store's origin.

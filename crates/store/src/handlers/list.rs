@@ -11,6 +11,7 @@ use super::Ctx;
 use crate::access::admit;
 use crate::body::ResponseBody;
 use crate::error::StoreError;
+use crate::request::ListingQuery;
 
 /// The most items one page may have.
 pub const MAX_PAGE: usize = 1000;
@@ -20,9 +21,10 @@ pub async fn list_blobs(
     ctx: &mut Ctx,
     container: Name,
 ) -> Result<Response<ResponseBody>, StoreError> {
-    let prefix = ctx.query.prefix.clone().unwrap_or_default();
+    let query = ListingQuery::parse(ctx.parts.uri.query());
+    let prefix = query.prefix.unwrap_or_default();
     let resource = listing_scope(&container, &prefix)?;
-    let limit = match ctx.query.limit.as_deref() {
+    let limit = match query.limit.as_deref() {
         None => MAX_PAGE,
         Some(text) => text
             .parse::<usize>()
@@ -32,9 +34,9 @@ pub async fn list_blobs(
                 StoreError::BadRequest(format!("limit is a number from 1 to {MAX_PAGE}"))
             })?,
     };
-    let grant = admit(&ctx.store, ctx.key()?, Op::List, &resource, ctx.client).await?;
+    let grant = admit(&ctx.store, &ctx.key()?, Op::List, &resource, ctx.client).await?;
     ctx.key_id = Some(grant.key_id);
-    let cursor = ctx.query.cursor.clone();
+    let cursor = query.cursor;
     let blobs = ctx.store.blobs.clone();
     let listing = tokio::task::spawn_blocking(move || {
         blobs.list(&container, &prefix, cursor.as_deref(), limit)

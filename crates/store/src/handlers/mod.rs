@@ -7,6 +7,7 @@ mod get;
 mod list;
 mod put;
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -18,7 +19,6 @@ pub use get::get_blob;
 pub use list::list_blobs;
 pub use put::put_blob;
 
-use crate::request::Query;
 use crate::state::Store;
 
 /// What a handler gets, and what it reports back for the access log.
@@ -28,8 +28,6 @@ pub struct Ctx {
     pub store: Arc<Store>,
     /// The request head.
     pub parts: Parts,
-    /// Its query.
-    pub query: Query,
     /// The client's address.
     pub client: IpAddr,
     /// The key used, once admitted.
@@ -51,8 +49,8 @@ pub fn blob_of(scope: &Scope) -> (&Name, &BlobPath) {
 }
 
 impl Ctx {
-    /// The request's key text.
-    pub fn key(&self) -> Result<&str, crate::error::StoreError> {
-        crate::request::key(&self.query, &self.parts.headers)
+    /// The request's key text, borrowed from the request when it needs no decoding.
+    pub fn key(&self) -> Result<Cow<'_, str>, crate::error::StoreError> {
+        crate::request::key(self.parts.uri.query(), &self.parts.headers)
     }
 }

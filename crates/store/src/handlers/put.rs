@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 use valet_key::{BlobPath, Name, Op, Scope};
 
+use super::get::X_VALET_SHA256;
 use super::Ctx;
 use crate::access::admit;
 use crate::blobs::{parse_sha256_hex, CommitMode, Upload};
@@ -42,7 +43,7 @@ fn expected_digests(headers: &HeaderMap) -> Result<Expected, StoreError> {
         })
         .transpose()?;
     let sha256 = headers
-        .get("x-valet-sha256")
+        .get(&X_VALET_SHA256)
         .map(|v| {
             parse_sha256_hex(v.to_str().unwrap_or_default())
                 .ok_or_else(|| StoreError::BadRequest("x-valet-sha256 is not 64 hex digits".into()))
@@ -73,7 +74,7 @@ pub async fn put_blob(
     let resource = Scope::blob(container.clone(), path.clone());
     // `create` is the weaker right: every writer has it, and a key with only `create` makes
     // this upload create-only.
-    let grant = admit(&ctx.store, ctx.key()?, Op::Create, &resource, ctx.client).await?;
+    let grant = admit(&ctx.store, &ctx.key()?, Op::Create, &resource, ctx.client).await?;
     ctx.key_id = Some(grant.key_id);
     let headers = &ctx.parts.headers;
     let pre = Preconditions::from_headers(headers);

@@ -119,6 +119,7 @@ fn open_store(
     config.skew = settings.skew;
     config.cors_origins = settings.cors_origins.clone();
     config.shutdown_grace = settings.shutdown_grace;
+    config.blob_cache = settings.blob_cache;
     config.tls = tls;
     Store::open(config, keyring, ledger).context("opening the blob folder")
 }
