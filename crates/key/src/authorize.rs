@@ -7,8 +7,10 @@
 
 use std::net::IpAddr;
 
+use ipnet::IpNet;
 use serde::Serialize;
 
+use crate::caveat::Caveat;
 use crate::claims::{Claims, FileName, KeyId, UnixTime};
 use crate::error::FormatError;
 use crate::keyring::Keyring;
@@ -16,7 +18,7 @@ use crate::media_range::MediaRange;
 use crate::name::Name;
 use crate::op::{Op, Ops};
 use crate::scope::Scope;
-use crate::token::{EffectiveLimits, Token};
+use crate::token::{decode_segment_into, segment_buffer, Token, TokenText, MAX_CAVEATS};
 
 /// The default tolerance for clocks that disagree, in seconds.
 pub const DEFAULT_SKEW_SECONDS: u64 = 30;
@@ -147,74 +149,135 @@ impl Verifier {
     }
 
     /// Parses `token` and authorizes `access` with it.
+    ///
+    /// This is the store's hot path, so it does not build a [`Token`]: each segment is decoded
+    /// into a stack buffer, MACed and folded into `Bounds` in turn, and the grant is built
+    /// from the claims directly. The checks and their order are those of
+    /// [`authorize_token`](Verifier::authorize_token): every segment is read before the tag is
+    /// checked, so a malformed token is `key_malformed` whatever its tag.
     pub fn authorize(&self, token: &str, access: &Access<'_>) -> Result<Grant, Denial> {
-        let token: Token = match token.parse() {
-            Ok(token) => token,
-            Err(e) => return Err(Denial::Malformed(e)),
-        };
-        let checked = self.check(&token, access)?;
-        // The token is ours: the grant takes its strings rather than copies of them.
-        Ok(checked.into_grant(token.into_claims()))
+        let text = TokenText::split(token).map_err(Denial::Malformed)?;
+        let mut buf = segment_buffer();
+        let mut segments = text.segments();
+        let first = segments.next().expect("a token has a claims segment");
+        let bytes = decode_segment_into(first, &mut buf).map_err(Denial::Malformed)?;
+        let (claims, signing_key) =
+            Claims::decode_expecting(bytes, Some(access.resource)).map_err(Denial::Malformed)?;
+        let mut tag = self.keyring.root_tag(&bytes[signing_key], bytes);
+        let mut bounds = Bounds::of_claims(&claims, access);
+        for (i, segment) in segments.enumerate() {
+            if i == MAX_CAVEATS {
+                return Err(Denial::Malformed(FormatError::Segments));
+            }
+            let bytes = decode_segment_into(segment, &mut buf).map_err(Denial::Malformed)?;
+            let caveat = Caveat::decode(bytes).map_err(Denial::Malformed)?;
+            tag = tag.map(|tag| tag.chain(bytes));
+            bounds.narrow(&caveat, access);
+        }
+        if tag != Some(text.tag) {
+            return Err(Denial::Invalid);
+        }
+        bounds.check(access, self.skew)?;
+        Ok(bounds.into_grant(claims))
     }
 
     /// Authorizes `access` with an already parsed token.
     pub fn authorize_token(&self, token: &Token, access: &Access<'_>) -> Result<Grant, Denial> {
-        let checked = self.check(token, access)?;
-        Ok(checked.into_grant(token.claims().clone()))
-    }
-
-    /// Every check, in order; what they found that the grant needs.
-    fn check(&self, token: &Token, access: &Access<'_>) -> Result<Checked, Denial> {
         if !self.keyring.check_tag(token) {
             return Err(Denial::Invalid);
         }
-        let (not_before, expires) = token.effective_window();
-        if access.now >= expires.plus(self.skew) {
-            return Err(Denial::Expired);
+        let mut bounds = Bounds::of_claims(token.claims(), access);
+        for caveat in token.caveats() {
+            bounds.narrow(caveat, access);
         }
-        if access.now < not_before.minus(self.skew) {
-            return Err(Denial::NotYetValid);
-        }
-        let claims = token.claims();
-        let caveats = token.caveats();
-        let in_scope = claims.scope.covers(access.resource)
-            && caveats
-                .iter()
-                .filter_map(|c| c.scope.as_ref())
-                .all(|s| s.covers(access.resource));
-        if !in_scope {
-            return Err(Denial::OutOfScope);
-        }
-        let ops = token.effective_ops();
-        if !ops.permits(access.op) {
-            return Err(Denial::OpNotAllowed);
-        }
-        let address_lists = std::iter::once(claims.limits.client_ips.as_slice())
-            .chain(caveats.iter().map(|c| c.client_ips.as_slice()));
-        for list in address_lists.filter(|l| !l.is_empty()) {
-            let allowed = access
-                .client
-                .is_some_and(|ip| list.iter().any(|net| net.contains(&ip)));
-            if !allowed {
-                return Err(Denial::IpNotAllowed);
-            }
-        }
-        Ok(Checked {
-            ops,
-            expires,
-            limits: token.effective_limits(),
-        })
+        bounds.check(access, self.skew)?;
+        Ok(bounds.into_grant(token.claims().clone()))
     }
 }
 
-/// What the checks established, waiting for the claims' owned parts.
-struct Checked {
-    ops: Ops,
+/// The claims and the caveats read so far, folded into what a request must fall within and
+/// what the grant carries. Folding as each segment is read means a verification never keeps
+/// the caveats; whether the resource, the operation and the client pass is recorded rather
+/// than reported at once, because denials come in a fixed order and only after the tag.
+struct Bounds {
+    /// The latest not-before.
+    not_before: UnixTime,
+    /// The earliest expiry.
     expires: UnixTime,
-    limits: EffectiveLimits,
+    /// The operations left.
+    ops: Ops,
+    /// Whether every scope so far covers the resource.
+    in_scope: bool,
+    /// Whether the client is in every non-empty address list so far.
+    client_allowed: bool,
+    /// The smallest upload cap.
+    max_bytes: Option<u64>,
+    /// The smallest use cap.
+    max_uses: Option<u64>,
+    /// The caveats' content-type ranges (the claims' own is added by [`Bounds::into_grant`]).
+    content_types: Vec<MediaRange>,
 }
 
-impl Checked {
+impl Bounds {
+    fn of_claims(claims: &Claims, access: &Access<'_>) -> Bounds {
+        Bounds {
+            not_before: claims.not_before,
+            expires: claims.expires,
+            ops: claims.ops.implied(),
+            in_scope: claims.scope.covers(access.resource),
+            client_allowed: client_allowed(&claims.limits.client_ips, access.client),
+            max_bytes: claims.limits.max_bytes,
+            max_uses: claims.limits.max_uses,
+            content_types: Vec::new(),
+        }
+    }
+
+    /// Intersects the bounds with one caveat's.
+    fn narrow(&mut self, caveat: &Caveat, access: &Access<'_>) {
+        let min = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            (x, y) => x.or(y),
+        };
+        if let Some(t) = caveat.not_before {
+            self.not_before = self.not_before.max(t);
+        }
+        if let Some(t) = caveat.expires {
+            self.expires = self.expires.min(t);
+        }
+        if let Some(ops) = caveat.ops {
+            self.ops = self.ops.intersect(ops);
+        }
+        if let Some(scope) = &caveat.scope {
+            self.in_scope &= scope.covers(access.resource);
+        }
+        self.client_allowed &= client_allowed(&caveat.client_ips, access.client);
+        self.max_bytes = min(self.max_bytes, caveat.max_bytes);
+        self.max_uses = min(self.max_uses, caveat.max_uses);
+        self.content_types
+            .extend(caveat.content_type.iter().cloned());
+    }
+
+    /// The denial for `access`, if any, in the documented order (after the tag's).
+    fn check(&self, access: &Access<'_>, skew: u64) -> Result<(), Denial> {
+        if access.now >= self.expires.plus(skew) {
+            return Err(Denial::Expired);
+        }
+        if access.now < self.not_before.minus(skew) {
+            return Err(Denial::NotYetValid);
+        }
+        if !self.in_scope {
+            return Err(Denial::OutOfScope);
+        }
+        if !self.ops.permits(access.op) {
+            return Err(Denial::OpNotAllowed);
+        }
+        if !self.client_allowed {
+            return Err(Denial::IpNotAllowed);
+        }
+        Ok(())
+    }
+
+    /// The grant: the claims' own parts, moved rather than copied, and the folded limits.
     fn into_grant(self, claims: Claims) -> Grant {
         let Claims {
             key_id,
@@ -224,6 +287,10 @@ impl Checked {
             limits,
             ..
         } = claims;
+        let mut content_types = self.content_types;
+        if let Some(own) = limits.content_type {
+            content_types.insert(0, own);
+        }
         Grant {
             key_id,
             subject,
@@ -231,11 +298,16 @@ impl Checked {
             ops: self.ops,
             expires: self.expires,
             not_before,
-            max_bytes: self.limits.max_bytes,
-            max_uses: self.limits.max_uses,
-            content_types: self.limits.content_types,
+            max_bytes: self.max_bytes,
+            max_uses: self.max_uses,
+            content_types,
             filename: limits.filename,
             event_target: limits.event_target,
         }
     }
+}
+
+/// Whether `client` is in `list`; an empty list allows any client, known or not.
+fn client_allowed(list: &[IpNet], client: Option<IpAddr>) -> bool {
+    list.is_empty() || client.is_some_and(|ip| list.iter().any(|net| net.contains(&ip)))
 }

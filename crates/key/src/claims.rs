@@ -113,7 +113,11 @@ pub const MAX_SUBJECT_LEN: usize = 256;
 
 /// Whether `text` is an acceptable subject: up to 256 bytes, no control characters.
 pub fn valid_subject(text: &str) -> bool {
-    text.len() <= MAX_SUBJECT_LEN && !text.chars().any(char::is_control)
+    // Printable ASCII, almost every subject, is checked a byte at a time without decoding
+    // characters; only the rest pays for `char::is_control`.
+    let printable = |b: &u8| (0x20..0x7f).contains(b);
+    text.len() <= MAX_SUBJECT_LEN
+        && (text.as_bytes().iter().all(printable) || !text.chars().any(char::is_control))
 }
 
 /// Limits that the store enforces while the bytes flow.
@@ -260,6 +264,16 @@ impl Claims {
     /// Reads a claims segment: the claims, and where in the segment the id of the key that
     /// signed them is (it stays there: the token keeps the segment's bytes anyway).
     pub(crate) fn decode(segment: &[u8]) -> Result<(Claims, Range<usize>), FormatError> {
+        Claims::decode_expecting(segment, None)
+    }
+
+    /// [`Claims::decode`], for a verifier that expects the scope to be `resource`: when the
+    /// scope field is exactly its text, the claims take a clone of it instead of parsing and
+    /// validating the text again (see [`Scope::has_text`] for why that is the same scope).
+    pub(crate) fn decode_expecting(
+        segment: &[u8],
+        resource: Option<&Scope>,
+    ) -> Result<(Claims, Range<usize>), FormatError> {
         let mut r = SegmentReader::new(segment, CLAIMS_KIND)?;
         let mut key_id = None;
         let mut signing_key = None;
@@ -275,7 +289,10 @@ impl Claims {
                     key_id = Some(KeyId(v.try_into().map_err(|_| invalid(f, "not 16 bytes"))?))
                 }
                 field::SIGNING_KEY => {
-                    text_value(f, v)?;
+                    // Only checked, never converted: ASCII, as every real id is, is UTF-8.
+                    if !v.is_ascii() {
+                        text_value(f, v)?;
+                    }
                     let start = v.as_ptr() as usize - segment.as_ptr() as usize;
                     signing_key = Some(start..start + v.len());
                 }
@@ -286,7 +303,12 @@ impl Claims {
                     }
                     subject = Some(text.to_owned());
                 }
-                field::SCOPE => scope = Some(decode_scope(v)?),
+                field::SCOPE => {
+                    scope = Some(match resource {
+                        Some(resource) if resource.has_text(v) => resource.clone(),
+                        _ => decode_scope(v)?,
+                    })
+                }
                 field::OPS => ops = Some(decode_ops(v)?),
                 field::NOT_BEFORE => not_before = Some(UnixTime(uint_value(v)?)),
                 field::EXPIRES => expires = Some(UnixTime(uint_value(v)?)),

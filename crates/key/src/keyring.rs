@@ -11,15 +11,12 @@
 use std::fmt;
 
 use base64_simd::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::claims::{Claims, UnixTime};
+use crate::mac::MacKey;
 use crate::token::Token;
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// The format name written into keyring files.
 pub const KEYRING_FORMAT: &str = "valet-keyring/1";
@@ -31,9 +28,7 @@ pub struct Tag(pub(crate) [u8; 32]);
 impl Tag {
     /// The next tag of the chain: `HMAC(self, caveat)`.
     pub(crate) fn chain(&self, caveat: &[u8]) -> Tag {
-        let mut mac = HmacSha256::new_from_slice(&self.0).expect("HMAC takes any key length");
-        mac.update(caveat);
-        Tag(mac.finalize().into_bytes().into())
+        Tag(MacKey::new(&self.0).mac(caveat))
     }
 }
 
@@ -111,7 +106,7 @@ pub struct SigningKey {
     id: String,
     secret: [u8; 32],
     created: UnixTime,
-    mac: HmacSha256,
+    mac: MacKey,
 }
 
 impl SigningKey {
@@ -119,7 +114,7 @@ impl SigningKey {
         if !valid_key_id(&id) {
             return Err(KeyringError::BadId(id));
         }
-        let mac = HmacSha256::new_from_slice(&secret).expect("HMAC takes any key length");
+        let mac = MacKey::new(&secret);
         Ok(SigningKey {
             id,
             secret,
@@ -140,9 +135,7 @@ impl SigningKey {
 
     /// The chain's first tag: `HMAC(secret, claims)`.
     pub(crate) fn root_tag(&self, claims: &[u8]) -> Tag {
-        let mut mac = self.mac.clone();
-        mac.update(claims);
-        Tag(mac.finalize().into_bytes().into())
+        Tag(self.mac.mac(claims))
     }
 }
 
@@ -268,13 +261,20 @@ impl Keyring {
 
     /// Whether `token`'s tag chain was started by a key of this ring.
     pub fn check_tag(&self, token: &Token) -> bool {
-        let Some(key) = self.find(token.signing_key()) else {
-            return false;
-        };
         let mut segments = token.segments();
         let claims = segments.next().expect("a token has a claims segment");
-        let tag = segments.fold(key.root_tag(claims), |tag, caveat| tag.chain(caveat));
+        let Some(root) = self.root_tag(token.signing_key().as_bytes(), claims) else {
+            return false;
+        };
+        let tag = segments.fold(root, |tag, caveat| tag.chain(caveat));
         tag == *token.tag()
+    }
+
+    /// The chain's first tag for `claims` under the key whose id is `signing_key`, if the
+    /// ring has it. The id is taken as the bytes of the claims segment, not yet known to be text.
+    pub(crate) fn root_tag(&self, signing_key: &[u8], claims: &[u8]) -> Option<Tag> {
+        let key = self.keys.iter().find(|k| k.id.as_bytes() == signing_key)?;
+        Some(key.root_tag(claims))
     }
 
     /// The ring as a JSON document (secrets included: write it owner-only).

@@ -12,6 +12,7 @@ mod caveat;
 mod claims;
 mod error;
 mod keyring;
+mod mac;
 mod media_range;
 mod name;
 mod op;

@@ -180,6 +180,35 @@ impl Scope {
             _ => false,
         }
     }
+
+    /// Whether `text` is exactly this scope's text form, compared without parsing it.
+    ///
+    /// Only blob and queue scopes ever answer `true`: their parts can only be built by the
+    /// validating parsers, so their text form is certain to parse back to them, and a verifier
+    /// may take a clone of the request's resource for a key naming exactly that resource (the
+    /// usual key for one blob) instead of parsing the key's scope. A table scope's row range has
+    /// public fields, so its text might not parse back; it answers `false`.
+    pub(crate) fn has_text(&self, text: &[u8]) -> bool {
+        let rest = |prefix: &str, name: &Name| {
+            text.strip_prefix(prefix.as_bytes())
+                .and_then(|rest| rest.strip_prefix(name.as_str().as_bytes()))
+        };
+        match self {
+            Scope::Blob { container, target } => {
+                let Some(rest) = rest("blob:", container) else {
+                    return false;
+                };
+                let path = match target {
+                    BlobTarget::Container => return rest.is_empty(),
+                    BlobTarget::Prefix(prefix) => prefix.as_str(),
+                    BlobTarget::Blob(path) => path.as_str(),
+                };
+                rest.strip_prefix(b"/") == Some(path.as_bytes())
+            }
+            Scope::Queue { queue } => rest("queue:", queue) == Some(&[]),
+            Scope::Table { .. } => false,
+        }
+    }
 }
 
 fn blob_target_covers(outer: &BlobTarget, inner: &BlobTarget) -> bool {
@@ -387,6 +416,59 @@ mod tests {
         assert!(!range.covers(&part));
         assert!(s("table:orders/p1/b..").covers(&s("table:orders/p1/zzz")));
         assert!(!s("table:orders/p1/..m").covers(&s("table:orders/p1/n")));
+    }
+
+    #[test]
+    fn text_comparison_without_parsing() {
+        for text in [
+            "blob:photos",
+            "blob:photos/2024/",
+            "blob:photos/2024/cat.jpg",
+            "queue:jobs",
+        ] {
+            assert!(s(text).has_text(text.as_bytes()), "{text}");
+        }
+        let one = s("blob:photos/2024/cat.jpg");
+        for other in [
+            "blob:photos/2024/cat.jp",
+            "blob:photos/2024/cat.jpgx",
+            "blob:photos/2024/",
+            "blob:photos",
+            "blob:photo/2024/cat.jpg",
+            "queue:photos/2024/cat.jpg",
+            "",
+        ] {
+            assert!(!one.has_text(other.as_bytes()), "{other}");
+        }
+        assert!(!s("blob:photos").has_text(b"blob:photos/"));
+        assert!(!s("blob:photos/2024/").has_text(b"blob:photos/2024"));
+        assert!(!s("queue:jobs").has_text(b"queue:jobs/x"));
+        let table = "table:orders/p1/a..m";
+        assert!(
+            !s(table).has_text(table.as_bytes()),
+            "table scopes are always parsed"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn text_comparison_agrees_with_parsing(
+            a in "(blob|queue):(photos|docs)(/[a-z.]{1,3}){0,3}/?",
+            b in "(blob|queue):(photos|docs)(/[a-z.]{1,3}){0,3}/?",
+            variant in 0..4,
+        ) {
+            // Mostly near misses of `a`, so that equal and almost equal texts are common.
+            let b = match variant {
+                0 => a.clone(),
+                1 => format!("{a}/"),
+                2 => a[..a.len() - 1].to_owned(),
+                _ => b,
+            };
+            if let Ok(scope) = a.parse::<Scope>() {
+                let same = b.parse::<Scope>() == Ok(scope.clone());
+                proptest::prop_assert_eq!(scope.has_text(b.as_bytes()), same);
+            }
+        }
     }
 
     #[test]

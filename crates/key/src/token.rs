@@ -9,6 +9,7 @@
 //! received so that verification MACs exactly what was sent. See `docs/KEY-FORMAT.md`.
 
 use std::fmt;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::str::FromStr;
 
@@ -96,12 +97,6 @@ impl Token {
             .map(|(start, end)| &self.raw[start..end])
     }
 
-    /// The claims, moved out: what a grant keeps of a token.
-    pub(crate) fn into_claims(self) -> Claims {
-        recycle_buffer(self.raw);
-        self.claims
-    }
-
     pub(crate) fn tag(&self) -> &Tag {
         &self.tag
     }
@@ -179,29 +174,6 @@ impl Token {
     }
 }
 
-std::thread_local! {
-    /// One decoded-bytes buffer kept per thread between a verification and the next, so that
-    /// the store's hot path (parse, verify, drop) allocates it once per thread, not per request.
-    static SPARE_BUFFER: std::cell::Cell<Option<Vec<u8>>> = const { std::cell::Cell::new(None) };
-}
-
-fn take_buffer(capacity: usize) -> Vec<u8> {
-    match SPARE_BUFFER.with(std::cell::Cell::take) {
-        Some(mut buf) => {
-            buf.clear();
-            buf.reserve(capacity);
-            buf
-        }
-        None => Vec::with_capacity(capacity),
-    }
-}
-
-fn recycle_buffer(buf: Vec<u8>) {
-    if buf.capacity() <= 2 * MAX_TOKEN_LEN {
-        SPARE_BUFFER.with(|spare| spare.set(Some(buf)));
-    }
-}
-
 /// Segment end offsets, stored inline.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 struct SegmentEnds {
@@ -248,10 +220,48 @@ fn decode_segment(text: &[u8], raw: &mut Vec<u8>) -> Result<(), FormatError> {
         .map_err(|_| FormatError::Base64)
 }
 
-impl FromStr for Token {
-    type Err = FormatError;
+/// The most bytes one segment can decode to: a whole token's worth of base64.
+pub(crate) const MAX_SEGMENT_LEN: usize = MAX_TOKEN_LEN / 4 * 3;
 
-    fn from_str(text: &str) -> Result<Token, FormatError> {
+/// Room for one decoded segment, on the stack: the verifier decodes each segment, reads and
+/// MACs it, and moves on, so it needs neither an allocation nor the segments kept.
+pub(crate) type SegmentBuffer = [MaybeUninit<u8>; MAX_SEGMENT_LEN];
+
+/// A fresh [`SegmentBuffer`]. Uninitialised memory is safe here: the decoder only writes it,
+/// and hands back the part it wrote.
+pub(crate) const fn segment_buffer() -> SegmentBuffer {
+    [const { MaybeUninit::uninit() }; MAX_SEGMENT_LEN]
+}
+
+/// Decodes one base64url segment into `buf`, returning its bytes. (A segment too long for
+/// the buffer cannot come from a token of at most [`MAX_TOKEN_LEN`] characters.)
+pub(crate) fn decode_segment_into<'b>(
+    text: &[u8],
+    buf: &'b mut SegmentBuffer,
+) -> Result<&'b [u8], FormatError> {
+    match URL_SAFE_NO_PAD.decoded_length(text) {
+        Ok(len) if len <= buf.len() => {}
+        Ok(_) => return Err(FormatError::TooLong),
+        Err(_) => return Err(FormatError::Base64),
+    }
+    match URL_SAFE_NO_PAD.decode(text, base64_simd::Out::from_uninit_slice(buf)) {
+        Ok(bytes) => Ok(bytes),
+        Err(_) => Err(FormatError::Base64),
+    }
+}
+
+/// A token's text taken apart without decoding its segments: what both [`Token`]'s parser
+/// and the verifier's allocation-free path start from.
+pub(crate) struct TokenText<'a> {
+    /// The claims and caveat segments, still base64, separated by `.`.
+    parts: &'a str,
+    /// The decoded tag.
+    pub(crate) tag: Tag,
+}
+
+impl<'a> TokenText<'a> {
+    /// Checks the length and prefix, finds the tag and decodes it.
+    pub(crate) fn split(text: &'a str) -> Result<TokenText<'a>, FormatError> {
         if text.len() > MAX_TOKEN_LEN {
             return Err(FormatError::TooLong);
         }
@@ -268,11 +278,28 @@ impl FromStr for Token {
         URL_SAFE_NO_PAD
             .decode(tag_text.as_bytes(), base64_simd::Out::from_slice(&mut tag))
             .map_err(|_| FormatError::Base64)?;
-        let mut raw = take_buffer(parts.len() * 3 / 4 + 3);
-        let mut ends = SegmentEnds::default();
+        Ok(TokenText {
+            parts,
+            tag: Tag(tag),
+        })
+    }
+
+    /// The base64 text of the claims segment, then of each caveat. There is always a first.
+    pub(crate) fn segments(&self) -> impl Iterator<Item = &'a [u8]> {
         // `str::split` with a `char` searches with memchr; a byte-predicate split walks the
         // ~300 bytes one at a time, which was a tenth of a verification.
-        let mut parts = parts.split('.').map(str::as_bytes);
+        self.parts.split('.').map(str::as_bytes)
+    }
+}
+
+impl FromStr for Token {
+    type Err = FormatError;
+
+    fn from_str(text: &str) -> Result<Token, FormatError> {
+        let text = TokenText::split(text)?;
+        let mut raw = Vec::with_capacity(text.parts.len() * 3 / 4 + 3);
+        let mut ends = SegmentEnds::default();
+        let mut parts = text.segments();
         decode_segment(parts.next().expect("split yields one part"), &mut raw)?;
         ends.push(raw.len());
         let (claims, signing_key) = Claims::decode(&raw)?;
@@ -292,7 +319,7 @@ impl FromStr for Token {
             caveats,
             raw,
             ends,
-            tag: Tag(tag),
+            tag: text.tag,
         })
     }
 }

@@ -167,20 +167,26 @@ fn write_varint(out: &mut [u8; 10], mut value: u64) -> usize {
 }
 
 /// LEB128, canonical only: no trailing zero groups, no more than 64 bits.
+#[inline]
 fn read_varint(bytes: &[u8]) -> Result<(u64, &[u8]), FormatError> {
-    // Field lengths are almost all under 128: one byte.
+    // Field lengths are almost all under 128: one byte, read inline; longer forms out of line.
     if let [first @ 0..=0x7f, rest @ ..] = bytes {
         return Ok((u64::from(*first), rest));
     }
+    read_long_varint(bytes)
+}
+
+/// [`read_varint`] for values of two bytes or more (or none). Every verification reads two
+/// (the times), so the loop does only the accumulating; the canonical-form checks are made
+/// once, on the last byte.
+fn read_long_varint(bytes: &[u8]) -> Result<(u64, &[u8]), FormatError> {
     let mut value = 0u64;
     for (i, &b) in bytes.iter().enumerate().take(10) {
-        let group = u64::from(b & 0x7f);
-        if i == 9 && group > 1 {
-            return Err(FormatError::Truncated);
-        }
-        value |= group << (7 * i);
-        if b & 0x80 == 0 {
-            if b == 0 && i > 0 {
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b < 0x80 {
+            // No trailing zero group (`i > 0` always holds here), and a tenth byte may only
+            // carry bit 63.
+            if b == 0 || (i == 9 && b > 1) {
                 return Err(FormatError::Truncated);
             }
             return Ok((value, &bytes[i + 1..]));

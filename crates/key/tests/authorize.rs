@@ -462,6 +462,17 @@ fn content_type_limits_reach_the_grant() {
     assert!(!grant.permits_content_type(None));
     let free = check(&token("blob:photos", "write"), Op::Write, "blob:photos/a").unwrap();
     assert!(free.permits_content_type(None) && free.permits_content_type(Some("x/y")));
+    let ranges: Vec<&str> = grant.content_types.iter().map(|r| r.as_str()).collect();
+    assert_eq!(
+        ranges,
+        ["image/*", "image/png"],
+        "the claims' range first, then the caveats'"
+    );
+    let resource = scope("blob:photos/a.png");
+    let from_token = Verifier::new(keyring())
+        .authorize_token(&t, &access(Op::Write, &resource, NOW))
+        .unwrap();
+    assert_eq!(from_token, grant, "text and parsed token grant the same");
 }
 
 #[test]

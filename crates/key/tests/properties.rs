@@ -123,6 +123,10 @@ fn genuine(text: &str) -> bool {
 const TOKEN_ALPHABET: &[u8] =
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.+/=%~ ";
 
+fn token_character() -> impl Strategy<Value = u8> {
+    prop::sample::select(TOKEN_ALPHABET.to_vec())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -180,6 +184,47 @@ proptest! {
             swapped.swap(i, j);
             prop_assert!(!genuine(&swapped.join(".")));
         }
+    }
+
+    #[test]
+    fn authorizing_text_answers_as_authorizing_the_parsed_token(
+        token in token_with_caveats(),
+        tamper in prop::option::weighted(0.3, (any::<prop::sample::Index>(), token_character())),
+        foreign_ring in prop::bool::weighted(0.1),
+        op in prop::option::of(op()),
+        resource in prop::option::weighted(0.3, blob_scope()),
+        offset in 0u64..1000,
+        host in 0u8..=255,
+        third in 0u8..4,
+    ) {
+        // Mostly genuine tokens and requests inside the claims, so that grants are common too.
+        let mut text = token.to_string().into_bytes();
+        if let Some((position, replacement)) = tamper {
+            let i = position.index(text.len());
+            text[i] = replacement;
+        }
+        let text = String::from_utf8(text).unwrap();
+        let claims = token.claims();
+        let resource = resource.unwrap_or_else(|| claims.scope.clone());
+        let (not_before, expires) = token.effective_window();
+        let window = expires.0.saturating_sub(not_before.0).max(1);
+        let access = Access {
+            op: op.unwrap_or_else(|| claims.ops.iter().next().unwrap()),
+            resource: &resource,
+            now: not_before.plus(offset % window),
+            client: Some(IpAddr::V4(Ipv4Addr::new(10, 0, third, host))),
+        };
+        let ring = if foreign_ring {
+            valet_key::Keyring::from_secrets(Some("k1"), &[("k1", [8; 32])]).unwrap()
+        } else {
+            keyring()
+        };
+        let verifier = Verifier::new(ring);
+        let parsed = text
+            .parse::<Token>()
+            .map_err(valet_key::Denial::Malformed)
+            .and_then(|t| verifier.authorize_token(&t, &access));
+        prop_assert_eq!(verifier.authorize(&text, &access), parsed);
     }
 
     #[test]
