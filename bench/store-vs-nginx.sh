@@ -23,7 +23,7 @@
 #
 # Environment:
 #   BENCH_SECONDS      seconds per wrk measurement and for the memory phase (default 10)
-#   BENCH_ROUNDS       rounds of the GET measurements (default 3; the median ratio is kept)
+#   BENCH_ROUNDS       rounds of the GET measurements (default 5; the median ratio is kept)
 #   BENCH_WARMUP       seconds of wrk warm-up before each measurement (default 2, max BENCH_SECONDS)
 #   BENCH_THREADS      wrk threads (default 2)
 #   BENCH_SMALL_CONNS  wrk connections for 4 KiB (default 64)
@@ -49,7 +49,7 @@ SECS=${BENCH_SECONDS:-10}
 WARM=${BENCH_WARMUP:-2}
 ((WARM > SECS)) && WARM=$SECS
 THREADS=${BENCH_THREADS:-2}
-ROUNDS=${BENCH_ROUNDS:-3}
+ROUNDS=${BENCH_ROUNDS:-5}
 SMALL_CONNS=${BENCH_SMALL_CONNS:-64}
 BIG_CONNS=${BENCH_BIG_CONNS:-8}
 MEM_CLIENTS=${BENCH_MEM_CLIENTS:-64}

@@ -1,14 +1,21 @@
 //! Prometheus metrics of the store, served as text at `GET /metrics`: what every Valet server
 //! counts ([`ServerMetrics`]: requests by route and status, durations, bytes in and out), with
-//! refusals counted for the key's sake only (`valet_store_denials`, by code).
+//! refusals counted for the key's sake only (`valet_store_denials`, by code), and what the
+//! small-blob cache holds (`valet_store_blob_cache_entries`, `_bytes`), read when scraped so
+//! that serving a blob pays nothing for it.
 
 use std::ops::Deref;
 
+use prometheus_client::metrics::gauge::Gauge;
 use valet_http::metrics::{MetricName, ServerMetricNames, ServerMetrics};
 
 /// The store's metrics.
 #[derive(Debug)]
-pub struct Metrics(ServerMetrics);
+pub struct Metrics {
+    server: ServerMetrics,
+    blob_cache_entries: Gauge,
+    blob_cache_bytes: Gauge,
+}
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -19,7 +26,7 @@ impl Default for Metrics {
 impl Metrics {
     /// A fresh set, registered under the `valet_store_` prefix.
     pub fn new() -> Metrics {
-        Metrics(ServerMetrics::new(ServerMetricNames {
+        let mut server = ServerMetrics::new(ServerMetricNames {
             prefix: "valet_store",
             refused: MetricName {
                 name: "denials",
@@ -33,12 +40,37 @@ impl Metrics {
                 name: "bytes_out",
                 help: "Download body bytes sent",
             },
-        }))
+        });
+        let blob_cache_entries = Gauge::default();
+        let blob_cache_bytes = Gauge::default();
+        server.registry().register(
+            "blob_cache_entries",
+            "Small blobs held in memory",
+            blob_cache_entries.clone(),
+        );
+        server.registry().register(
+            "blob_cache_bytes",
+            "Bytes the small-blob cache counts against its budget",
+            blob_cache_bytes.clone(),
+        );
+        Metrics {
+            server,
+            blob_cache_entries,
+            blob_cache_bytes,
+        }
     }
 
     /// Records a refusal for the key's sake.
     pub fn denial(&self, code: &'static str) {
-        self.0.refused(code);
+        self.server.refused(code);
+    }
+
+    /// Records what the small-blob cache holds, just before the metrics are rendered.
+    pub fn blob_cache(&self, entries: u64, bytes: u64) {
+        self.blob_cache_entries
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+        self.blob_cache_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 }
 
@@ -46,6 +78,6 @@ impl Deref for Metrics {
     type Target = ServerMetrics;
 
     fn deref(&self) -> &ServerMetrics {
-        &self.0
+        &self.server
     }
 }

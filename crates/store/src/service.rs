@@ -165,6 +165,8 @@ fn openapi() -> Response<ResponseBody> {
 }
 
 fn metrics(store: &Store) -> Response<ResponseBody> {
+    let (entries, bytes) = store.blobs.hot_usage();
+    store.metrics.blob_cache(entries, bytes);
     let mut response = Response::new(ResponseBody::full(store.metrics.render()));
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -142,11 +142,10 @@ impl HotBlobs {
         }
     }
 
-    /// Entries and the bytes they count for.
-    #[cfg(test)]
-    pub(super) fn usage(&self) -> (usize, u64) {
+    /// Entries, and the bytes they count for against the budget.
+    pub fn usage(&self) -> (u64, u64) {
         self.cache
             .as_ref()
-            .map_or((0, 0), |cache| (cache.len(), cache.weight()))
+            .map_or((0, 0), |cache| (cache.len() as u64, cache.weight()))
     }
 }

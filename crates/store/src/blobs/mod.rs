@@ -141,6 +141,11 @@ impl BlobFolder {
         Ok((BlobData::File(file), meta))
     }
 
+    /// How many small blobs are held in memory, and the bytes they count for.
+    pub fn hot_usage(&self) -> (u64, u64) {
+        self.hot.usage()
+    }
+
     /// Drops what the caches hold of a file that a write replaced or deleted. Called after
     /// the rename or unlink, so that no reader can cache the old file again (see `hot`).
     fn forget(&self, stat: &fs::Metadata) {
