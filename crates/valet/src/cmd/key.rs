@@ -241,8 +241,9 @@ fn key_reference(text: &str) -> anyhow::Result<(KeyId, Option<UnixTime>)> {
 }
 
 fn time_arg(text: &str) -> anyhow::Result<UnixTime> {
-    if text == "now" {
-        return Ok(keyring_file::now());
+    if text.eq_ignore_ascii_case("now") {
+        // Keys issued in the current second are revoked too, as through the gate's API.
+        return Ok(keyring_file::now().plus(1));
     }
     let time = humantime::parse_rfc3339_weak(text)
         .with_context(|| format!("'{text}' is not a time like 2026-11-27T12:00:00Z or 'now'"))?;
