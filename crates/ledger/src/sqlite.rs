@@ -83,6 +83,16 @@ CREATE TABLE issued (
 CREATE INDEX issued_expires ON issued (expires);
 ";
 
+/// Rows of each table one pruning transaction removes at most. Pruning holds the writer, which
+/// every issue record, counted use and revocation needs: a minute's expired keys under heavy
+/// load (about 100,000 issued records) in one transaction held it for up to 2 s. In batches of
+/// 2,000, each transaction takes tens of milliseconds and the waiting writers go in between.
+/// Smaller batches would cost more: the `key_id` index is random, so every batch rewrites most
+/// of the index pages it touches, and each transaction is an fsync.
+const PRUNE_BATCH: usize = 2_000;
+/// The pause between two pruning transactions, for the writers that queued behind the first.
+const PRUNE_PAUSE: Duration = Duration::from_millis(2);
+
 /// `PRAGMA cache_size` of the reader connection: 256 KiB (negative: KiB, not pages). The
 /// reader only looks at `meta` and at the revocation rows added since its last look, and in
 /// WAL mode SQLite empties a connection's page cache whenever another connection committed
@@ -695,8 +705,20 @@ impl Ledger for SqliteLedger {
 
     fn forget_expired(&self, now: UnixTime) -> Result<u64, LedgerError> {
         let cutoff = now.minus(self.options.forget_grace.as_secs());
-        self.write(|tx| delete_expired(tx, cutoff))
-            .map_err(|err| self.unavailable(format_args!("cannot forget expired keys"), &err))
+        let mut rows = 0;
+        loop {
+            let pruned = self
+                .write(|tx| delete_expired(tx, cutoff, PRUNE_BATCH))
+                .map_err(|err| {
+                    self.unavailable(format_args!("cannot forget expired keys"), &err)
+                })?;
+            rows += pruned.rows;
+            if !pruned.more {
+                return Ok(rows);
+            }
+            // Let the issues, counted uses and revocations waiting for the writer go first.
+            thread::sleep(PRUNE_PAUSE);
+        }
     }
 }
 
@@ -838,15 +860,21 @@ fn read_issued(conn: &Connection, key_id: KeyId) -> rusqlite::Result<Option<Issu
 }
 
 /// Deletes uses, key revocations and issued records of keys that expired before `cutoff`.
-fn delete_expired(tx: &Connection, cutoff: UnixTime) -> rusqlite::Result<u64> {
-    let cutoff = sql_int(cutoff.0);
+fn delete_expired(tx: &Connection, cutoff: UnixTime, batch: usize) -> rusqlite::Result<Pruned> {
+    let (cutoff, limit) = (sql_int(cutoff.0), sql_int(batch as u64));
     let uses = tx
-        .prepare_cached("DELETE FROM uses WHERE expires < ?1")?
-        .execute([cutoff])?;
+        .prepare_cached(
+            "DELETE FROM uses WHERE rowid IN \
+             (SELECT rowid FROM uses WHERE expires < ?1 LIMIT ?2)",
+        )?
+        .execute([cutoff, limit])?;
     // A NULL `expires` (kept forever) is never less than anything.
     let revoked = tx
-        .prepare_cached("DELETE FROM revoked_keys WHERE expires < ?1")?
-        .execute([cutoff])?;
+        .prepare_cached(
+            "DELETE FROM revoked_keys WHERE rowid IN \
+             (SELECT rowid FROM revoked_keys WHERE expires < ?1 LIMIT ?2)",
+        )?
+        .execute([cutoff, limit])?;
     if revoked > 0 {
         // Readers cannot see deletions by sequence number: make them reload in full.
         tx.prepare_cached("UPDATE meta SET purges = purges + 1 WHERE id = 1")?
@@ -854,9 +882,23 @@ fn delete_expired(tx: &Connection, cutoff: UnixTime) -> rusqlite::Result<u64> {
     }
     // Not part of the revocation view: readers need not reload.
     let issued = tx
-        .prepare_cached("DELETE FROM issued WHERE expires < ?1")?
-        .execute([cutoff])?;
-    Ok((uses + revoked + issued) as u64)
+        .prepare_cached(
+            "DELETE FROM issued WHERE rowid IN \
+             (SELECT rowid FROM issued WHERE expires < ?1 LIMIT ?2)",
+        )?
+        .execute([cutoff, limit])?;
+    Ok(Pruned {
+        rows: (uses + revoked + issued) as u64,
+        more: uses == batch || revoked == batch || issued == batch,
+    })
+}
+
+/// What one pruning transaction did.
+struct Pruned {
+    /// Rows removed.
+    rows: u64,
+    /// Whether a table may have more expired rows (one hit the batch size).
+    more: bool,
 }
 
 /// Takes the next revocation sequence number, inside the revoking transaction.
@@ -934,5 +976,68 @@ mod tests {
         };
         assert_eq!(cache_size(&ledger.reader().conn), READER_CACHE_SIZE);
         assert_eq!(cache_size(&ledger.writer()), -2000);
+    }
+
+    /// Pruning goes in transactions of at most `PRUNE_BATCH` rows per table, until every
+    /// expired row of every table is gone, and leaves the others.
+    #[test]
+    fn pruning_removes_every_expired_row_in_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = SqliteLedger::open(&dir.path().join("ledger.sqlite")).unwrap();
+        let expired = 2 * PRUNE_BATCH + 7;
+        let key = |i: usize, expires: u64| IssuedKey {
+            key_id: KeyId(
+                (i as u128)
+                    .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                    .to_le_bytes(),
+            ),
+            subject: None,
+            issued_by: "test".into(),
+            resource: "blob:files/a".into(),
+            ops: "read".into(),
+            issued_at: UnixTime(100),
+            expires: UnixTime(expires),
+            max_uses: Some(1),
+        };
+        ledger
+            .write(|tx| {
+                for i in 0..expired + 3 {
+                    let k = key(i, if i < expired { 200 } else { 10_000 });
+                    insert_issued(tx, &k)?;
+                    tx.execute(
+                        "INSERT INTO uses (key_id, count, expires) VALUES (?1, 1, ?2)",
+                        rusqlite::params![&k.key_id.0[..], sql_int(k.expires.0)],
+                    )?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        let grace = DEFAULT_SKEW_SECONDS;
+        let cutoff = UnixTime(300);
+        let first = ledger
+            .write(|tx| delete_expired(tx, cutoff, PRUNE_BATCH))
+            .unwrap();
+        assert_eq!(first.rows, 2 * PRUNE_BATCH as u64, "one batch per table");
+        assert!(first.more);
+        let removed = ledger.forget_expired(cutoff.plus(grace)).unwrap();
+        assert_eq!(
+            removed,
+            2 * (expired - PRUNE_BATCH) as u64,
+            "the rest, in batches"
+        );
+        let count = |table: &str| -> i64 {
+            ledger
+                .writer()
+                .query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
+                    row.get(0)
+                })
+                .unwrap()
+        };
+        assert_eq!(
+            (count("issued"), count("uses")),
+            (3, 3),
+            "the unexpired stay"
+        );
+        assert_eq!(ledger.forget_expired(UnixTime(300 + grace)).unwrap(), 0);
     }
 }
