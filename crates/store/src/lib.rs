@@ -16,6 +16,7 @@ mod config;
 mod cors;
 mod error;
 mod handlers;
+mod linger;
 mod metrics;
 mod range;
 mod request;

@@ -12,6 +12,7 @@ use valet_http::metrics::METRICS_CONTENT_TYPE;
 use crate::body::ResponseBody;
 use crate::error::StoreError;
 use crate::handlers::{self, Ctx};
+use crate::linger;
 use crate::request::blob_target;
 use crate::state::Store;
 
@@ -53,7 +54,8 @@ pub async fn handle(
         key_id: None,
         bytes: 0,
     };
-    let (route, result) = route(&mut ctx, body).await;
+    let mut body = body;
+    let (route, result) = route(&mut ctx, &mut body).await;
     let mut response = result.unwrap_or_else(|err| {
         if let (StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED, code)
         | (_, code @ "key_malformed") = err.status_and_code()
@@ -83,6 +85,9 @@ pub async fn handle(
         store.cors.decorate(origin.as_ref(), headers);
     }
     let status = response.status().as_u16();
+    if status != StatusCode::REQUEST_TIMEOUT.as_u16() {
+        linger::drain_unread(body, &ctx.parts);
+    }
     let elapsed = started.elapsed();
     store.metrics.request(route, status, elapsed.as_secs_f64());
     // The path is logged without the query: the query may hold a key.
@@ -102,7 +107,7 @@ pub async fn handle(
 
 async fn route(
     ctx: &mut Ctx,
-    body: Incoming,
+    body: &mut Incoming,
 ) -> (&'static str, Result<Response<ResponseBody>, StoreError>) {
     let method = ctx.parts.method.clone();
     let path = ctx.parts.uri.path();

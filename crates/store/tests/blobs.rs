@@ -342,6 +342,55 @@ async fn an_upload_over_the_cap_by_content_length_is_refused_unread() {
     assert_eq!(s.temp_files(), 0);
 }
 
+/// A client that sends its whole body before reading the answer, as simple clients do, reads
+/// the refusal rather than a reset: the store reads what it refused (a lingering close), and the
+/// connection then serves the next request. With `Expect: 100-continue` nothing is read: the
+/// client has sent no body, and gets the refusal instead of a `100`.
+#[tokio::test]
+async fn a_refused_upload_is_answered_to_a_client_still_sending_it() {
+    use std::io::{Read, Write};
+    use valet_testkit::raw_http::blocking::read_head;
+
+    let s = TestStore::start().await;
+    s.put("files", "ok", "fine", "text/plain").await;
+    let (cap, read) = (capped(&s, 1024), s.key("blob:files/ok", "read"));
+    let addr = s.addr;
+    let (refusal, next, expect) = tokio::task::spawn_blocking(move || {
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let len = 32 << 20;
+        write!(c, "PUT /blob/files/big?vk={cap} HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\n\r\n").unwrap();
+        let chunk = vec![7u8; 1 << 20];
+        for i in 0..32 {
+            c.write_all(&chunk)
+                .unwrap_or_else(|e| panic!("sending MiB {i} of the refused body: {e}"));
+        }
+        let refusal = read_head(&mut c).expect("the refusal");
+        let length: usize = refusal
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("a content-length");
+        let mut error = vec![0; length];
+        c.read_exact(&mut error).unwrap();
+        write!(c, "GET /blob/files/ok?vk={read} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let next = read_head(&mut c).expect("the connection stays open");
+
+        let mut e = std::net::TcpStream::connect(addr).unwrap();
+        e.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        write!(e, "PUT /blob/files/big?vk={cap} HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\nExpect: 100-continue\r\n\r\n").unwrap();
+        let expect = read_head(&mut e).expect("the refusal, not 100 Continue");
+        (refusal, next, expect)
+    })
+    .await
+    .unwrap();
+    assert!(refusal.starts_with("HTTP/1.1 413"), "{refusal}");
+    assert!(next.starts_with("HTTP/1.1 200"), "{next}");
+    assert!(expect.starts_with("HTTP/1.1 413"), "{expect}");
+    assert!(!s.blob_file("files", "big").exists());
+    assert_eq!(s.temp_files(), 0);
+}
+
 #[tokio::test]
 async fn a_chunked_upload_is_cut_at_the_first_byte_over_the_cap() {
     let s = TestStore::start().await;

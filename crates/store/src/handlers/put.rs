@@ -69,7 +69,7 @@ pub async fn put_blob(
     ctx: &mut Ctx,
     container: Name,
     path: BlobPath,
-    body: Incoming,
+    body: &mut Incoming,
 ) -> Result<Response<ResponseBody>, StoreError> {
     let resource = Scope::blob(container.clone(), path.clone());
     // `create` is the weaker right: every writer has it, and a key with only `create` makes
@@ -149,7 +149,7 @@ pub async fn put_blob(
 /// average once `upload_rate_grace` has passed).
 async fn receive(
     ctx: &Ctx,
-    mut body: Incoming,
+    body: &mut Incoming,
     upload: &mut Upload,
     limit: u64,
 ) -> Result<(), StoreError> {
