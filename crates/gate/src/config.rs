@@ -176,6 +176,10 @@ pub struct ProxyConfig {
     /// How long the upstream may take to send its response head.
     #[serde(with = "units::duration", default = "defaults::timeout")]
     pub timeout: Duration,
+    /// A PEM file of certificates to trust for `https://` upstreams besides the system's roots:
+    /// a private CA's, typically.
+    #[serde(default)]
+    pub upstream_ca: Option<std::path::PathBuf>,
 }
 
 impl Default for ProxyConfig {
@@ -185,6 +189,7 @@ impl Default for ProxyConfig {
             roles_header: defaults::roles_header(),
             max_body: defaults::max_body(),
             timeout: defaults::timeout(),
+            upstream_ca: None,
         }
     }
 }

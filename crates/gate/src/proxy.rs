@@ -77,8 +77,11 @@ pub(crate) async fn proxy(
     *request.uri_mut() = uri;
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = headers;
-    let answer =
-        tokio::time::timeout(route.timeout, upstream::send(&route.authority, request)).await;
+    let answer = tokio::time::timeout(
+        route.timeout,
+        upstream::send(&route.authority, route.tls.as_ref(), request),
+    )
+    .await;
     let upstream = match answer {
         Err(_) => return Err(GateError::UpstreamTimeout(route.timeout)),
         Ok(Err(e)) if caused_by_limit(&e) => {

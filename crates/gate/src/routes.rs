@@ -54,6 +54,8 @@ pub(crate) struct DelegateRoute {
 pub(crate) struct ProxyRoute {
     /// The upstream's host and port.
     pub authority: http::uri::Authority,
+    /// TLS to the upstream, for an `https://` URL.
+    pub tls: Option<valet_http::TlsClient>,
     /// The same, as the `Host` header the upstream gets.
     pub host: http::HeaderValue,
     /// The upstream path template, or `None` to forward the request's path as it is.
@@ -336,9 +338,18 @@ impl ProxyRoute {
         let uri: Uri = probe
             .parse()
             .map_err(|e| format!("'{upstream}' is not a URL: {e}"))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(format!("'{upstream}': upstreams are http:// URLs (TLS to the upstream is not supported yet)"));
-        }
+        let tls = match uri.scheme_str() {
+            Some("http") => None,
+            Some("https") => Some(
+                valet_http::TlsClient::new(defaults.upstream_ca.as_deref())
+                    .map_err(|e| format!("'{upstream}': {e}"))?,
+            ),
+            _ => {
+                return Err(format!(
+                    "'{upstream}': upstreams are http:// or https:// URLs"
+                ))
+            }
+        };
         if uri.query().is_some() {
             return Err(format!("'{upstream}': an upstream URL has no query"));
         }
@@ -346,7 +357,7 @@ impl ProxyRoute {
             .authority()
             .cloned()
             .ok_or_else(|| format!("'{upstream}' has no host"))?;
-        let origin = format!("http://{authority}");
+        let origin = format!("{}://{authority}", uri.scheme_str().unwrap_or("http"));
         let host = http::HeaderValue::from_str(authority.as_str())
             .map_err(|e| format!("'{upstream}': {e}"))?;
         let path = upstream
@@ -355,6 +366,7 @@ impl ProxyRoute {
             .map(str::to_owned);
         Ok(ProxyRoute {
             authority,
+            tls,
             host,
             path,
             max_body: config.max_body.unwrap_or(defaults.max_body),

@@ -1,5 +1,5 @@
-//! Connections to upstreams: one pool per worker thread, of plain HTTP/1.1 connections, each
-//! driven by the task that uses it.
+//! Connections to upstreams: one pool per worker thread, of HTTP/1.1 connections (plain, or
+//! TLS for `https://` upstreams), each driven by the task that uses it.
 //!
 //! The gate runs one single-threaded runtime per core. Instead of a task per upstream
 //! connection that the request task talks to through channels (what hyper's pooled client
@@ -13,6 +13,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::{poll_fn, Future};
+use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -22,7 +23,9 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, Connection, SendRequest};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use valet_http::{ClientTlsStream, TlsClient};
 
 use crate::proxy::LimitedBody;
 
@@ -36,8 +39,12 @@ thread_local! {
     // Boxed so that a connection moves between the pool and a response body by pointer,
     // allocated once when connected rather than on every request.
     #[allow(clippy::vec_box)]
-    static POOL: RefCell<HashMap<Authority, Vec<Box<Conn>>>> = RefCell::new(HashMap::new());
+    static POOL: RefCell<HashMap<PoolKey, Vec<Box<Conn>>>> = RefCell::new(HashMap::new());
 }
+
+/// Connections are shared by upstream and by whether they are TLS: `http://` and `https://`
+/// on the same host and port are different servers as far as the pool is concerned.
+type PoolKey = (Authority, bool);
 
 /// Why an exchange with the upstream failed.
 #[derive(Debug, thiserror::Error)]
@@ -61,16 +68,81 @@ pub(crate) enum UpstreamError {
 /// One connection to an upstream: the handle that sends requests, and the state machine that
 /// moves its bytes, polled by whoever is using the connection.
 pub(crate) struct Conn {
-    authority: Authority,
+    key: PoolKey,
     sender: SendRequest<LimitedBody>,
-    driver: Connection<TokioIo<TcpStream>, LimitedBody>,
+    driver: Connection<TokioIo<Stream>, LimitedBody>,
     ended: bool,
+}
+
+/// The bytes to an upstream: plain TCP, or TLS over it.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<ClientTlsStream>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
 }
 
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Conn")
-            .field("authority", &self.authority)
+            .field("authority", &self.key.0)
+            .field("tls", &self.key.1)
             .field("ended", &self.ended)
             .finish_non_exhaustive()
     }
@@ -101,7 +173,7 @@ impl Conn {
         }
         POOL.with(|pool| {
             let mut pool = pool.borrow_mut();
-            let idle = pool.entry(self.authority.clone()).or_default();
+            let idle = pool.entry(self.key.clone()).or_default();
             if idle.len() < MAX_IDLE {
                 idle.push(self);
             }
@@ -109,16 +181,19 @@ impl Conn {
     }
 }
 
-/// Sends `request` (origin-form URI, `Host` set) to the upstream at `authority`; returns the
-/// response and the connection, which the response body must drive.
+/// Sends `request` (origin-form URI, `Host` set) to the upstream at `authority`, over TLS if
+/// `tls` is given; returns the response and the connection, which the response body must
+/// drive.
 pub(crate) async fn send(
     authority: &Authority,
+    tls: Option<&TlsClient>,
     mut request: Request<LimitedBody>,
 ) -> Result<(Response<Incoming>, Box<Conn>), UpstreamError> {
+    let key = (authority.clone(), tls.is_some());
     for attempt in 0..2 {
-        let (mut conn, pooled) = match checkout(authority).await {
+        let (mut conn, pooled) = match checkout(&key).await {
             Some(conn) => (conn, true),
-            None => (connect(authority).await?, false),
+            None => (connect(authority, tls).await?, false),
         };
         let mut exchange = std::pin::pin!(conn.sender.try_send_request(request));
         let outcome = poll_fn(|cx| {
@@ -149,10 +224,11 @@ pub(crate) async fn send(
     unreachable!("the second attempt returns")
 }
 
-/// An idle, open connection to `authority` from this worker's pool, if there is one.
-async fn checkout(authority: &Authority) -> Option<Box<Conn>> {
+/// An idle, open connection to the upstream `key` names from this worker's pool, if there is
+/// one.
+async fn checkout(key: &PoolKey) -> Option<Box<Conn>> {
     loop {
-        let mut conn = POOL.with(|pool| pool.borrow_mut().get_mut(authority)?.pop())?;
+        let mut conn = POOL.with(|pool| pool.borrow_mut().get_mut(key)?.pop())?;
         // One poll lets the connection finish its previous exchange or notice a close.
         let usable = poll_fn(|cx| Poll::Ready(conn.drive(cx) && conn.sender.is_ready())).await;
         if usable {
@@ -162,7 +238,11 @@ async fn checkout(authority: &Authority) -> Option<Box<Conn>> {
 }
 
 /// A new connection, boxed once: it moves between the pool and response bodies by pointer.
-async fn connect(authority: &Authority) -> Result<Box<Conn>, UpstreamError> {
+/// The TLS handshake, if any, counts in the connect timeout.
+async fn connect(
+    authority: &Authority,
+    tls: Option<&TlsClient>,
+) -> Result<Box<Conn>, UpstreamError> {
     let failed = |reason: String| UpstreamError::Connect {
         authority: authority.clone(),
         reason,
@@ -172,17 +252,26 @@ async fn connect(authority: &Authority) -> Result<Box<Conn>, UpstreamError> {
         .host()
         .trim_start_matches('[')
         .trim_end_matches(']');
-    let target = (host, authority.port_u16().unwrap_or(80));
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target))
+    let port = authority
+        .port_u16()
+        .unwrap_or(if tls.is_some() { 443 } else { 80 });
+    let open = async {
+        let tcp = TcpStream::connect((host, port)).await?;
+        let _ = tcp.set_nodelay(true);
+        match tls {
+            None => Ok(Stream::Plain(tcp)),
+            Some(tls) => Ok(Stream::Tls(Box::new(tls.connect(host, tcp).await?))),
+        }
+    };
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, open)
         .await
         .map_err(|_| failed(format!("no answer within {CONNECT_TIMEOUT:?}")))?
-        .map_err(|e| failed(e.to_string()))?;
-    let _ = stream.set_nodelay(true);
+        .map_err(|e: io::Error| failed(e.to_string()))?;
     let (sender, driver) = http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| failed(e.to_string()))?;
     Ok(Box::new(Conn {
-        authority: authority.clone(),
+        key: (authority.clone(), tls.is_some()),
         sender,
         driver,
         ended: false,

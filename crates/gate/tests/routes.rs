@@ -502,6 +502,96 @@ async fn an_upstream_that_is_down_gives_502() {
     assert_eq!(json["error"]["code"], "upstream_unavailable", "{json}");
 }
 
+/// `https://` upstreams: the certificate must chain to a trusted root (the system's, or those
+/// of `proxy.upstream_ca`) and name the host, by DNS name or by IP address; then requests flow
+/// as over plain HTTP, on pooled connections. An upstream whose certificate is not trusted, or
+/// a TLS port spoken to in plain HTTP, is a 502.
+#[tokio::test]
+async fn https_upstreams_are_verified_and_proxied() {
+    let routes = r#"
+[[routes]]
+path = "/tls/{*rest}"
+proxy = "https://localhost:{TLS_UPSTREAM_PORT}"
+
+[[routes]]
+path = "/tls-ip/{name}"
+proxy = "https://127.0.0.1:{TLS_UPSTREAM_PORT}/echo/{name}"
+
+[[routes]]
+path = "/plain-to-tls/{*rest}"
+proxy = "http://127.0.0.1:{TLS_UPSTREAM_PORT}"
+"#;
+    let stack = Stack::start_with(|c| {
+        *c = c.replace("[proxy]\n", "[proxy]\nupstream_ca = \"{UPSTREAM_CA}\"\n");
+        c.push_str(routes);
+    })
+    .await;
+    let port = stack.tls_upstream_addr.port();
+    for _ in 0..3 {
+        let response = stack
+            .http
+            .post(stack.gate_url("/tls/compute/run?x=1"))
+            .bearer_auth(ALICE)
+            .body("over tls")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let echo: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(echo["path"], "/tls/compute/run");
+        assert_eq!(echo["query"], "x=1");
+        assert_eq!(echo["body_len"], 8);
+        assert_eq!(echo["headers"]["host"], format!("localhost:{port}"));
+        assert_eq!(echo["headers"]["x-valet-principal"], "alice");
+    }
+    let echo: serde_json::Value = stack
+        .http
+        .get(stack.gate_url("/tls-ip/thing"))
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(echo["path"], "/echo/thing", "{echo}");
+
+    let response = stack
+        .http
+        .get(stack.gate_url("/plain-to-tls/x"))
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(response).await, (502, "upstream_unavailable".into()));
+
+    // Trusting another CA (and the system's roots) only: the upstream's certificate chains to
+    // nothing the gate trusts.
+    let other_ca = {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&KeyPair::generate().unwrap()).unwrap();
+        let path = stack.dir.path().join("other-ca.pem");
+        std::fs::write(&path, ca.pem()).unwrap();
+        path
+    };
+    let untrusting = Stack::start_with(|c| {
+        let line = format!("[proxy]\nupstream_ca = {:?}\n", other_ca.to_str().unwrap());
+        *c = c.replace("[proxy]\n", &line);
+        c.push_str(routes);
+    })
+    .await;
+    let response = untrusting
+        .http
+        .get(untrusting.gate_url("/tls/x"))
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(response).await, (502, "upstream_unavailable".into()));
+}
+
 #[tokio::test]
 async fn health_and_metrics_need_no_credentials() {
     let stack = Stack::start().await;
@@ -534,7 +624,7 @@ fn bad_configurations_name_the_setting() {
         ),
         ("[[routes]]\npath = \"/f/{*p}\"\n", "routes[0].delegate"),
         (
-            "[[routes]]\npath = \"/f/{*p}\"\nproxy = \"https://x\"\n",
+            "[[routes]]\npath = \"/f/{*p}\"\nproxy = \"ftp://x\"\n",
             "routes[0].proxy",
         ),
         (
@@ -565,6 +655,10 @@ fn bad_configurations_name_the_setting() {
         (
             "[proxy]\nprincipal_header = \"bad header\"\n",
             "proxy.principal_header",
+        ),
+        (
+            "[proxy]\nupstream_ca = \"/nonexistent/ca.pem\"\n[[routes]]\npath = \"/f/{*p}\"\nproxy = \"https://x\"\n",
+            "routes[0].proxy",
         ),
     ];
     for (toml_text, setting) in cases {

@@ -14,4 +14,4 @@ mod server;
 mod tls;
 
 pub use server::{bind_listeners, run, serve, Handler, ServeError, ServeOptions, Site};
-pub use tls::TlsFiles;
+pub use tls::{ClientTlsStream, TlsClient, TlsClientError, TlsFiles};

@@ -114,6 +114,9 @@ pub struct Stack {
     pub gate_addr: SocketAddr,
     pub store_addr: SocketAddr,
     pub upstream_addr: SocketAddr,
+    /// The same upstream over TLS, with a certificate for `localhost` and `127.0.0.1` from a
+    /// test CA whose certificate is at `{UPSTREAM_CA}` in the configuration.
+    pub tls_upstream_addr: SocketAddr,
     pub dir: tempfile::TempDir,
     pub gate: Arc<Gate>,
     pub store: Arc<Store>,
@@ -145,6 +148,16 @@ impl Stack {
         let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let upstream_addr = upstream.local_addr().unwrap();
         tokio::spawn(run_upstream(upstream, stopped.clone()));
+        let (tls_upstream, upstream_ca) = tls_upstream(dir.path()).await;
+        let tls_upstream_addr = tls_upstream.local_addr().unwrap();
+        tokio::spawn(run_tls_upstream(
+            tls_upstream,
+            valet_http::TlsFiles {
+                cert: dir.path().join("upstream-cert.pem"),
+                key: dir.path().join("upstream-key.pem"),
+            },
+            stopped.clone(),
+        ));
 
         let store_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let store_addr = store_listener.local_addr().unwrap();
@@ -170,7 +183,9 @@ impl Stack {
         edit(&mut text);
         let text = text
             .replace("{STORE}", &store_addr.to_string())
-            .replace("{UPSTREAM}", &upstream_addr.to_string());
+            .replace("{UPSTREAM}", &upstream_addr.to_string())
+            .replace("{TLS_UPSTREAM_PORT}", &tls_upstream_addr.port().to_string())
+            .replace("{UPSTREAM_CA}", upstream_ca.to_str().unwrap());
         let config: GateConfig = toml::from_str(&text).unwrap();
         let gate = Gate::new(
             config,
@@ -197,6 +212,7 @@ impl Stack {
             gate_addr,
             store_addr,
             upstream_addr,
+            tls_upstream_addr,
             dir,
             gate,
             store,
@@ -286,6 +302,57 @@ async fn run_upstream(listener: TcpListener, stopped: watch::Receiver<bool>) {
             _ = stopped_now.wait_for(|s| *s) => return,
         };
         tokio::spawn(async move {
+            let service = service_fn(
+                |request: hyper::Request<hyper::body::Incoming>| async move {
+                    Ok::<_, Infallible>(upstream_answer(request).await)
+                },
+            );
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// A listener for the TLS upstream, and its CA certificate written into `dir` (the server's
+/// own certificate and key go beside it, for `run_tls_upstream`).
+async fn tls_upstream(dir: &std::path::Path) -> (TcpListener, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    std::fs::write(dir.join("upstream-cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("upstream-key.pem"), key.serialize_pem()).unwrap();
+    let ca_path = dir.join("upstream-ca.pem");
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    (TcpListener::bind("127.0.0.1:0").await.unwrap(), ca_path)
+}
+
+/// The test upstream over TLS: the same answers as `run_upstream`.
+async fn run_tls_upstream(
+    listener: TcpListener,
+    files: valet_http::TlsFiles,
+    stopped: watch::Receiver<bool>,
+) {
+    let acceptor = files.acceptor().unwrap();
+    loop {
+        let mut stopped_now = stopped.clone();
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => accepted.unwrap(),
+            _ = stopped_now.wait_for(|s| *s) => return,
+        };
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            // A client that does not trust the certificate gives up here.
+            let Ok(stream) = acceptor.accept(stream).await else {
+                return;
+            };
             let service = service_fn(
                 |request: hyper::Request<hyper::body::Incoming>| async move {
                     Ok::<_, Infallible>(upstream_answer(request).await)
