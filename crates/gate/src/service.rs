@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{header, HeaderValue, Method, Request, Response};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use percent_encoding::{percent_decode, percent_decode_str};
 use valet_http::metrics::METRICS_CONTENT_TYPE;
@@ -97,6 +98,9 @@ pub async fn handle(
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     gate.metrics.request(route, status, elapsed.as_secs_f64());
+    // The body's length as the response head declares it: the line is written now, and a
+    // proxied body of unknown length (chunked) has none.
+    let bytes = response.body().size_hint().exact();
     // The path without the query: a query may carry secrets.
     tracing::info!(
         target: "valet::access",
@@ -104,6 +108,7 @@ pub async fn handle(
         path = uri.path(),
         route,
         status,
+        bytes,
         micros = elapsed.as_micros() as u64,
         principal = principal.as_ref().map(|p| p.name.as_str()),
         client = %client.ip(),

@@ -793,6 +793,14 @@ async fn credentials_and_keys_never_reach_the_logs() {
     let metrics = stack.metrics_text().await;
     let logs = logs.text();
     assert!(logs.contains("valet::access"), "no access log captured");
+    let proxied = logs
+        .lines()
+        .find(|l| l.contains("valet::access") && l.contains("path=\"/api/x\""))
+        .unwrap_or_else(|| panic!("no access line for the proxied request in\n{logs}"));
+    assert!(
+        proxied.contains(" bytes=") && !proxied.contains(" bytes=0 "),
+        "the proxied body's length is logged: {proxied}"
+    );
     assert!(logs.contains("valet::issue"), "no issue log captured");
     for (what, secret) in [("the admin API key", ADMIN), ("alice's API key", ALICE)] {
         assert!(!logs.contains(secret), "{what} reached the logs");
