@@ -44,7 +44,7 @@ pub async fn handle(
     client: SocketAddr,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
-    let (parts, body) = request.into_parts();
+    let (parts, mut body) = request.into_parts();
     let method = parts.method.clone();
     let origin = parts.headers.get(header::ORIGIN).cloned();
     let mut ctx = Ctx {
@@ -54,7 +54,6 @@ pub async fn handle(
         key_id: None,
         bytes: 0,
     };
-    let mut body = body;
     let (route, result) = route(&mut ctx, &mut body).await;
     let mut response = result.unwrap_or_else(|err| {
         if let (StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED, code)
@@ -84,10 +83,11 @@ pub async fn handle(
     if route != "preflight" {
         store.cors.decorate(origin.as_ref(), headers);
     }
-    let status = response.status().as_u16();
-    if status != StatusCode::REQUEST_TIMEOUT.as_u16() {
+    // A client too slow to send its body in time is not given more.
+    if response.status() != StatusCode::REQUEST_TIMEOUT {
         linger::drain_unread(body, &ctx.parts);
     }
+    let status = response.status().as_u16();
     let elapsed = started.elapsed();
     store.metrics.request(route, status, elapsed.as_secs_f64());
     // The path is logged without the query: the query may hold a key.
