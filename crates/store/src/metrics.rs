@@ -1,18 +1,21 @@
 //! Prometheus metrics of the store, served as text at `GET /metrics`: what every Valet server
 //! counts ([`ServerMetrics`]: requests by route and status, durations, bytes in and out), with
-//! refusals counted for the key's sake only (`valet_store_denials`, by code), and what the
-//! small-blob cache holds (`valet_store_blob_cache_entries`, `_bytes`), read when scraped so
-//! that serving a blob pays nothing for it.
+//! refusals counted for the key's sake only (`valet_store_denials`, by code), and the
+//! small-blob cache: its hits and misses, and what it holds (`valet_store_blob_cache_entries`,
+//! `_bytes`, read when scraped so that serving a blob pays nothing for them).
 
 use std::ops::Deref;
 
 use prometheus_client::metrics::gauge::Gauge;
 use valet_http::metrics::{MetricName, ServerMetricNames, ServerMetrics};
 
+use crate::blobs::CacheCounters;
+
 /// The store's metrics.
 #[derive(Debug)]
 pub struct Metrics {
     server: ServerMetrics,
+    blob_cache: CacheCounters,
     blob_cache_entries: Gauge,
     blob_cache_bytes: Gauge,
 }
@@ -41,6 +44,17 @@ impl Metrics {
                 help: "Download body bytes sent",
             },
         });
+        let blob_cache = CacheCounters::default();
+        server.registry().register(
+            "blob_cache_hits",
+            "Small blobs served from memory",
+            blob_cache.hits.clone(),
+        );
+        server.registry().register(
+            "blob_cache_misses",
+            "Small blobs read from their file",
+            blob_cache.misses.clone(),
+        );
         let blob_cache_entries = Gauge::default();
         let blob_cache_bytes = Gauge::default();
         server.registry().register(
@@ -55,6 +69,7 @@ impl Metrics {
         );
         Metrics {
             server,
+            blob_cache,
             blob_cache_entries,
             blob_cache_bytes,
         }
@@ -63,6 +78,11 @@ impl Metrics {
     /// Records a refusal for the key's sake.
     pub fn denial(&self, code: &'static str) {
         self.server.refused(code);
+    }
+
+    /// The counters the small-blob cache counts its hits and misses into.
+    pub fn blob_cache_counters(&self) -> CacheCounters {
+        self.blob_cache.clone()
     }
 
     /// Records what the small-blob cache holds, just before the metrics are rendered.

@@ -38,14 +38,19 @@ impl Store {
         keyring: Keyring,
         ledger: Arc<dyn Ledger>,
     ) -> std::io::Result<Arc<Store>> {
-        let blobs = Arc::new(BlobFolder::open(&config.data_dir, config.blob_cache)?);
+        let metrics = Metrics::new();
+        let blobs = Arc::new(BlobFolder::open(
+            &config.data_dir,
+            config.blob_cache,
+            metrics.blob_cache_counters(),
+        )?);
         let keys = KeyringWatch::new(config.keyring_path.clone(), keyring, config.skew.as_secs());
         Ok(Arc::new(Store {
             cors: AllowedOrigins::from_list(&config.cors_origins),
             config,
             blobs,
             ledger,
-            metrics: Metrics::new(),
+            metrics,
             keys,
         }))
     }

@@ -39,6 +39,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use quick_cache::sync::Cache;
 use quick_cache::Weighter;
+use valet_http::metrics::Counter;
 
 use super::meta::{BlobMeta, FileIdentity};
 
@@ -68,6 +69,15 @@ impl Weighter<FileIdentity, HotBlob> for ByteWeight {
     }
 }
 
+/// Where the cache counts its hits and misses (the store's metrics).
+#[derive(Debug, Clone, Default)]
+pub struct CacheCounters {
+    /// Small blobs served from memory.
+    pub hits: Counter,
+    /// Small blobs read from their file (and kept for next time, if they still were current).
+    pub misses: Counter,
+}
+
 /// The in-memory copies of small, recently read blobs.
 #[derive(Debug)]
 pub struct HotBlobs {
@@ -75,11 +85,12 @@ pub struct HotBlobs {
     cache: Option<Cache<FileIdentity, HotBlob, ByteWeight>>,
     /// The largest blob kept.
     max_blob: u64,
+    pub(super) counters: CacheCounters,
 }
 
 impl HotBlobs {
-    /// A cache that holds up to `budget` bytes; zero turns it off.
-    pub fn new(budget: u64) -> HotBlobs {
+    /// A cache that holds up to `budget` bytes (zero turns it off), counting into `counters`.
+    pub fn new(budget: u64, counters: CacheCounters) -> HotBlobs {
         let max_blob = MAX_HOT_BLOB.min(budget / 8);
         let cache = (max_blob > 0).then(|| {
             let typical = 4 * 1024 + ENTRY_OVERHEAD;
@@ -88,7 +99,11 @@ impl HotBlobs {
                 .max(16);
             Cache::with_weighter(items, budget, ByteWeight)
         });
-        HotBlobs { cache, max_blob }
+        HotBlobs {
+            cache,
+            max_blob,
+            counters,
+        }
     }
 
     /// The blob at `path`, if it is cached and the path still names the file it was read from.
@@ -99,7 +114,11 @@ impl HotBlobs {
         if !stat.is_file() || stat.len() > self.max_blob {
             return None;
         }
-        cache.get(&FileIdentity::of(&stat))
+        let hot = cache.get(&FileIdentity::of(&stat));
+        if hot.is_some() {
+            self.counters.hits.inc();
+        }
+        hot
     }
 
     /// Whether a blob of this size would be kept.
@@ -118,6 +137,7 @@ impl HotBlobs {
         meta: &Arc<BlobMeta>,
     ) -> Option<Bytes> {
         let cache = self.cache.as_ref()?;
+        self.counters.misses.inc();
         let mut buf = vec![0; usize::try_from(stat.len()).ok()?];
         // Positional: the file's offset stays at 0 for the caller if this gives up.
         file.read_exact_at(&mut buf, 0).ok()?;

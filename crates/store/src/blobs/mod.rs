@@ -23,7 +23,7 @@ use bytes::Bytes;
 use valet_key::{BlobPath, Name};
 
 use hot::HotBlobs;
-pub use hot::DEFAULT_BLOB_CACHE;
+pub use hot::{CacheCounters, DEFAULT_BLOB_CACHE};
 pub use listing::Listing;
 use meta::MetaCache;
 pub use meta::{parse_sha256_hex, BlobMeta};
@@ -73,8 +73,13 @@ pub struct BlobFolder {
 
 impl BlobFolder {
     /// Opens (creating) `DATA/blobs` and `DATA/tmp`, removing temporary files left by a crash.
-    /// Up to `hot_bytes` of small blobs are kept in memory (zero: none).
-    pub fn open(data_dir: &Path, hot_bytes: u64) -> io::Result<BlobFolder> {
+    /// Up to `hot_bytes` of small blobs are kept in memory (zero: none), their hits and misses
+    /// counted into `counters`.
+    pub fn open(
+        data_dir: &Path,
+        hot_bytes: u64,
+        counters: CacheCounters,
+    ) -> io::Result<BlobFolder> {
         let blobs = data_dir.join("blobs");
         let tmp = data_dir.join("tmp");
         fs::create_dir_all(&blobs)?;
@@ -92,7 +97,7 @@ impl BlobFolder {
             tmp,
             locks: (0..64).map(|_| Mutex::new(())).collect(),
             metadata: MetaCache::default(),
-            hot: HotBlobs::new(hot_bytes),
+            hot: HotBlobs::new(hot_bytes, counters),
         })
     }
 
@@ -329,7 +334,8 @@ mod tests {
     #[test]
     fn writes_leave_no_dead_cache_entries() {
         let dir = tempfile::tempdir().unwrap();
-        let folder = BlobFolder::open(dir.path(), DEFAULT_BLOB_CACHE).unwrap();
+        let folder =
+            BlobFolder::open(dir.path(), DEFAULT_BLOB_CACHE, CacheCounters::default()).unwrap();
         let container = Name::parse("files").unwrap();
         let path = BlobPath::parse("a/b.bin").unwrap();
         let overwrite = || CommitMode::Overwrite(Preconditions::default());
@@ -408,7 +414,8 @@ mod tests {
     #[test]
     fn small_blobs_are_served_from_memory() {
         let dir = tempfile::tempdir().unwrap();
-        let folder = BlobFolder::open(dir.path(), DEFAULT_BLOB_CACHE).unwrap();
+        let folder =
+            BlobFolder::open(dir.path(), DEFAULT_BLOB_CACHE, CacheCounters::default()).unwrap();
         let container = Name::parse("files").unwrap();
         let small = BlobPath::parse("small").unwrap();
         let large = BlobPath::parse("large").unwrap();
@@ -425,6 +432,8 @@ mod tests {
             (small_bytes.clone(), true)
         );
         assert_eq!(folder.hot.usage().0, 1);
+        let counted = |f: &BlobFolder| (f.hot.counters.hits.get(), f.hot.counters.misses.get());
+        assert_eq!(counted(&folder), (0, 1), "the first read is a miss");
         let (entries, weight) = folder.hot.usage();
         assert!(weight >= 4096 && entries == 1, "{weight}");
         assert_eq!(
@@ -436,8 +445,13 @@ mod tests {
             (large_bytes.clone(), false)
         );
         assert_eq!(folder.hot.usage().0, 1, "the large blob is not kept");
+        assert_eq!(
+            counted(&folder),
+            (1, 1),
+            "one hit; the large blob counts as neither"
+        );
 
-        let off = BlobFolder::open(dir.path(), 0).unwrap();
+        let off = BlobFolder::open(dir.path(), 0, CacheCounters::default()).unwrap();
         assert_eq!(read_all(&off, &container, &small), (small_bytes, false));
         assert_eq!(off.hot.usage(), (0, 0));
     }
@@ -447,7 +461,8 @@ mod tests {
     #[test]
     fn memory_never_serves_a_changed_blob() {
         let dir = tempfile::tempdir().unwrap();
-        let folder = BlobFolder::open(dir.path(), DEFAULT_BLOB_CACHE).unwrap();
+        let folder =
+            BlobFolder::open(dir.path(), DEFAULT_BLOB_CACHE, CacheCounters::default()).unwrap();
         let container = Name::parse("files").unwrap();
         let path = BlobPath::parse("doc.txt").unwrap();
         let file = folder.file_path(&container, &path);
@@ -498,7 +513,8 @@ mod tests {
     #[test]
     fn a_blob_replaced_while_read_is_not_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let folder = BlobFolder::open(dir.path(), DEFAULT_BLOB_CACHE).unwrap();
+        let folder =
+            BlobFolder::open(dir.path(), DEFAULT_BLOB_CACHE, CacheCounters::default()).unwrap();
         let container = Name::parse("files").unwrap();
         let path = BlobPath::parse("race").unwrap();
         let target = folder.file_path(&container, &path);
@@ -527,7 +543,7 @@ mod tests {
     fn memory_stays_within_the_budget() {
         let dir = tempfile::tempdir().unwrap();
         let budget = 256 * 1024;
-        let folder = BlobFolder::open(dir.path(), budget).unwrap();
+        let folder = BlobFolder::open(dir.path(), budget, CacheCounters::default()).unwrap();
         let container = Name::parse("files").unwrap();
         for i in 0..200 {
             let path = BlobPath::parse(&format!("b{i}")).unwrap();
