@@ -295,12 +295,8 @@ async fn proxy_routes_forward_with_the_principal_and_without_secrets() {
     }
     // A path template: `/v2/{name}` goes to `/echo/{name}`; GET only.
     let echo: serde_json::Value = stack
-        .http
-        .get(stack.gate_url("/v2/thing?q=1"))
-        .bearer_auth(ROBOT)
-        .send()
+        .get_as("/v2/thing?q=1", ROBOT)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -545,24 +541,14 @@ proxy = "http://127.0.0.1:{TLS_UPSTREAM_PORT}"
         assert_eq!(echo["headers"]["x-valet-principal"], "alice");
     }
     let echo: serde_json::Value = stack
-        .http
-        .get(stack.gate_url("/tls-ip/thing"))
-        .bearer_auth(ALICE)
-        .send()
+        .get_as("/tls-ip/thing", ALICE)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(echo["path"], "/echo/thing", "{echo}");
 
-    let response = stack
-        .http
-        .get(stack.gate_url("/plain-to-tls/x"))
-        .bearer_auth(ALICE)
-        .send()
-        .await
-        .unwrap();
+    let response = stack.get_as("/plain-to-tls/x", ALICE).await;
     assert_eq!(code(response).await, (502, "upstream_unavailable".into()));
 
     // Trusting another CA (and the system's roots) only: the upstream's certificate chains to
@@ -582,13 +568,7 @@ proxy = "http://127.0.0.1:{TLS_UPSTREAM_PORT}"
         c.push_str(routes);
     })
     .await;
-    let response = untrusting
-        .http
-        .get(untrusting.gate_url("/tls/x"))
-        .bearer_auth(ALICE)
-        .send()
-        .await
-        .unwrap();
+    let response = untrusting.get_as("/tls/x", ALICE).await;
     assert_eq!(code(response).await, (502, "upstream_unavailable".into()));
 }
 

@@ -225,6 +225,16 @@ impl Stack {
         }
     }
 
+    /// `GET path` at the gate with `api_key` as the bearer credential.
+    pub async fn get_as(&self, path: &str, api_key: &str) -> reqwest::Response {
+        self.http
+            .get(self.gate_url(path))
+            .bearer_auth(api_key)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub fn gate_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.gate_addr)
     }

@@ -328,27 +328,34 @@ mod tests {
         upload
     }
 
+    /// A folder in `dir` with the default small-blob cache.
+    fn cached_folder(dir: &Path) -> BlobFolder {
+        BlobFolder::open(dir, DEFAULT_BLOB_CACHE, CacheCounters::default()).unwrap()
+    }
+
+    /// Commits `bytes` at `path`, replacing what is there.
+    fn put(folder: &BlobFolder, container: &Name, path: &BlobPath, bytes: &[u8]) -> Committed {
+        let mode = CommitMode::Overwrite(Preconditions::default());
+        folder
+            .commit(upload(folder, bytes), container, path, mode)
+            .unwrap()
+    }
+
     /// A write neither caches the blob it replaces or deletes nor leaves its entry behind: an
     /// entry of a file that is gone is never hit again, and overwrites used to fill the cache
     /// with them (one per upload, up to its bound: the memory an upload-heavy load grew by).
     #[test]
     fn writes_leave_no_dead_cache_entries() {
         let dir = tempfile::tempdir().unwrap();
-        let folder =
-            BlobFolder::open(dir.path(), DEFAULT_BLOB_CACHE, CacheCounters::default()).unwrap();
+        let folder = cached_folder(dir.path());
         let container = Name::parse("files").unwrap();
         let path = BlobPath::parse("a/b.bin").unwrap();
-        let overwrite = || CommitMode::Overwrite(Preconditions::default());
 
-        folder
-            .commit(upload(&folder, b"one"), &container, &path, overwrite())
-            .unwrap();
+        put(&folder, &container, &path, b"one");
         assert_eq!(folder.metadata.len(), 0, "a commit caches nothing");
         for round in 0..100u32 {
             let body = round.to_le_bytes();
-            let committed = folder
-                .commit(upload(&folder, &body), &container, &path, overwrite())
-                .unwrap();
+            let committed = put(&folder, &container, &path, &body);
             assert!(committed.replaced);
             assert_eq!(folder.metadata.len(), 0, "an overwrite caches nothing");
         }
@@ -357,9 +364,7 @@ mod tests {
         let (_, read) = folder.open_blob(&container, &path).unwrap();
         assert_eq!(folder.metadata.len(), 1);
         assert_eq!(folder.hot.usage().0, 1);
-        let committed = folder
-            .commit(upload(&folder, b"two"), &container, &path, overwrite())
-            .unwrap();
+        let committed = put(&folder, &container, &path, b"two");
         assert_ne!(committed.meta.sha256, read.sha256);
         assert_eq!(
             folder.metadata.len(),
@@ -414,18 +419,14 @@ mod tests {
     #[test]
     fn small_blobs_are_served_from_memory() {
         let dir = tempfile::tempdir().unwrap();
-        let folder =
-            BlobFolder::open(dir.path(), DEFAULT_BLOB_CACHE, CacheCounters::default()).unwrap();
+        let folder = cached_folder(dir.path());
         let container = Name::parse("files").unwrap();
         let small = BlobPath::parse("small").unwrap();
         let large = BlobPath::parse("large").unwrap();
-        let overwrite = || CommitMode::Overwrite(Preconditions::default());
         let small_bytes = vec![7u8; 4096];
         let large_bytes = vec![9u8; hot::MAX_HOT_BLOB as usize + 1];
         for (path, bytes) in [(&small, &small_bytes), (&large, &large_bytes)] {
-            folder
-                .commit(upload(&folder, bytes), &container, path, overwrite())
-                .unwrap();
+            put(&folder, &container, path, bytes);
         }
         assert_eq!(
             read_all(&folder, &container, &small),
@@ -461,26 +462,19 @@ mod tests {
     #[test]
     fn memory_never_serves_a_changed_blob() {
         let dir = tempfile::tempdir().unwrap();
-        let folder =
-            BlobFolder::open(dir.path(), DEFAULT_BLOB_CACHE, CacheCounters::default()).unwrap();
+        let folder = cached_folder(dir.path());
         let container = Name::parse("files").unwrap();
         let path = BlobPath::parse("doc.txt").unwrap();
         let file = folder.file_path(&container, &path);
-        let overwrite = || CommitMode::Overwrite(Preconditions::default());
-        let commit = |bytes: &[u8]| {
-            folder
-                .commit(upload(&folder, bytes), &container, &path, overwrite())
-                .unwrap()
-        };
 
-        commit(b"first version");
+        put(&folder, &container, &path, b"first version");
         assert_eq!(read_all(&folder, &container, &path).0, b"first version");
         assert_eq!(
             read_all(&folder, &container, &path),
             (b"first version".to_vec(), true)
         );
 
-        commit(b"second version");
+        put(&folder, &container, &path, b"second version");
         assert_eq!(read_all(&folder, &container, &path).0, b"second version");
 
         // The same size, written in place by another program, at once.
@@ -513,19 +507,11 @@ mod tests {
     #[test]
     fn a_blob_replaced_while_read_is_not_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let folder =
-            BlobFolder::open(dir.path(), DEFAULT_BLOB_CACHE, CacheCounters::default()).unwrap();
+        let folder = cached_folder(dir.path());
         let container = Name::parse("files").unwrap();
         let path = BlobPath::parse("race").unwrap();
         let target = folder.file_path(&container, &path);
-        folder
-            .commit(
-                upload(&folder, b"old"),
-                &container,
-                &path,
-                CommitMode::Overwrite(Preconditions::default()),
-            )
-            .unwrap();
+        put(&folder, &container, &path, b"old");
         let (file, stat) = open_regular(&target).unwrap();
         let meta = folder.metadata.get(&file, &stat).unwrap();
         let replacement = dir.path().join("new");
@@ -547,14 +533,7 @@ mod tests {
         let container = Name::parse("files").unwrap();
         for i in 0..200 {
             let path = BlobPath::parse(&format!("b{i}")).unwrap();
-            folder
-                .commit(
-                    upload(&folder, &vec![i as u8; 8 * 1024]),
-                    &container,
-                    &path,
-                    CommitMode::Overwrite(Preconditions::default()),
-                )
-                .unwrap();
+            put(&folder, &container, &path, &vec![i as u8; 8 * 1024]);
             let (bytes, _) = read_all(&folder, &container, &path);
             assert_eq!(bytes, vec![i as u8; 8 * 1024]);
         }
