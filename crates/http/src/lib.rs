@@ -8,8 +8,10 @@
 //!   both) on its own listeners, as nginx runs one worker per core: a connection lives on one
 //!   thread from accept to close, so a request never wakes another thread.
 //! - [`Handler`]: what a site plugs in: one function from a request to a response.
+//! - [`sendfile`]: zero-copy file bodies on plain HTTP/1 connections.
 
 pub mod metrics;
+pub mod sendfile;
 mod server;
 mod tls;
 

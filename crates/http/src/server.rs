@@ -1,5 +1,6 @@
 //! Accepting connections and running workers.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -17,6 +18,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
+use crate::sendfile::{self, FileSender, SendfileIo};
 use crate::TlsFiles;
 
 /// Why a server could not start or had to stop.
@@ -98,17 +100,21 @@ pub async fn serve<H: Handler>(
         let tls = tls.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let handler = handler.clone();
-                async move { Ok::<_, std::convert::Infallible>(handler.handle(request, client).await) }
-            });
             let result = match tls {
+                None if sendfile::SUPPORTED => {
+                    let (io, sender) = SendfileIo::new(stream);
+                    let service = service(handler, client, Some(sender));
+                    let conn = builder.serve_connection(io, service);
+                    watcher.watch(conn.into_owned()).await
+                }
                 None => {
+                    let service = service(handler, client, None);
                     let conn = builder.serve_connection(TokioIo::new(stream), service);
                     watcher.watch(conn.into_owned()).await
                 }
                 Some(acceptor) => match tls_handshake(&acceptor, stream, client).await {
                     Some(tls_stream) => {
+                        let service = service(handler, client, None);
                         let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
                         watcher.watch(conn.into_owned()).await
                     }
@@ -131,10 +137,37 @@ pub async fn serve<H: Handler>(
     Ok(())
 }
 
+/// The handler as one connection's hyper service. With a `sender`, each HTTP/1 request carries
+/// it in its extensions, so that the response may send file bytes without copying them; an
+/// HTTP/2 connection writes through frames, where a stand-in would be sent as it is.
+fn service<H: Handler>(
+    handler: Arc<H>,
+    client: SocketAddr,
+    sender: Option<FileSender>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<H::Body>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<H::Body>, Infallible>> + Send,
+> + Clone {
+    service_fn(move |mut request: Request<Incoming>| {
+        if let Some(sender) = &sender {
+            if request.version() <= Version::HTTP_11 {
+                request.extensions_mut().insert(sender.clone());
+            }
+        }
+        let handler = handler.clone();
+        async move { Ok::<_, Infallible>(handler.handle(request, client).await) }
+    })
+}
+
 fn connection_builder(options: &ServeOptions) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
+        // Body chunks queued and written as they are (never copied into one buffer): what lets
+        // `SendfileIo` recognise a stand-in. Pipeline flushing would copy them; it stays off.
+        .writev(true)
         .timer(TokioTimer::new())
         .header_read_timeout(options.header_timeout)
         .max_buf_size(256 * 1024);

@@ -1,5 +1,5 @@
 //! Response bodies without boxing: empty, a buffer in memory, or a file streamed in large
-//! chunks.
+//! chunks, copied or (on plain HTTP/1 connections) sent with `sendfile`.
 //!
 //! File chunks are read synchronously on the connection's task. The blob folder is local and
 //! reads are mostly served from the page cache, where a 256 KiB read costs tens of
@@ -22,6 +22,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use valet_http::metrics::Counter;
+use valet_http::sendfile::{self, FileSender};
 
 /// The bytes all file downloads together may reserve for their chunks.
 pub const CHUNK_BUDGET: usize = 16 * 1024 * 1024;
@@ -54,8 +55,10 @@ pub enum ResponseBody {
     Empty,
     /// One buffer.
     Full(Option<Bytes>),
-    /// A byte range of a file.
+    /// A byte range of a file, read into buffers.
     File(FileStream),
+    /// A byte range of a file, sent by the connection without copying.
+    Sendfile(FileRegions),
 }
 
 /// Ranges up to this size are read whole, with one system call into one buffer, instead of
@@ -68,10 +71,26 @@ impl ResponseBody {
         ResponseBody::Full(Some(data.into()))
     }
 
-    /// `len` bytes of `file` from `offset`: read now if small, streamed otherwise. The bytes
-    /// are added to `sent`.
-    pub fn file(mut file: File, offset: u64, len: u64, sent: Counter) -> io::Result<ResponseBody> {
+    /// `len` bytes of `file` from `offset`: read now if small, streamed otherwise, without
+    /// copying where the connection can. The bytes are added to `sent`.
+    pub fn file(
+        mut file: File,
+        offset: u64,
+        len: u64,
+        sent: Counter,
+        zero_copy: Option<ZeroCopy<'_>>,
+    ) -> io::Result<ResponseBody> {
         if len > SMALL_READ {
+            if let Some(zero_copy) = zero_copy {
+                return Ok(ResponseBody::Sendfile(FileRegions {
+                    sender: zero_copy.sender.clone(),
+                    file: Arc::new(file),
+                    offset,
+                    remaining: len,
+                    sent,
+                    sent_zero_copy: zero_copy.sent.clone(),
+                }));
+            }
             return FileStream::new(file, offset, len, sent).map(ResponseBody::File);
         }
         if offset > 0 {
@@ -178,6 +197,39 @@ impl Drop for FileStream {
     }
 }
 
+/// A connection's way to send file bytes without copying them, and where to count them.
+#[derive(Debug, Clone, Copy)]
+pub struct ZeroCopy<'a> {
+    /// From the request's extensions, where the server put it.
+    pub sender: &'a FileSender,
+    /// Bytes sent this way.
+    pub sent: &'a Counter,
+}
+
+/// `remaining` bytes of a file from `offset`, yielded as stand-ins that the connection replaces
+/// with the file's bytes (see [`valet_http::sendfile`]): no buffers, so no chunk budget.
+#[derive(Debug)]
+pub struct FileRegions {
+    sender: FileSender,
+    file: Arc<File>,
+    offset: u64,
+    remaining: u64,
+    sent: Counter,
+    sent_zero_copy: Counter,
+}
+
+impl FileRegions {
+    fn next_chunk(&mut self) -> Bytes {
+        let len = self.remaining.min(sendfile::MAX_CHUNK as u64);
+        let chunk = self.sender.chunk(&self.file, self.offset, len as usize);
+        self.offset += len;
+        self.remaining -= len;
+        self.sent.inc_by(len);
+        self.sent_zero_copy.inc_by(len);
+        chunk
+    }
+}
+
 impl http_body::Body for ResponseBody {
     type Data = Bytes;
     type Error = io::Error;
@@ -191,6 +243,8 @@ impl http_body::Body for ResponseBody {
             ResponseBody::Full(data) => data.take().map(|d| Ok(Frame::data(d))),
             ResponseBody::File(stream) if stream.remaining == 0 => None,
             ResponseBody::File(stream) => Some(stream.next_chunk().map(Frame::data)),
+            ResponseBody::Sendfile(regions) if regions.remaining == 0 => None,
+            ResponseBody::Sendfile(regions) => Some(Ok(Frame::data(regions.next_chunk()))),
         };
         Poll::Ready(frame)
     }
@@ -200,6 +254,7 @@ impl http_body::Body for ResponseBody {
             ResponseBody::Empty => true,
             ResponseBody::Full(data) => data.is_none(),
             ResponseBody::File(stream) => stream.remaining == 0,
+            ResponseBody::Sendfile(regions) => regions.remaining == 0,
         }
     }
 
@@ -210,6 +265,7 @@ impl http_body::Body for ResponseBody {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
             ResponseBody::File(stream) => SizeHint::with_exact(stream.remaining),
+            ResponseBody::Sendfile(regions) => SizeHint::with_exact(regions.remaining),
         }
     }
 }

@@ -2,12 +2,14 @@
 //! counts ([`ServerMetrics`]: requests by route and status, durations, bytes in and out), with
 //! refusals counted for the key's sake only (`valet_store_denials`, by code), and the
 //! small-blob cache: its hits and misses, and what it holds (`valet_store_blob_cache_entries`,
-//! `_bytes`, read when scraped so that serving a blob pays nothing for them).
+//! `_bytes`, read when scraped so that serving a blob pays nothing for them), and the download
+//! bytes sent without copying (`valet_store_bytes_out_zero_copy`): an operator can see whether
+//! `sendfile` is in effect (plain HTTP/1) or not (TLS, HTTP/2).
 
 use std::ops::Deref;
 
 use prometheus_client::metrics::gauge::Gauge;
-use valet_http::metrics::{MetricName, ServerMetricNames, ServerMetrics};
+use valet_http::metrics::{Counter, MetricName, ServerMetricNames, ServerMetrics};
 
 use crate::blobs::CacheCounters;
 
@@ -18,6 +20,8 @@ pub struct Metrics {
     blob_cache: CacheCounters,
     blob_cache_entries: Gauge,
     blob_cache_bytes: Gauge,
+    /// Download body bytes sent with `sendfile`, also counted in `bytes_out`.
+    pub bytes_out_zero_copy: Counter,
 }
 
 impl Default for Metrics {
@@ -67,11 +71,18 @@ impl Metrics {
             "Bytes the small-blob cache counts against its budget",
             blob_cache_bytes.clone(),
         );
+        let bytes_out_zero_copy = Counter::default();
+        server.registry().register(
+            "bytes_out_zero_copy",
+            "Download body bytes sent from the file without copying (sendfile), also in bytes_out",
+            bytes_out_zero_copy.clone(),
+        );
         Metrics {
             server,
             blob_cache,
             blob_cache_entries,
             blob_cache_bytes,
+            bytes_out_zero_copy,
         }
     }
 

@@ -355,6 +355,33 @@ fn tls_with_a_configured_certificate() {
     assert_eq!(code, "201", "{err}");
     let (body, err) = curl(&["--cacert", cacert, "--http2", &url]);
     assert_eq!(body, "over tls", "{err}");
+    // A blob large enough to be streamed (plain HTTP/1 would send it with `sendfile`, which
+    // TLS cannot): intact over both protocols.
+    let large: String = (0..200_000).map(|i| format!("{i:07}\n")).collect();
+    let large_path = dir.path().join("large.txt");
+    std::fs::write(&large_path, &large).unwrap();
+    let large_url = url.replace("/secure?", "/large?");
+    let (code, err) = curl(&[
+        "--cacert",
+        cacert,
+        "-w",
+        "%{http_code}",
+        "-o",
+        "/dev/null",
+        "-T",
+        large_path.to_str().unwrap(),
+        &large_url,
+    ]);
+    assert_eq!(code, "201", "{err}");
+    for protocol in ["--http1.1", "--http2"] {
+        let (body, err) = curl(&["--cacert", cacert, protocol, &large_url]);
+        assert!(
+            body == large,
+            "{protocol}: {} of {} bytes; {err}",
+            body.len(),
+            large.len()
+        );
+    }
     let (plain, _) = curl(&[&url.replace("https://localhost", "http://localhost")]);
     assert_ne!(
         plain, "over tls",

@@ -7,7 +7,7 @@ use valet_key::{BlobPath, FileName, Name, Op, Scope};
 use super::{blob_of, Ctx};
 use crate::access::admit;
 use crate::blobs::{BlobData, BlobMeta};
-use crate::body::ResponseBody;
+use crate::body::{ResponseBody, ZeroCopy};
 use crate::conditional::{if_range_holds, Preconditions, Verdict};
 use crate::error::StoreError;
 use crate::range::{resolve, ByteRange};
@@ -57,7 +57,12 @@ pub async fn get_blob(
         let sent = ctx.store.metrics.bytes_out.clone();
         match data {
             BlobData::File(file) => {
-                ResponseBody::file(file, start, len, sent).map_err(StoreError::from_io)?
+                let zero_copy = ctx.parts.extensions.get().map(|sender| ZeroCopy {
+                    sender,
+                    sent: &ctx.store.metrics.bytes_out_zero_copy,
+                });
+                ResponseBody::file(file, start, len, sent, zero_copy)
+                    .map_err(StoreError::from_io)?
             }
             BlobData::Memory(bytes) => {
                 sent.inc_by(len);
