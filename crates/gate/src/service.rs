@@ -11,7 +11,7 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use percent_encoding::{percent_decode, percent_decode_str};
 use valet_http::metrics::METRICS_CONTENT_TYPE;
-use valet_http::{Handler, ServeOptions, Site};
+use valet_http::{Connection, Handler, ServeOptions, Site};
 
 use crate::auth::Principal;
 use crate::body::GateBody;
@@ -45,9 +45,9 @@ impl Handler for Gate {
     fn handle(
         self: Arc<Self>,
         request: Request<Incoming>,
-        client: SocketAddr,
+        connection: Connection,
     ) -> impl Future<Output = Response<GateBody>> + Send + 'static {
-        handle(self, request, client)
+        handle(self, request, connection.client)
     }
 }
 

@@ -15,5 +15,5 @@ pub mod sendfile;
 mod server;
 mod tls;
 
-pub use server::{bind_listeners, run, serve, Handler, ServeError, ServeOptions, Site};
+pub use server::{bind_listeners, run, serve, Connection, Handler, ServeError, ServeOptions, Site};
 pub use tls::{ClientTlsStream, TlsClient, TlsClientError, TlsFiles};

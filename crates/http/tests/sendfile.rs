@@ -19,7 +19,7 @@ use hyper::body::Incoming;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use valet_http::sendfile::{FileSender, MAX_CHUNK};
-use valet_http::{serve, Handler, ServeOptions};
+use valet_http::{serve, Connection, Handler, ServeOptions};
 
 /// Serves `GET /?offset=O&len=L&chunk=C`: `L` bytes of the file from `O`, as stand-ins of `C`
 /// bytes where the connection offers a sender (header `x-zero-copy: yes`), read into memory
@@ -90,14 +90,14 @@ impl Handler for FileSite {
     fn handle(
         self: Arc<Self>,
         request: Request<Incoming>,
-        _: SocketAddr,
+        connection: Connection,
     ) -> impl Future<Output = Response<TestBody>> + Send + 'static {
         let (offset, len, chunk) = (
             query(&request, "offset"),
             query(&request, "len"),
             query(&request, "chunk"),
         );
-        let sender = request.extensions().get::<FileSender>().cloned();
+        let sender = connection.file_sender;
         async move {
             let mut file = File::open(&self.path).expect("the test file");
             let zero_copy = if sender.is_some() { "yes" } else { "no" };

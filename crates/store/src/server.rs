@@ -1,14 +1,13 @@
 //! The store as a [`valet_http::Handler`], and the store-only ways to run it.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
-use valet_http::{Handler, ServeError, Site};
+use valet_http::{Connection, Handler, ServeError, Site};
 
 use crate::body::ResponseBody;
 use crate::state::Store;
@@ -19,9 +18,9 @@ impl Handler for Store {
     fn handle(
         self: Arc<Self>,
         request: Request<Incoming>,
-        client: SocketAddr,
+        connection: Connection,
     ) -> impl Future<Output = Response<ResponseBody>> + Send + 'static {
-        crate::service::handle(self, request, client)
+        crate::service::handle(self, request, connection)
     }
 }
 

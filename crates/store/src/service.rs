@@ -1,13 +1,13 @@
 //! The router: one function from a request to a response, plus what every response gets
 //! (security headers, CORS, metrics, one access-log line).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use valet_http::metrics::METRICS_CONTENT_TYPE;
+use valet_http::Connection;
 
 use crate::body::ResponseBody;
 use crate::error::StoreError;
@@ -41,8 +41,9 @@ pub const OPENAPI: &str = include_str!("../openapi.json");
 pub async fn handle(
     store: Arc<Store>,
     request: Request<Incoming>,
-    client: SocketAddr,
+    connection: Connection,
 ) -> Response<ResponseBody> {
+    let client = connection.client;
     let started = Instant::now();
     let (parts, mut body) = request.into_parts();
     let method = parts.method.clone();
@@ -51,6 +52,7 @@ pub async fn handle(
         store: store.clone(),
         parts,
         client: client.ip(),
+        file_sender: connection.file_sender,
         key_id: None,
         bytes: 0,
     };
@@ -72,14 +74,7 @@ pub async fn handle(
         err.into_response()
     });
     let headers = response.headers_mut();
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
+    protect(headers);
     if route != "preflight" {
         store.cors.decorate(origin.as_ref(), headers);
     }
@@ -103,6 +98,19 @@ pub async fn handle(
         client = %client.ip(),
     );
     response
+}
+
+/// The headers every response gets: no key leaks through `Referer`, no uploaded content is
+/// sniffed into a type that runs.
+pub(crate) fn protect(headers: &mut HeaderMap) {
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
 }
 
 async fn route(

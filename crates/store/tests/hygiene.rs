@@ -163,7 +163,7 @@ async fn health_and_metrics() {
         "valet_store_bytes_out_total 5",
         "valet_store_blob_cache_entries 1",
         "valet_store_blob_cache_misses_total 1",
-        "valet_store_blob_cache_bytes 1029",
+        "valet_store_blob_cache_bytes 2053",
     ] {
         assert!(text.contains(line), "missing {line} in\n{text}");
     }

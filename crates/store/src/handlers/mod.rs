@@ -12,6 +12,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::request::Parts;
+use valet_http::sendfile::FileSender;
 use valet_key::{BlobPath, BlobTarget, KeyId, Name, Scope};
 
 pub use delete::delete_blob;
@@ -30,6 +31,8 @@ pub struct Ctx {
     pub parts: Parts,
     /// The client's address.
     pub client: IpAddr,
+    /// Sends file bytes without copying, where the connection can.
+    pub file_sender: Option<FileSender>,
     /// The key used, once admitted.
     pub key_id: Option<KeyId>,
     /// Body bytes moved.
