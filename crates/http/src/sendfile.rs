@@ -74,8 +74,9 @@ fn lock(regions: &Mutex<Regions>) -> std::sync::MutexGuard<'_, Regions> {
 }
 
 /// Makes body chunks that one plain HTTP/1 connection sends from a file with `sendfile`.
-/// Found in a request's extensions when its connection can do that; a response body must use
-/// it only for the response to that request.
+/// Handed to the handler with each request on such a connection ([`crate::Connection`]); a
+/// body must use it only for the response to that request: the stand-ins of another
+/// connection's sender would be matched against this connection's regions.
 #[derive(Debug, Clone)]
 pub struct FileSender {
     regions: SharedRegions,

@@ -200,7 +200,7 @@ impl Drop for FileStream {
 /// A connection's way to send file bytes without copying them, and where to count them.
 #[derive(Debug, Clone, Copy)]
 pub struct ZeroCopy<'a> {
-    /// From the request's extensions, where the server put it.
+    /// The connection's, as the server handed it to the store ([`valet_http::Connection`]).
     pub sender: &'a FileSender,
     /// Bytes sent this way.
     pub sent: &'a Counter,
