@@ -32,7 +32,7 @@ use xattr::FileExt;
 const ATTRIBUTE: &str = "user.valet";
 
 /// A blob's metadata, with its validators formatted once.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct BlobMeta {
     /// Length in bytes.
     pub size: u64,
@@ -49,7 +49,7 @@ pub struct BlobMeta {
 }
 
 /// Ready-made header values of a blob.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct BlobHeaders {
     /// `ETag`.
     pub etag: HeaderValue,
