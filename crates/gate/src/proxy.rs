@@ -146,7 +146,11 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .map(str::trim)
+        // Removed below anyway; and the usual `Connection: keep-alive` then costs no
+        // allocation for the name and the list.
+        .filter(|name| !name.eq_ignore_ascii_case("keep-alive"))
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect();
     for name in named {
         headers.remove(name);
@@ -203,7 +207,10 @@ fn set_forwarded(
     https: bool,
     host: Option<HeaderValue>,
 ) {
+    // Named once: a `&str` name is copied into a new `HeaderName` on every insert.
     const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+    const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    const XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
     let mut chain = String::with_capacity(64);
     if let Some(earlier) = headers.get(&XFF).and_then(|v| v.to_str().ok()) {
         chain.push_str(earlier);
@@ -217,10 +224,10 @@ fn set_forwarded(
     headers.remove(header::FORWARDED);
     headers.remove("x-real-ip");
     let proto = if https { "https" } else { "http" };
-    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    headers.insert(XFP, HeaderValue::from_static(proto));
     match host {
-        Some(host) => headers.insert("x-forwarded-host", host),
-        None => headers.remove("x-forwarded-host"),
+        Some(host) => headers.insert(XFH, host),
+        None => headers.remove(XFH),
     };
 }
 

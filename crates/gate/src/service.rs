@@ -205,6 +205,10 @@ fn hides_another_path(path: &str) -> bool {
         if !segment.contains(['%', ';', '.', '\\']) {
             return false;
         }
+        if !segment.contains('%') {
+            // Nothing to decode: the segment is what an upstream reads, once or twice over.
+            return suspicious_segment(segment.as_bytes());
+        }
         if segment.to_ascii_lowercase().contains("%u") {
             return true;
         }
