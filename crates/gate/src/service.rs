@@ -86,15 +86,7 @@ pub async fn handle(
         }
         err.into_response()
     });
-    let headers = response.headers_mut();
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
+    valet_http::hygiene::protect(response.headers_mut());
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     gate.metrics.request(route, status, elapsed.as_secs_f64());

@@ -9,7 +9,9 @@
 //!   thread from accept to close, so a request never wakes another thread.
 //! - [`Handler`]: what a site plugs in: one function from a request to a response.
 //! - [`sendfile`]: zero-copy file bodies on plain HTTP/1 connections.
+//! - [`hygiene`]: the headers every response carries.
 
+pub mod hygiene;
 pub mod metrics;
 pub mod sendfile;
 mod server;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use valet_http::metrics::METRICS_CONTENT_TYPE;
 use valet_http::Connection;
@@ -74,7 +74,7 @@ pub async fn handle(
         err.into_response()
     });
     let headers = response.headers_mut();
-    protect(headers);
+    valet_http::hygiene::protect(headers);
     if route != "preflight" {
         store.cors.decorate(origin.as_ref(), headers);
     }
@@ -98,19 +98,6 @@ pub async fn handle(
         client = %client.ip(),
     );
     response
-}
-
-/// The headers every response gets: no key leaks through `Referer`, no uploaded content is
-/// sniffed into a type that runs.
-pub(crate) fn protect(headers: &mut HeaderMap) {
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
 }
 
 async fn route(

@@ -113,7 +113,7 @@ fn download_headers(meta: &BlobMeta) -> HeaderMap {
     );
     // The router adds these to every response; present already, they are replaced in place
     // instead of growing the map.
-    crate::service::protect(&mut out);
+    valet_http::hygiene::protect(&mut out);
     out
 }
 

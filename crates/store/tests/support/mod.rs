@@ -131,6 +131,11 @@ impl TestStore {
         response.unwrap().text().await.unwrap()
     }
 
+    /// The body of `GET url`, whatever the status.
+    pub async fn get_bytes(&self, url: &str) -> reqwest::Result<bytes::Bytes> {
+        self.http.get(url).send().await?.bytes().await
+    }
+
     pub fn data(&self) -> PathBuf {
         self.dir.path().to_owned()
     }
@@ -215,6 +220,13 @@ pub fn raw_get(target: &str, extra_headers: &str) -> String {
 /// The error codes the store can produce: those its one mapping function's source names, and
 /// `Denial::code()`'s, the key crate's denials. `tests/openapi.rs` holds them against the
 /// document, `tests/hygiene.rs` against `docs/ERRORS.md`.
+/// The value of a counter in the store's metrics text.
+pub fn counter(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
 pub fn codes_in_source() -> BTreeSet<String> {
     let mut codes = valet_testkit::openapi::codes_in_source(concat!(
         env!("CARGO_MANIFEST_DIR"),
