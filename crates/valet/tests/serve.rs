@@ -339,19 +339,23 @@ fn tls_with_a_configured_certificate() {
         server.port
     );
     let cacert = cert_path.to_str().unwrap();
-    let (code, err) = curl(&[
-        "--cacert",
-        cacert,
-        "-w",
-        "%{http_code}",
-        "-o",
-        "/dev/null",
-        "-X",
-        "PUT",
-        "--data-binary",
-        "over tls",
-        &url,
-    ]);
+    // `data` as curl's `--data-binary` takes it: the bytes, or `@FILE`.
+    let put = |data: &str, url: &str| {
+        curl(&[
+            "--cacert",
+            cacert,
+            "-w",
+            "%{http_code}",
+            "-o",
+            "/dev/null",
+            "-X",
+            "PUT",
+            "--data-binary",
+            data,
+            url,
+        ])
+    };
+    let (code, err) = put("over tls", &url);
     assert_eq!(code, "201", "{err}");
     let (body, err) = curl(&["--cacert", cacert, "--http2", &url]);
     assert_eq!(body, "over tls", "{err}");
@@ -361,17 +365,7 @@ fn tls_with_a_configured_certificate() {
     let large_path = dir.path().join("large.txt");
     std::fs::write(&large_path, &large).unwrap();
     let large_url = url.replace("/secure?", "/large?");
-    let (code, err) = curl(&[
-        "--cacert",
-        cacert,
-        "-w",
-        "%{http_code}",
-        "-o",
-        "/dev/null",
-        "-T",
-        large_path.to_str().unwrap(),
-        &large_url,
-    ]);
+    let (code, err) = put(&format!("@{}", large_path.display()), &large_url);
     assert_eq!(code, "201", "{err}");
     for protocol in ["--http1.1", "--http2"] {
         let (body, err) = curl(&["--cacert", cacert, protocol, &large_url]);
