@@ -34,11 +34,18 @@ use crate::upstream::{self, UpstreamError};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
+/// Where a request goes upstream: the normal-form path the route matched
+/// (`crate::request_path`) and the captures taken from it.
+pub(crate) struct Target<'a> {
+    pub path: &'a str,
+    pub captures: &'a [(&'a str, &'a str)],
+}
+
 /// Forwards a request on a proxy route.
 pub(crate) async fn proxy(
     gate: &Arc<Gate>,
     route: &ProxyRoute,
-    captures: &[(&str, &str)],
+    target: Target<'_>,
     principal: &Principal,
     parts: Parts,
     body: Incoming,
@@ -54,7 +61,7 @@ pub(crate) async fn proxy(
             limit: route.max_body,
         });
     }
-    let uri = upstream_uri(route, captures, &parts.uri)?;
+    let uri = upstream_uri(route, &target, &parts.uri)?;
     let mut headers = parts.headers;
     let host = headers.remove(header::HOST).or_else(|| {
         let authority = parts.uri.authority()?;
@@ -102,22 +109,23 @@ pub(crate) async fn proxy(
     ))
 }
 
-/// The upstream request target in origin form: the route's path template filled with the raw
-/// captures, or the request's own path and query as they came (no copy).
-fn upstream_uri(
-    route: &ProxyRoute,
-    captures: &[(&str, &str)],
-    uri: &Uri,
-) -> Result<Uri, GateError> {
-    let Some(template) = &route.path else {
-        let target = uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        return Ok(Uri::from(target));
+/// The upstream request target in origin form: the route's path template filled with the
+/// captures, or the normal-form path the route matched; the query as it came. The upstream
+/// reads exactly the path the gate matched, never another spelling of it.
+fn upstream_uri(route: &ProxyRoute, target: &Target<'_>, uri: &Uri) -> Result<Uri, GateError> {
+    let path = match &route.path {
+        // Already in normal form, as almost every path is: forwarded without a copy.
+        None if target.path == uri.path() => {
+            let target = uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"));
+            return Ok(Uri::from(target));
+        }
+        None => target.path.to_owned(),
+        Some(template) => fill(template, target.captures)
+            .ok_or_else(|| GateError::Internal("proxy template checked at start".into()))?,
     };
-    let path = fill(template, captures)
-        .ok_or_else(|| GateError::Internal("proxy template checked at start".into()))?;
     let text = match uri.query() {
         Some(q) => format!("{path}?{q}"),
         None => path,

@@ -191,6 +191,16 @@ async fn delegate_paths_cannot_escape_their_resource() {
         .await
         .unwrap();
     assert_eq!(code(response).await, (400, "bad_path".into()));
+    // Delegate routes match the normal form of the path, as proxy routes do: an encoded
+    // unreserved letter is the letter; another case of a route's literal is refused, as is a
+    // route's prefix with nothing after it.
+    let response = stack.get_as("/fil%65s/%61/b%2Etxt", ADMIN).await;
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.contains("/blob/files/a/b.txt?vk="), "{location}");
+    for path in ["/FILES/a", "/Files/a", "/files./a", "/files", "/files/"] {
+        let status = raw_status(stack.gate_addr, path, ADMIN).await;
+        assert_eq!(status, 400, "{path}");
+    }
     // `{sub}` keeps each principal in its own folder, whatever the path says.
     let response = stack
         .http
