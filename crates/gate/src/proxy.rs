@@ -4,7 +4,8 @@
 //! names the authenticated principal in its own header (removing any such header the client
 //! sent, so it cannot be forged), sets `X-Forwarded-For`/`-Proto`/`-Host`, cuts a request body
 //! at the route's limit (413), and answers 504 when the upstream is slow and 502 when it is
-//! down, with the JSON error shape.
+//! down, with the JSON error shape. Why an upstream is down goes to the log, not to the
+//! client: its address and the HTTP library's words are the gate's internals.
 //!
 //! Each worker thread keeps its own connection pool: the gate runs one single-threaded
 //! runtime per core, and a pooled connection's task must live on the thread that uses it.
@@ -37,6 +38,8 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 /// Where a request goes upstream: the normal-form path the route matched
 /// (`crate::request_path`) and the captures taken from it.
 pub(crate) struct Target<'a> {
+    /// The route's name, for the operator's log.
+    pub route: &'static str,
     pub path: &'a str,
     pub captures: &'a [(&'a str, &'a str)],
 }
@@ -96,7 +99,16 @@ pub(crate) async fn proxy(
                 limit: route.max_body,
             })
         }
-        Ok(Err(e)) => return Err(GateError::UpstreamUnavailable(describe(&e))),
+        Ok(Err(e)) => {
+            // The operator learns which upstream failed and why; the client only that it did.
+            tracing::warn!(
+                route = target.route,
+                upstream = %route.authority,
+                error = %describe(&e),
+                "upstream unavailable"
+            );
+            return Err(GateError::UpstreamUnavailable);
+        }
         Ok(Ok(exchange)) => exchange,
     };
     let (response, conn) = upstream;

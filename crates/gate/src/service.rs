@@ -185,6 +185,7 @@ async fn route(
         }
         Action::Proxy(p) => {
             let target = crate::proxy::Target {
+                route: route.name,
                 path: &normal,
                 captures: &matched.captures,
             };
