@@ -10,7 +10,8 @@
 //! Layout: `service` routes each request, on the one reading of its path that `request_path`
 //! makes; `api` is the key API; `delegate` and `proxy` are the two kinds of route in `routes`;
 //! `auth` says who is asking, `policy` what they may have, `issue` signs and records keys;
-//! `error` maps every failure to a status and code in one place.
+//! `error` maps every failure to a status and code in one place; `openapi` describes the routes
+//! the gate runs.
 
 mod api;
 mod auth;
@@ -20,6 +21,7 @@ mod delegate;
 mod error;
 mod issue;
 mod metrics;
+mod openapi;
 mod policy;
 mod proxy;
 mod request_path;

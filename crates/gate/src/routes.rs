@@ -1,6 +1,7 @@
 //! The route table: which path and method go where, delegate or proxy.
 
 use std::borrow::Cow;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use http::{Method, Uri};
@@ -15,6 +16,8 @@ pub const DEFAULT_DELEGATE_TTL: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub(crate) struct RouteTable {
     routes: Vec<Route>,
+    /// The OpenAPI document describing these routes, made at the first `GET /openapi.json`.
+    openapi: OnceLock<bytes::Bytes>,
 }
 
 /// One route.
@@ -90,6 +93,8 @@ pub(crate) enum NoRoute {
 
 #[derive(Debug)]
 struct PathPattern {
+    /// As configured, for the OpenAPI document.
+    source: String,
     segments: Vec<Segment>,
 }
 
@@ -133,7 +138,10 @@ impl PathPattern {
             };
             segments.push(segment);
         }
-        Ok(PathPattern { segments })
+        Ok(PathPattern {
+            source: text.to_owned(),
+            segments,
+        })
     }
 
     fn names(&self) -> impl Iterator<Item = &str> {
@@ -252,12 +260,22 @@ impl RouteTable {
             .enumerate()
             .map(|(i, r)| Route::new(i, r, proxy))
             .collect::<Result<Vec<_>, _>>()
-            .map(|routes| RouteTable { routes })
+            .map(|routes| RouteTable {
+                routes,
+                openapi: OnceLock::new(),
+            })
     }
 
     /// Every route, for checking roles against the policies.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Route> {
         self.routes.iter()
+    }
+
+    /// The gate's OpenAPI document: the key API and these routes (shared bytes, no copy).
+    pub(crate) fn openapi(&self) -> bytes::Bytes {
+        self.openapi
+            .get_or_init(|| crate::openapi::document(self).into())
+            .clone()
     }
 
     /// The first route whose pattern and method match the normal-form `path`
@@ -380,6 +398,36 @@ impl Route {
             roles: config.roles.clone(),
             action,
         })
+    }
+
+    /// The pattern as configured (`/files/{*path}`).
+    pub(crate) fn pattern(&self) -> &str {
+        &self.pattern.source
+    }
+
+    /// The pattern as an OpenAPI path template (`/files/{path}`), and its placeholders with
+    /// whether each takes the rest of the path.
+    pub(crate) fn template(&self) -> (String, Vec<(&str, bool)>) {
+        let mut template = String::new();
+        let mut names = Vec::new();
+        for segment in &self.pattern.segments {
+            template.push('/');
+            match segment {
+                Segment::Literal { text, .. } => template.push_str(text),
+                Segment::One(name) | Segment::Rest(name) => {
+                    template.push('{');
+                    template.push_str(name);
+                    template.push('}');
+                    names.push((name.as_str(), matches!(segment, Segment::Rest(_))));
+                }
+            }
+        }
+        (template, names)
+    }
+
+    /// The methods the route takes; `None` for any.
+    pub(crate) fn methods(&self) -> Option<&[Method]> {
+        self.methods.as_deref()
     }
 
     fn allows(&self, method: &Method) -> bool {

@@ -20,10 +20,9 @@ use crate::routes::{Action, NoRoute};
 use crate::state::Gate;
 
 /// Every route the router answers by itself, as `(method, path template)`: what `openapi.json`
-/// (served at `GET /openapi.json`) must describe. The configured delegate and proxy routes
-/// come on top; the document describes the default configuration's `/files/{path}`.
-/// `tests/openapi.rs` checks the document against this list both ways, and the list against a
-/// running gate.
+/// must describe. The configured delegate and proxy routes come on top: the document served at
+/// `GET /openapi.json` adds them from the route table (`crate::openapi`). `tests/openapi.rs`
+/// checks the document against this list both ways, and the list against a running gate.
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/healthz"),
     ("HEAD", "/healthz"),
@@ -36,7 +35,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/revocations"),
 ];
 
-/// The OpenAPI 3.1 description of the gate, served at `GET /openapi.json`.
+/// The fixed part of the gate's OpenAPI 3.1 description: everything but the configured routes,
+/// which `GET /openapi.json` adds from the route table the gate runs.
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
 impl Handler for Gate {
@@ -123,7 +123,7 @@ async fn route(
             return ("healthz", Ok(Response::new(GateBody::full("ok\n"))))
         }
         "/metrics" if parts.method == Method::GET => return ("metrics", Ok(metrics(gate))),
-        "/openapi.json" if parts.method == Method::GET => return ("openapi", Ok(openapi())),
+        "/openapi.json" if parts.method == Method::GET => return ("openapi", Ok(openapi(gate))),
         "/healthz" | "/metrics" | "/openapi.json" => {
             return ("other", Err(GateError::MethodNotAllowed))
         }
@@ -195,8 +195,8 @@ async fn route(
     (route.name, result)
 }
 
-fn openapi() -> Response<GateBody> {
-    let mut response = Response::new(GateBody::full(OPENAPI));
+fn openapi(gate: &Gate) -> Response<GateBody> {
+    let mut response = Response::new(GateBody::full(gate.routes.openapi()));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
