@@ -94,6 +94,12 @@ fn resource(
     captures: &[(&str, &str)],
     principal: &Principal,
 ) -> Result<Scope, GateError> {
+    if let Some((name, _)) = captures.iter().find(|(_, raw)| raw.is_empty()) {
+        // `/files/` or `/files` on `/files/{*path}`: the route claims it, but it names nothing.
+        return Err(GateError::BadPath(format!(
+            "{{{name}}} is empty: the path names no resource"
+        )));
+    }
     let decoded: Vec<(&str, String)> = captures
         .iter()
         .map(|(name, raw)| decode(raw).map(|value| (*name, value)))

@@ -47,9 +47,11 @@ pub enum GateError {
     /// The upstream did not answer in time.
     #[error("the upstream did not answer within {0:?}")]
     UpstreamTimeout(Duration),
-    /// The upstream could not be reached or broke the exchange.
-    #[error("the upstream is unavailable: {0}")]
-    UpstreamUnavailable(String),
+    /// The upstream could not be reached or broke the exchange. Why is logged for the operator
+    /// (`proxy`), never told to the client: the upstream's address and the HTTP library's words
+    /// are the gate's internals.
+    #[error("the upstream is unavailable; try again later")]
+    UpstreamUnavailable,
     /// The ledger could not be read or written; nothing was issued or revoked.
     #[error("{0}")]
     Ledger(#[from] LedgerError),
@@ -72,7 +74,7 @@ impl GateError {
             GateError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             GateError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             GateError::UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
-            GateError::UpstreamUnavailable(_) => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
+            GateError::UpstreamUnavailable => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
             GateError::Ledger(LedgerError::Unavailable(_)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "ledger_unavailable")
             }

@@ -7,9 +7,11 @@
 //! delegated byte. Compute requests on proxy routes are streamed to the API tier. Revocations
 //! go to the ledger the stores read, so they bite at the next request.
 //!
-//! Layout: `service` routes each request; `api` is the key API; `delegate` and `proxy` are
-//! the two kinds of route in `routes`; `auth` says who is asking, `policy` what they may have,
-//! `issue` signs and records keys; `error` maps every failure to a status and code in one place.
+//! Layout: `service` routes each request, on the one reading of its path that `request_path`
+//! makes; `api` is the key API; `delegate` and `proxy` are the two kinds of route in `routes`;
+//! `auth` says who is asking, `policy` what they may have, `issue` signs and records keys;
+//! `error` maps every failure to a status and code in one place; `openapi` describes the routes
+//! the gate runs.
 
 mod api;
 mod auth;
@@ -19,8 +21,10 @@ mod delegate;
 mod error;
 mod issue;
 mod metrics;
+mod openapi;
 mod policy;
 mod proxy;
+mod request_path;
 mod routes;
 mod service;
 mod state;

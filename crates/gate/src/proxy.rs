@@ -4,7 +4,8 @@
 //! names the authenticated principal in its own header (removing any such header the client
 //! sent, so it cannot be forged), sets `X-Forwarded-For`/`-Proto`/`-Host`, cuts a request body
 //! at the route's limit (413), and answers 504 when the upstream is slow and 502 when it is
-//! down, with the JSON error shape.
+//! down, with the JSON error shape. Why an upstream is down goes to the log, not to the
+//! client: its address and the HTTP library's words are the gate's internals.
 //!
 //! Each worker thread keeps its own connection pool: the gate runs one single-threaded
 //! runtime per core, and a pooled connection's task must live on the thread that uses it.
@@ -34,11 +35,20 @@ use crate::upstream::{self, UpstreamError};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
+/// Where a request goes upstream: the normal-form path the route matched
+/// (`crate::request_path`) and the captures taken from it.
+pub(crate) struct Target<'a> {
+    /// The route's name, for the operator's log.
+    pub route: &'static str,
+    pub path: &'a str,
+    pub captures: &'a [(&'a str, &'a str)],
+}
+
 /// Forwards a request on a proxy route.
 pub(crate) async fn proxy(
     gate: &Arc<Gate>,
     route: &ProxyRoute,
-    captures: &[(&str, &str)],
+    target: Target<'_>,
     principal: &Principal,
     parts: Parts,
     body: Incoming,
@@ -54,7 +64,7 @@ pub(crate) async fn proxy(
             limit: route.max_body,
         });
     }
-    let uri = upstream_uri(route, captures, &parts.uri)?;
+    let uri = upstream_uri(route, &target, &parts.uri)?;
     let mut headers = parts.headers;
     let host = headers.remove(header::HOST).or_else(|| {
         let authority = parts.uri.authority()?;
@@ -89,7 +99,16 @@ pub(crate) async fn proxy(
                 limit: route.max_body,
             })
         }
-        Ok(Err(e)) => return Err(GateError::UpstreamUnavailable(describe(&e))),
+        Ok(Err(e)) => {
+            // The operator learns which upstream failed and why; the client only that it did.
+            tracing::warn!(
+                route = target.route,
+                upstream = %route.authority,
+                error = %describe(&e),
+                "upstream unavailable"
+            );
+            return Err(GateError::UpstreamUnavailable);
+        }
         Ok(Ok(exchange)) => exchange,
     };
     let (response, conn) = upstream;
@@ -102,22 +121,23 @@ pub(crate) async fn proxy(
     ))
 }
 
-/// The upstream request target in origin form: the route's path template filled with the raw
-/// captures, or the request's own path and query as they came (no copy).
-fn upstream_uri(
-    route: &ProxyRoute,
-    captures: &[(&str, &str)],
-    uri: &Uri,
-) -> Result<Uri, GateError> {
-    let Some(template) = &route.path else {
-        let target = uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        return Ok(Uri::from(target));
+/// The upstream request target in origin form: the route's path template filled with the
+/// captures, or the normal-form path the route matched; the query as it came. The upstream
+/// reads exactly the path the gate matched, never another spelling of it.
+fn upstream_uri(route: &ProxyRoute, target: &Target<'_>, uri: &Uri) -> Result<Uri, GateError> {
+    let path = match &route.path {
+        // Already in normal form, as almost every path is: forwarded without a copy.
+        None if target.path == uri.path() => {
+            let target = uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"));
+            return Ok(Uri::from(target));
+        }
+        None => target.path.to_owned(),
+        Some(template) => fill(template, target.captures)
+            .ok_or_else(|| GateError::Internal("proxy template checked at start".into()))?,
     };
-    let path = fill(template, captures)
-        .ok_or_else(|| GateError::Internal("proxy template checked at start".into()))?;
     let text = match uri.query() {
         Some(q) => format!("{path}?{q}"),
         None => path,

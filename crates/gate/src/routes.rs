@@ -1,10 +1,13 @@
 //! The route table: which path and method go where, delegate or proxy.
 
+use std::borrow::Cow;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use http::{Method, Uri};
 
 use crate::config::{ConfigError, ProxyConfig, RouteConfig};
+use crate::request_path;
 
 /// The delegate lifetime when a route names none: long enough to follow a redirect.
 pub const DEFAULT_DELEGATE_TTL: Duration = Duration::from_secs(60);
@@ -13,6 +16,8 @@ pub const DEFAULT_DELEGATE_TTL: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub(crate) struct RouteTable {
     routes: Vec<Route>,
+    /// The OpenAPI document describing these routes, made at the first `GET /openapi.json`.
+    openapi: OnceLock<bytes::Bytes>,
 }
 
 /// One route.
@@ -66,7 +71,8 @@ pub(crate) struct ProxyRoute {
     pub timeout: Duration,
 }
 
-/// A route that matched, with what its placeholders captured (raw, still percent-encoded).
+/// A route that matched, with what its placeholders captured from the normal-form path (still
+/// percent-encoded).
 #[derive(Debug)]
 pub(crate) struct Matched<'r, 'p> {
     pub route: &'r Route,
@@ -80,16 +86,25 @@ pub(crate) enum NoRoute {
     NotFound,
     /// A pattern matches, but not with this method.
     MethodNotAllowed,
+    /// The path reads as this earlier route's once case, a trailing `/`, `.` or space, an
+    /// encoded `;` and the like are ignored, but matches it only loosely.
+    Ambiguous(&'static str),
 }
 
 #[derive(Debug)]
 struct PathPattern {
+    /// As configured, for the OpenAPI document.
+    source: String,
     segments: Vec<Segment>,
 }
 
 #[derive(Debug)]
 enum Segment {
-    Literal(String),
+    /// A literal segment in normal form, and its loose reading.
+    Literal {
+        text: String,
+        folded: String,
+    },
     One(String),
     Rest(String),
 }
@@ -116,48 +131,93 @@ impl PathPattern {
                 None if part.is_empty() && i + 1 != parts.len() => {
                     return Err(format!("'{text}' has an empty segment"))
                 }
-                None => Segment::Literal((*part).to_owned()),
+                None => Segment::Literal {
+                    text: check_literal(text, part)?,
+                    folded: request_path::loose_fold(part),
+                },
             };
             segments.push(segment);
         }
-        Ok(PathPattern { segments })
+        Ok(PathPattern {
+            source: text.to_owned(),
+            segments,
+        })
     }
 
     fn names(&self) -> impl Iterator<Item = &str> {
         self.segments.iter().filter_map(|s| match s {
             Segment::One(n) | Segment::Rest(n) => Some(n.as_str()),
-            Segment::Literal(_) => None,
+            Segment::Literal { .. } => None,
         })
     }
 
-    /// The captures, if `path` matches. `{name}` takes one non-empty segment, `{*name}` the
-    /// non-empty rest.
+    /// The captures, if the normal-form `path` matches. `{name}` takes one non-empty segment,
+    /// `{*name}` the rest, which may be empty: `/api/admin/{*rest}` claims `/api/admin` and
+    /// `/api/admin/` too, so that they never fall through to a later, wider route.
     fn matches<'s, 'p>(&'s self, path: &'p str) -> Option<Vec<(&'s str, &'p str)>> {
         let mut rest = path.strip_prefix('/')?;
         let mut captures = Vec::new();
-        for (i, segment) in self.segments.iter().enumerate() {
-            let last = i + 1 == self.segments.len();
+        let mut segments = self.segments.iter().peekable();
+        while let Some(segment) = segments.next() {
             if let Segment::Rest(name) = segment {
-                if rest.is_empty() {
-                    return None;
-                }
                 captures.push((name.as_str(), rest));
                 return Some(captures);
             }
             let (part, tail) = match rest.split_once('/') {
-                Some((part, tail)) if !last => (part, tail),
-                Some(_) => return None,
-                None if last => (rest, ""),
-                None => return None,
+                Some((part, tail)) => (part, Some(tail)),
+                None => (rest, None),
             };
             match segment {
-                Segment::Literal(l) if l == part => {}
+                Segment::Literal { text, .. } if text == part => {}
                 Segment::One(name) if !part.is_empty() => captures.push((name.as_str(), part)),
                 _ => return None,
             }
-            rest = tail;
+            rest = match (segments.peek(), tail) {
+                (None, None) => return Some(captures),
+                (None, Some(_)) => return None,
+                (Some(Segment::Rest(_)), None) => "",
+                (Some(_), None) => return None,
+                (Some(_), Some(tail)) => tail,
+            };
         }
         Some(captures)
+    }
+
+    /// Whether a lenient server could read the normal-form `path` as one this pattern matches:
+    /// literals compared by their loose reading (`request_path::loose_fold`), one trailing `/`
+    /// on either side ignored.
+    fn matches_loosely(&self, path: &str) -> bool {
+        let body = path.strip_prefix('/').unwrap_or(path);
+        let body = body.strip_suffix('/').unwrap_or(body);
+        let mut parts = body.split('/').filter(|_| !body.is_empty());
+        let pattern = match self.segments.split_last() {
+            Some((Segment::Literal { text, .. }, init)) if text.is_empty() => init,
+            _ => &self.segments[..],
+        };
+        for segment in pattern {
+            match (segment, parts.next()) {
+                (Segment::Rest(_), _) => return true,
+                (Segment::Literal { folded, .. }, Some(part))
+                    if request_path::loosely_equal(folded, part) => {}
+                (Segment::One(_), Some(part)) if !part.is_empty() => {}
+                _ => return false,
+            }
+        }
+        parts.next().is_none()
+    }
+}
+
+/// A literal segment of a pattern, which must be in the normal form requests are matched in:
+/// `%61dmin` would never match anything.
+fn check_literal(pattern: &str, part: &str) -> Result<String, String> {
+    let probe = format!("/{part}");
+    match request_path::normalize(&probe) {
+        Ok(Cow::Borrowed(_)) => Ok(part.to_owned()),
+        Ok(Cow::Owned(normal)) => Err(format!(
+            "'{pattern}': write the segment '{part}' as '{}' (the form requests are matched in)",
+            &normal[1..]
+        )),
+        Err(why) => Err(format!("'{pattern}': segment '{part}': {why}")),
     }
 }
 
@@ -200,7 +260,10 @@ impl RouteTable {
             .enumerate()
             .map(|(i, r)| Route::new(i, r, proxy))
             .collect::<Result<Vec<_>, _>>()
-            .map(|routes| RouteTable { routes })
+            .map(|routes| RouteTable {
+                routes,
+                openapi: OnceLock::new(),
+            })
     }
 
     /// Every route, for checking roles against the policies.
@@ -208,7 +271,22 @@ impl RouteTable {
         self.routes.iter()
     }
 
-    /// The first route whose pattern and method match.
+    /// The gate's OpenAPI document: the key API and these routes (shared bytes, no copy).
+    pub(crate) fn openapi(&self) -> bytes::Bytes {
+        self.openapi
+            .get_or_init(|| crate::openapi::document(self).into())
+            .clone()
+    }
+
+    /// The first route whose pattern and method match the normal-form `path`
+    /// ([`crate::request_path::normalize`]).
+    ///
+    /// Route literals match exactly (RFC 3986: paths are case-sensitive), but a path that an
+    /// earlier route, taking the method, matches loosely (`/api/ADMIN/x`, `/api/admin./x`,
+    /// `/api/admin%3Bx` for `/api/admin/{*rest}`) is refused rather than handed to a later
+    /// route: a case-insensitive or lenient upstream would read it as the earlier route's path,
+    /// and the later route's roles were not meant for that. Refusing, rather than matching
+    /// loosely, keeps what an upstream receives exactly what the route matched.
     pub(crate) fn find<'r, 'p>(
         &'r self,
         method: &Method,
@@ -216,13 +294,19 @@ impl RouteTable {
     ) -> Result<Matched<'r, 'p>, NoRoute> {
         let mut miss = NoRoute::NotFound;
         for route in &self.routes {
-            let Some(captures) = route.pattern.matches(path) else {
+            let captures = route.pattern.matches(path);
+            if !route.allows(method) {
+                if captures.is_some() {
+                    miss = NoRoute::MethodNotAllowed;
+                }
                 continue;
-            };
-            if route.allows(method) {
+            }
+            if let Some(captures) = captures {
                 return Ok(Matched { route, captures });
             }
-            miss = NoRoute::MethodNotAllowed;
+            if route.pattern.matches_loosely(path) {
+                return Err(NoRoute::Ambiguous(route.name));
+            }
         }
         Err(miss)
     }
@@ -316,6 +400,36 @@ impl Route {
         })
     }
 
+    /// The pattern as configured (`/files/{*path}`).
+    pub(crate) fn pattern(&self) -> &str {
+        &self.pattern.source
+    }
+
+    /// The pattern as an OpenAPI path template (`/files/{path}`), and its placeholders with
+    /// whether each takes the rest of the path.
+    pub(crate) fn template(&self) -> (String, Vec<(&str, bool)>) {
+        let mut template = String::new();
+        let mut names = Vec::new();
+        for segment in &self.pattern.segments {
+            template.push('/');
+            match segment {
+                Segment::Literal { text, .. } => template.push_str(text),
+                Segment::One(name) | Segment::Rest(name) => {
+                    template.push('{');
+                    template.push_str(name);
+                    template.push('}');
+                    names.push((name.as_str(), matches!(segment, Segment::Rest(_))));
+                }
+            }
+        }
+        (template, names)
+    }
+
+    /// The methods the route takes; `None` for any.
+    pub(crate) fn methods(&self) -> Option<&[Method]> {
+        self.methods.as_deref()
+    }
+
     fn allows(&self, method: &Method) -> bool {
         self.methods.as_ref().is_none_or(|m| m.contains(method))
     }
@@ -383,17 +497,152 @@ mod tests {
     fn patterns_match_whole_segments() {
         let p = PathPattern::parse("/files/{*path}").unwrap();
         assert_eq!(p.matches("/files/a/b.txt").unwrap(), [("path", "a/b.txt")]);
-        assert!(p.matches("/files/").is_none());
-        assert!(p.matches("/files").is_none());
+        // A rest may be empty: the route claims its own prefix.
+        assert_eq!(p.matches("/files/").unwrap(), [("path", "")]);
+        assert_eq!(p.matches("/files").unwrap(), [("path", "")]);
         assert!(p.matches("/filesx/a").is_none());
+        assert!(p.matches("/Files/a").is_none());
         let p = PathPattern::parse("/users/{id}/avatar").unwrap();
         assert_eq!(p.matches("/users/7/avatar").unwrap(), [("id", "7")]);
         assert!(p.matches("/users/7/8/avatar").is_none());
         assert!(p.matches("/users//avatar").is_none());
         assert!(p.matches("/users/7/avatar/x").is_none());
+        assert!(p.matches("/users/7/avatar/").is_none());
+        assert!(p.matches("/users/7").is_none());
         let p = PathPattern::parse("/healthz").unwrap();
         assert!(p.matches("/healthz").is_some());
         assert!(p.matches("/healthz/").is_none());
+        let p = PathPattern::parse("/").unwrap();
+        assert!(p.matches("/").is_some());
+        assert!(p.matches("/x").is_none());
+    }
+
+    #[test]
+    fn patterns_match_loosely_what_lenient_servers_read_as_theirs() {
+        let p = PathPattern::parse("/api/admin/{*rest}").unwrap();
+        for path in [
+            "/api/ADMIN/x",
+            "/API/Admin",
+            "/api/admin./x",
+            "/api/admin%20/x",
+            "/api/admin%3Bx/users",
+            "/api/adm%C4%B1n/x",
+            "/api/admin/",
+        ] {
+            assert!(p.matches_loosely(path), "{path}");
+        }
+        for path in ["/api/admins/x", "/api/x/admin", "/api"] {
+            assert!(!p.matches_loosely(path), "{path}");
+        }
+        let p = PathPattern::parse("/api/admin").unwrap();
+        assert!(p.matches_loosely("/api/admin/"));
+        assert!(p.matches_loosely("/api/Admin"));
+        assert!(!p.matches_loosely("/api/admin/x"));
+        let p = PathPattern::parse("/v2/{name}").unwrap();
+        assert!(p.matches_loosely("/V2/x/"));
+        assert!(!p.matches_loosely("/v2/"));
+    }
+
+    fn table(routes: &[(&str, &str)]) -> RouteTable {
+        let configs: Vec<RouteConfig> = routes
+            .iter()
+            .map(|(path, role)| RouteConfig {
+                path: (*path).to_owned(),
+                methods: None,
+                delegate: None,
+                proxy: Some("http://127.0.0.1:9".into()),
+                roles: vec![(*role).to_owned()],
+                ttl: None,
+                create_only: false,
+                max_body: None,
+                timeout: None,
+            })
+            .collect();
+        RouteTable::new(&configs, &ProxyConfig::default()).unwrap()
+    }
+
+    /// The route (or refusal) a raw path gets, as the router does it: normalised, then found.
+    fn pick(table: &RouteTable, raw: &str) -> Result<&'static str, String> {
+        let normal = request_path::normalize(raw).map_err(|e| format!("bad_path: {e}"))?;
+        table
+            .find(&Method::GET, &normal)
+            .map(|m| m.route.name)
+            .map_err(|e| format!("{e:?}"))
+    }
+
+    #[test]
+    fn no_spelling_of_the_admin_segment_reaches_the_catch_all() {
+        let t = table(&[("/api/admin/{*rest}", "admin"), ("/api/{*rest}", "user")]);
+        for raw in [
+            "/api/admin/users",
+            "/api/%61dmin/users",
+            "/api/adm%69n/users",
+            "/api/%61%64%6D%69%6e/users",
+            "/api/admin/",
+            "/api/admin",
+        ] {
+            assert_eq!(pick(&t, raw), Ok("routes[0]"), "{raw}");
+        }
+        for raw in [
+            "/api/ADMIN/x",
+            "/api/%41dmin/x",
+            "/api/Admin",
+            "/api/admin./x",
+            "/api/admin%2e/x",
+            "/api/admin%20/x",
+            "/api/admin%3bx/users",
+            "/api/admin;x/users",
+            "/api//admin/x",
+            "/api/x/../admin/x",
+            "/api/admin%2Fusers",
+            "/api/admin%00/x",
+            "/api/admin\\x",
+        ] {
+            assert!(pick(&t, raw).is_err(), "{raw}: {:?}", pick(&t, raw));
+        }
+        assert_eq!(pick(&t, "/api/other"), Ok("routes[1]"));
+        assert_eq!(pick(&t, "/api/administrators"), Ok("routes[1]"));
+    }
+
+    #[test]
+    fn pattern_literals_must_be_in_normal_form() {
+        for bad in [
+            "/%61dmin/{*r}",
+            "/a;b",
+            "/a%2fb",
+            "/a%2e%2e",
+            "/a/../b",
+            "/caf%c3%a9",
+        ] {
+            assert!(PathPattern::parse(bad).is_err(), "{bad}");
+        }
+        assert!(PathPattern::parse("/caf%C3%A9/{*r}").is_ok());
+    }
+
+    proptest::proptest! {
+        /// Whatever encoding of its unreserved bytes a path is sent in, it picks the route (or
+        /// the refusal) its plain spelling picks.
+        #[test]
+        fn spellings_of_one_path_pick_one_route(
+            path in "(/(admin|api|ADMIN|x|users|[a-z.~_-]{1,6})){1,4}/?",
+            choices in proptest::collection::vec(0u8..3, 0..40),
+        ) {
+            let t = table(&[
+                ("/api/admin/{*rest}", "admin"),
+                ("/api/{id}/users", "user"),
+                ("/api/{*rest}", "user"),
+                ("/{*rest}", "user"),
+            ]);
+            let mut spelled = String::new();
+            for (i, c) in path.chars().enumerate() {
+                match choices.get(i) {
+                    Some(1) if c != '/' => spelled.push_str(&format!("%{:02x}", c as u8)),
+                    Some(2) if c != '/' => spelled.push_str(&format!("%{:02X}", c as u8)),
+                    _ => spelled.push(c),
+                }
+            }
+            proptest::prop_assert_eq!(pick(&t, &spelled), pick(&t, &path));
+        }
     }
 
     #[test]

@@ -9,21 +9,20 @@ use std::time::Instant;
 use http::{header, HeaderValue, Method, Request, Response};
 use http_body::Body as _;
 use hyper::body::Incoming;
-use percent_encoding::{percent_decode, percent_decode_str};
 use valet_http::metrics::METRICS_CONTENT_TYPE;
 use valet_http::{Connection, Handler, ServeOptions, Site};
 
 use crate::auth::Principal;
 use crate::body::GateBody;
 use crate::error::GateError;
+use crate::request_path;
 use crate::routes::{Action, NoRoute};
 use crate::state::Gate;
 
 /// Every route the router answers by itself, as `(method, path template)`: what `openapi.json`
-/// (served at `GET /openapi.json`) must describe. The configured delegate and proxy routes
-/// come on top; the document describes the default configuration's `/files/{path}`.
-/// `tests/openapi.rs` checks the document against this list both ways, and the list against a
-/// running gate.
+/// must describe. The configured delegate and proxy routes come on top: the document served at
+/// `GET /openapi.json` adds them from the route table (`crate::openapi`). `tests/openapi.rs`
+/// checks the document against this list both ways, and the list against a running gate.
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/healthz"),
     ("HEAD", "/healthz"),
@@ -36,7 +35,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/revocations"),
 ];
 
-/// The OpenAPI 3.1 description of the gate, served at `GET /openapi.json`.
+/// The fixed part of the gate's OpenAPI 3.1 description: everything but the configured routes,
+/// which `GET /openapi.json` adds from the route table the gate runs.
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
 impl Handler for Gate {
@@ -123,7 +123,7 @@ async fn route(
             return ("healthz", Ok(Response::new(GateBody::full("ok\n"))))
         }
         "/metrics" if parts.method == Method::GET => return ("metrics", Ok(metrics(gate))),
-        "/openapi.json" if parts.method == Method::GET => return ("openapi", Ok(openapi())),
+        "/openapi.json" if parts.method == Method::GET => return ("openapi", Ok(openapi(gate))),
         "/healthz" | "/metrics" | "/openapi.json" => {
             return ("other", Err(GateError::MethodNotAllowed))
         }
@@ -135,11 +135,17 @@ async fn route(
             crate::api::handle(gate, &parts, body, principal_slot).await,
         );
     }
-    if hides_another_path(path) {
-        let why = "a '.' or '..' segment, or an encoded '/' or '\\', in any encoding";
+    // One reading of the path for the route table, the delegate's captures and the upstream.
+    let normal = match request_path::normalize(path) {
+        Ok(normal) => normal,
+        Err(why) => return ("other", Err(GateError::BadPath(why.to_string()))),
+    };
+    if is_reserved(&normal) {
+        // `/%761/keys`: the gate's own paths are answered only as spelled above.
+        let why = "another spelling of one of the gate's own paths";
         return ("other", Err(GateError::BadPath(why.into())));
     }
-    let matched = match gate.routes.find(&parts.method, path) {
+    let matched = match gate.routes.find(&parts.method, &normal) {
         Ok(m) => m,
         Err(NoRoute::NotFound) => {
             return (
@@ -148,6 +154,13 @@ async fn route(
             )
         }
         Err(NoRoute::MethodNotAllowed) => return ("other", Err(GateError::MethodNotAllowed)),
+        Err(NoRoute::Ambiguous(earlier)) => {
+            let why = format!(
+                "the path reads as {earlier}'s when case, a trailing '/', '.' or space, or an \
+                 encoded ';' are ignored; spell it exactly as that route does"
+            );
+            return ("other", Err(GateError::BadPath(why)));
+        }
     };
     let route = matched.route;
     let principal = match gate.auth.authenticate(&parts.headers) {
@@ -171,14 +184,19 @@ async fn route(
             crate::delegate::delegate(gate, d, &matched.captures, &principal, &parts).await
         }
         Action::Proxy(p) => {
-            crate::proxy::proxy(gate, p, &matched.captures, &principal, parts, body, client).await
+            let target = crate::proxy::Target {
+                route: route.name,
+                path: &normal,
+                captures: &matched.captures,
+            };
+            crate::proxy::proxy(gate, p, target, &principal, parts, body, client).await
         }
     };
     (route.name, result)
 }
 
-fn openapi() -> Response<GateBody> {
-    let mut response = Response::new(GateBody::full(OPENAPI));
+fn openapi(gate: &Gate) -> Response<GateBody> {
+    let mut response = Response::new(GateBody::full(gate.routes.openapi()));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -186,45 +204,9 @@ fn openapi() -> Response<GateBody> {
     response
 }
 
-/// Whether a raw request path could name another resource to a server that normalises or
-/// decodes it again: a segment that is `.` or `..` once percent-decoded (once or twice),
-/// also with path parameters (`..;x`, as Tomcat and Jetty read it); one that hides a `/`, `\`,
-/// NUL or control character in an encoding; an encoding that is not UTF-8 (overlong `%c0%ae`);
-/// or IIS's `%u002e`. Refused before any route sees the path, so that `/api/../admin` never
-/// reaches an upstream that would resolve it.
-fn hides_another_path(path: &str) -> bool {
-    path.split('/').any(|segment| {
-        if !segment.contains(['%', ';', '.', '\\']) {
-            return false;
-        }
-        if !segment.contains('%') {
-            // Nothing to decode: the segment is what an upstream reads, once or twice over.
-            return suspicious_segment(segment.as_bytes());
-        }
-        if segment.to_ascii_lowercase().contains("%u") {
-            return true;
-        }
-        let once: Vec<u8> = percent_decode_str(segment).collect();
-        let twice: Vec<u8> = percent_decode(&once).collect();
-        [once, twice]
-            .iter()
-            .any(|decoded| suspicious_segment(decoded))
-    })
-}
-
-fn suspicious_segment(decoded: &[u8]) -> bool {
-    if std::str::from_utf8(decoded).is_err() {
-        return true;
-    }
-    if decoded
-        .iter()
-        .any(|&b| b < 0x20 || b == 0x7f || b == b'/' || b == b'\\')
-    {
-        return true;
-    }
-    // `..;jsessionid=x` is `..` to a server that strips path parameters.
-    let name = decoded.split(|&b| b == b';').next().unwrap_or_default();
-    name == b"." || name == b".."
+/// Whether a normal-form path is one the gate answers itself (never a route's).
+fn is_reserved(normal: &str) -> bool {
+    normal.starts_with("/v1/") || matches!(normal, "/healthz" | "/metrics" | "/openapi.json")
 }
 
 fn metrics(gate: &Gate) -> Response<GateBody> {
@@ -234,39 +216,4 @@ fn metrics(gate: &Gate) -> Response<GateBody> {
         HeaderValue::from_static(METRICS_CONTENT_TYPE),
     );
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::hides_another_path;
-
-    #[test]
-    fn paths_that_could_be_read_as_others_are_caught() {
-        for bad in [
-            "/api/../admin",
-            "/api/./x",
-            "/api/%2e%2e/admin",
-            "/api/%2E%2e/admin",
-            "/api/.%2e/admin",
-            "/api/%252e%252e/admin",
-            "/api/a%2fb",
-            "/api/a%2Fb",
-            "/api/a%5cb",
-            "/api/a%255cb",
-            "/api/a\\b",
-            "/..",
-        ] {
-            assert!(hides_another_path(bad), "{bad}");
-        }
-        for good in [
-            "/api/x",
-            "/api/a.b",
-            "/api/...",
-            "/api/%20x",
-            "/api/a%2520b",
-            "/",
-        ] {
-            assert!(!hides_another_path(good), "{good}");
-        }
-    }
 }

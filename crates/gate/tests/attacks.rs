@@ -314,6 +314,209 @@ async fn proxy_paths_that_upstream_servers_normalise_are_refused() {
     assert!(upstream.requests().is_empty(), "{:?}", upstream.requests());
 }
 
+/// An upstream that records the request line of every request and answers `200 ok` at once.
+struct PathUpstream {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl PathUpstream {
+    async fn start() -> PathUpstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let kept = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let kept = kept.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n")
+                        && conn.read(&mut byte).await.unwrap_or(0) == 1
+                    {
+                        head.push(byte[0]);
+                    }
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    kept.lock()
+                        .unwrap()
+                        .push(head.lines().next().unwrap_or("").to_owned());
+                    let _ = conn
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                        )
+                        .await;
+                });
+            }
+        });
+        PathUpstream { addr, seen }
+    }
+
+    fn request_lines(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// The normal form of a path the gate accepted, computed independently of the gate: escapes of
+/// RFC 3986 unreserved bytes decoded, every other escape in upper-case hex.
+fn reference_normal_form(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let value = u8::from_str_radix(&path[i + 1..i + 3], 16).unwrap();
+            if value.is_ascii_alphanumeric() || b"-._~".contains(&value) {
+                out.push(value as char);
+            } else {
+                out.push_str(&format!("%{value:02X}"));
+            }
+            i += 3;
+        } else {
+            out.push(bytes[i] as char);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Every spelling of `admin` from each letter raw, upper-cased, or percent-encoded in lower-
+/// or upper-case hex (4^5 of them).
+fn admin_spellings() -> Vec<String> {
+    let mut spellings = vec![String::new()];
+    for letter in "admin".chars() {
+        let forms = [
+            letter.to_string(),
+            letter.to_ascii_uppercase().to_string(),
+            format!("%{:02x}", letter as u8),
+            format!("%{:02X}", letter as u8),
+        ];
+        spellings = spellings
+            .iter()
+            .flat_map(|s| forms.iter().map(move |f| format!("{s}{f}")))
+            .collect();
+    }
+    spellings
+}
+
+/// The attack on route roles by spelling: with `/api/admin/{*rest}` for `admin` before
+/// `/api/{*rest}` for `user`, every way to write the admin segment (each letter encoded or
+/// not, in either case of hex or letter; with path parameters, encoded `;`, trailing dots and
+/// spaces, an empty rest, `//`, `.` and `..` in every encoding, an encoded `/` or `\`, NUL, a
+/// tab, a backslash, fullwidth and dotless letters) either reaches the admin route, where a
+/// `user` is refused (`403 forbidden`) and an `admin` is forwarded with exactly the normal form
+/// of the path, or is `400 bad_path` for both. A `user` never reaches an upstream with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_spelling_of_a_privileged_route_reaches_a_wider_one() {
+    let admin_upstream = PathUpstream::start().await;
+    let admin_route = format!(
+        "[[routes]]\npath = \"/api/admin/{{*rest}}\"\nproxy = \"http://{}\"\nroles = [\"admin\"]\n\n[[routes]]\npath = \"/api/{{*rest}}\"",
+        admin_upstream.addr
+    );
+    let stack = Stack::start_with(|c| {
+        *c = c.replace("[[routes]]\npath = \"/api/{*rest}\"", &admin_route);
+    })
+    .await;
+    let mut paths: Vec<String> = admin_spellings()
+        .into_iter()
+        .map(|admin| format!("/api/{admin}/users"))
+        .collect();
+    let bases = [
+        "admin",
+        "%61dmin",
+        "ADMIN",
+        "adm%C4%B1n",
+        "adm%69n",
+        "Admin",
+        "%41dmin",
+        "%EF%BD%81dmin",
+    ];
+    let before = [
+        "",
+        "./",
+        "%2e/",
+        "%2E/",
+        "x/../",
+        "x/%2e%2e/",
+        "/",
+        "%2F",
+        "x%2F",
+    ];
+    let after = [
+        "", ";x", ";", "%3Bx", "%3b", ".", "..", "%2e", "%2E", "%20", "%00", "%09", "%2F", "%2f",
+        "\\", "%5C", "%5c", "%2500", "%252e", "%253B",
+    ];
+    let tails = [
+        "/users",
+        "/",
+        "",
+        "//users",
+        "/./users",
+        "/../users",
+        "/%2e%2e/users",
+        "/users/",
+        "/users//",
+        "/%2e/users",
+    ];
+    // Each decoration on a few bases; the prefixes (which are all refused) on every base.
+    for base in &bases[..4] {
+        for a in after {
+            for t in tails {
+                paths.push(format!("/api/{base}{a}{t}"));
+            }
+        }
+    }
+    for base in bases {
+        for b in before {
+            paths.push(format!("/api/{b}{base}/users"));
+        }
+    }
+    let mut reached = 0;
+    for path in &paths {
+        let as_user = raw_get(stack.gate_addr, path, ALICE).await;
+        let lines_before = admin_upstream.request_lines().len();
+        let answer = raw_http::send(stack.gate_addr, bearer_get(path, ADMIN)).await;
+        let as_admin = raw_http::status_and_code(&answer);
+        match as_user {
+            (403, code) if code == "forbidden" => {
+                // The admin route: an admin is forwarded there, with the normal form.
+                assert_eq!(as_admin.0, 200, "{path}: {answer}");
+                assert_eq!(
+                    raw_http::body(&answer),
+                    "ok",
+                    "{path}: not the admin upstream"
+                );
+                let lines = admin_upstream.request_lines();
+                assert_eq!(lines.len(), lines_before + 1, "{path}");
+                let normal = reference_normal_form(path);
+                assert_eq!(
+                    lines[lines_before],
+                    format!("GET {normal} HTTP/1.1"),
+                    "{path}"
+                );
+                assert!(
+                    normal == "/api/admin" || normal.starts_with("/api/admin/"),
+                    "{path} reached the admin upstream as {normal}"
+                );
+                reached += 1;
+            }
+            (400, code) if code == "bad_path" => {
+                assert_eq!(as_admin, (400, "bad_path".into()), "{path}");
+                assert_eq!(admin_upstream.request_lines().len(), lines_before, "{path}");
+            }
+            other => panic!("{path}: a user got {other:?}"),
+        }
+    }
+    // Exactly the spellings of the lower-case name: 3^5 of the letter spellings (raw, or either
+    // hex case), the two bases that are such spellings with the four plain tails (`/users`,
+    // `/`, none, `/users/`), and those two and `adm%69n` with the prefix-less `/users`.
+    assert_eq!(reached, 243 + 2 * 4 + 3, "{reached}");
+    // A different name is another route's: the user's.
+    for path in ["/api/administrators/x", "/api/admins", "/api/x/admin"] {
+        assert_eq!(raw_get(stack.gate_addr, path, ALICE).await.0, 200, "{path}");
+    }
+}
+
 #[tokio::test]
 async fn delegate_paths_that_could_name_another_blob_are_bad_path() {
     let stack = Stack::start().await;

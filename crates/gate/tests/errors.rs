@@ -53,7 +53,7 @@ fn every_variant() -> Vec<GateError> {
         GateError::MethodNotAllowed,
         GateError::TooLarge { limit: 10 },
         GateError::UpstreamTimeout(Duration::from_secs(1)),
-        GateError::UpstreamUnavailable("connection refused".into()),
+        GateError::UpstreamUnavailable,
         GateError::Ledger(LedgerError::Unavailable("locked".into())),
         GateError::Ledger(LedgerError::Conflict {
             key_id: KeyId([7; 16]),
@@ -73,7 +73,7 @@ fn every_variant() -> Vec<GateError> {
             | GateError::MethodNotAllowed
             | GateError::TooLarge { .. }
             | GateError::UpstreamTimeout(_)
-            | GateError::UpstreamUnavailable(_)
+            | GateError::UpstreamUnavailable
             | GateError::Ledger(LedgerError::Unavailable(_))
             | GateError::Ledger(LedgerError::Conflict { .. })
             | GateError::Internal(_) => {}

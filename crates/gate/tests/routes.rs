@@ -7,7 +7,7 @@ use std::process::Command;
 
 use serde_json::json;
 use support::*;
-use valet_testkit::raw_http;
+use valet_testkit::{logs, raw_http};
 
 fn curl(args: &[&str]) -> std::process::Output {
     Command::new("curl")
@@ -191,6 +191,16 @@ async fn delegate_paths_cannot_escape_their_resource() {
         .await
         .unwrap();
     assert_eq!(code(response).await, (400, "bad_path".into()));
+    // Delegate routes match the normal form of the path, as proxy routes do: an encoded
+    // unreserved letter is the letter; another case of a route's literal is refused, as is a
+    // route's prefix with nothing after it.
+    let response = stack.get_as("/fil%65s/%61/b%2Etxt", ADMIN).await;
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.contains("/blob/files/a/b.txt?vk="), "{location}");
+    for path in ["/FILES/a", "/Files/a", "/files./a", "/files", "/files/"] {
+        let status = raw_status(stack.gate_addr, path, ADMIN).await;
+        assert_eq!(status, 400, "{path}");
+    }
     // `{sub}` keeps each principal in its own folder, whatever the path says.
     let response = stack
         .http
@@ -474,8 +484,12 @@ async fn proxy_paths_cannot_climb_out_of_their_route() {
     assert_eq!(stack.gate_metric("valet_gate_body_bytes_out_total"), 0.0);
 }
 
+/// A proxy route's upstream that is down is a 502 `upstream_unavailable` with a plain message:
+/// the client learns neither the upstream's address nor the HTTP library's words; the operator
+/// finds both, with the route, in one warning.
 #[tokio::test]
-async fn an_upstream_that_is_down_gives_502() {
+async fn an_upstream_that_is_down_gives_502_and_tells_only_the_operator_why() {
+    let logs = logs::capture();
     // A port nothing listens on.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -494,8 +508,35 @@ async fn an_upstream_that_is_down_gives_502() {
         .send()
         .await
         .unwrap();
-    let json: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(response.status(), 502);
+    let body = response.text().await.unwrap();
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(json["error"]["code"], "upstream_unavailable", "{json}");
+    let port = closed.port().to_string();
+    for internal in [
+        port.as_str(),
+        "127.0.0.1",
+        "connect",
+        "refused",
+        "os error",
+        "hyper",
+        "tcp",
+    ] {
+        assert!(
+            !body.to_ascii_lowercase().contains(internal),
+            "the client was told {internal:?}: {body}"
+        );
+    }
+    // The route's position in the configuration: after the four of the base configuration.
+    let text = logs.text();
+    let line = text
+        .lines()
+        .find(|l| l.contains("upstream unavailable") && l.contains(&port))
+        .unwrap_or_else(|| panic!("no warning names the upstream:\n{text}"));
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("route=\"routes[4]\""), "{line}");
+    assert!(line.contains(&format!("upstream={closed}")), "{line}");
+    assert!(line.to_ascii_lowercase().contains("refused"), "{line}");
 }
 
 /// `https://` upstreams: the certificate must chain to a trusted root (the system's, or those
