@@ -11,8 +11,8 @@ use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
-use valet_key::{KeyId, Ops, Scope, Token, UnixTime};
-use valet_ledger::{IssuedKey, Revocation};
+use valet_key::{Denial, KeyId, Ops, Scope, Token, UnixTime};
+use valet_ledger::{IssuedKey, KeyUse, Revocation};
 
 use crate::auth::Principal;
 use crate::body::GateBody;
@@ -258,27 +258,9 @@ async fn complete(
     id: &str,
     principal_slot: &mut Option<Arc<Principal>>,
 ) -> Result<Response<GateBody>, GateError> {
-    if let Some(token) = valet_token(parts) {
-        let token: Token = token
-            .parse()
-            .map_err(|_| GateError::Unauthenticated("the valet key is malformed".into()))?;
-        if !gate.verifier().keyring().check_tag(&token) {
-            return Err(GateError::Unauthenticated(
-                "the valet key does not verify".into(),
-            ));
-        }
-        if token.claims().key_id.to_string() != id.to_ascii_lowercase() {
-            return Err(GateError::Forbidden(
-                "the valet key presented is not key {id}".replace("{id}", id),
-            ));
-        }
-        let record = ledger_call(gate, {
-            let key_id = token.claims().key_id;
-            move |l| l.issued(key_id)
-        })
-        .await?;
-        let expires = record.map_or(token.claims().expires, |r| r.expires);
-        let key_id = token.claims().key_id;
+    if let Some(text) = valet_token(parts) {
+        let token = current_key(gate, text, id).await?;
+        let (key_id, expires) = (token.claims().key_id, token.claims().expires);
         ledger_call(gate, move |l| {
             l.revoke_key(key_id, Some(expires), valet_keyring::now())
         })
@@ -289,6 +271,50 @@ async fn complete(
     let principal = authenticate(gate, parts, principal_slot)?;
     let record = visible_record(gate, &principal, id).await?;
     revoke_key(gate, &record).await
+}
+
+/// The valet key presented to `complete`, if it is a credential that works now: genuine, key
+/// `id`, inside its own window and every caveat's (with the skew), and not revoked. Completing
+/// revokes the key id, so the root key and every narrowing of it: a copy that has expired,
+/// has not begun, or was cut off must not be able to end the copies that still work.
+async fn current_key(gate: &Arc<Gate>, text: &str, id: &str) -> Result<Token, GateError> {
+    let token: Token = text
+        .parse()
+        .map_err(|_| GateError::Unauthenticated("the valet key is malformed".into()))?;
+    gate.verifier()
+        .check_current(&token, valet_keyring::now())
+        .map_err(|denial| match denial {
+            Denial::Expired => GateError::KeyExpired,
+            Denial::NotYetValid => GateError::KeyNotYetValid,
+            _ => GateError::Unauthenticated("the valet key does not verify".into()),
+        })?;
+    if token.claims().key_id.to_string() != id.to_ascii_lowercase() {
+        return Err(GateError::Forbidden(format!(
+            "the valet key presented is not key {id}"
+        )));
+    }
+    let claims = token.claims();
+    let (key_id, subject, issued_at, expires, max_uses) = (
+        claims.key_id,
+        claims.subject.clone(),
+        claims.not_before,
+        claims.expires,
+        claims.limits.max_uses,
+    );
+    let revocation = ledger_call(gate, move |l| {
+        l.revocation(&KeyUse {
+            key_id,
+            subject: subject.as_deref(),
+            issued_at,
+            expires,
+            max_uses,
+        })
+    })
+    .await?;
+    match revocation {
+        Some(_) => Err(GateError::KeyRevoked),
+        None => Ok(token),
+    }
 }
 
 fn valet_token(parts: &Parts) -> Option<&str> {
