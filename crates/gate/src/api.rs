@@ -94,6 +94,7 @@ pub(crate) async fn handle(
         }
         (&Method::DELETE, ["keys", id]) => {
             let principal = authenticate(gate, parts, principal_slot)?;
+            gate.check_revocation_rate(&principal.name)?;
             let record = visible_record(gate, &principal, id).await?;
             revoke_key(gate, &record).await
         }
@@ -102,6 +103,7 @@ pub(crate) async fn handle(
         }
         (&Method::POST, ["revocations"]) => {
             let principal = authenticate(gate, parts, principal_slot)?;
+            gate.check_revocation_rate(&principal.name)?;
             let request: RevocationBody = read_json(body).await?;
             revoke_many(gate, &principal, request).await
         }
@@ -260,6 +262,11 @@ async fn complete(
 ) -> Result<Response<GateBody>, GateError> {
     if let Some(text) = valet_token(parts) {
         let token = current_key(gate, text, id).await?;
+        // The holder is no principal: the write counts against the key's subject, the
+        // principal that obtained it (a key without one, issued offline, against `""`, which
+        // no principal is named). Only a genuine, current key gets this far.
+        let subject = token.claims().subject.clone().unwrap_or_default();
+        gate.check_revocation_rate(&subject)?;
         let (key_id, expires) = (token.claims().key_id, token.claims().expires);
         ledger_call(gate, move |l| {
             l.revoke_key(key_id, Some(expires), valet_keyring::now())
@@ -269,6 +276,7 @@ async fn complete(
         return Ok(no_content());
     }
     let principal = authenticate(gate, parts, principal_slot)?;
+    gate.check_revocation_rate(&principal.name)?;
     let record = visible_record(gate, &principal, id).await?;
     revoke_key(gate, &record).await
 }

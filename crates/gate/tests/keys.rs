@@ -756,3 +756,120 @@ fn rusqlite_lock(stack: &Stack) -> rusqlite::Connection {
     conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
     conn
 }
+
+/// The ledger's count of revocation writes (`meta.seq`) and its revocation rows, read from
+/// another connection.
+fn revocation_writes(stack: &Stack) -> (i64, i64) {
+    let conn = rusqlite::Connection::open(stack.dir.path().join("ledger.sqlite")).unwrap();
+    conn.query_row(
+        "SELECT (SELECT seq FROM meta),
+                (SELECT count(*) FROM revoked_keys) + (SELECT count(*) FROM revoked_subjects)
+                    + (SELECT count(*) FROM revoked_all)",
+        [],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn revocations_have_their_own_rate_limit_and_refused_ones_write_nothing() {
+    let stack = Stack::start_with(|c| {
+        *c = c.replace(
+            "[rate_limit]\nper_second = 0",
+            "[rate_limit]\nper_second = 0\nrevocations_per_second = 1\nrevocations_burst = 3",
+        );
+    })
+    .await;
+    let mut keys = Vec::new();
+    for _ in 0..5 {
+        keys.push(
+            stack
+                .issue_ok(
+                    ALICE,
+                    json!({"resource": "blob:users/alice/k", "ops": ["read"]}),
+                )
+                .await,
+        );
+    }
+    let delete = |key: &serde_json::Value, who: &'static str| {
+        let request = stack
+            .http
+            .delete(stack.gate_url(&format!("/v1/keys/{}", key["id"].as_str().unwrap())))
+            .bearer_auth(who);
+        async move { request.send().await.unwrap() }
+    };
+    // The burst: three revocations by id.
+    for key in &keys[..3] {
+        assert_eq!(delete(key, ALICE).await.status(), 204);
+    }
+    let before = revocation_writes(&stack);
+    // Over it, every revoking endpoint is refused, with Retry-After, and writes nothing.
+    let response = delete(&keys[3], ALICE).await;
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert_eq!(code(response).await, (429, "rate_limited".into()));
+    let many = stack
+        .http
+        .post(stack.gate_url("/v1/revocations"))
+        .bearer_auth(ALICE)
+        .json(&json!({"subject": "alice", "before": "now"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(many).await, (429, "rate_limited".into()));
+    let complete = |key: &serde_json::Value| {
+        stack.gate_url(&format!(
+            "/v1/keys/{}/complete",
+            key["id"].as_str().unwrap()
+        ))
+    };
+    let by_owner = stack
+        .http
+        .post(complete(&keys[3]))
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(by_owner).await, (429, "rate_limited".into()));
+    // The holder of one of Alice's keys counts against Alice: a flood of completions through
+    // keys she handed out is still hers.
+    let by_holder = stack
+        .http
+        .post(complete(&keys[4]))
+        .header(
+            "authorization",
+            format!("Valet {}", keys[4]["token"].as_str().unwrap()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(by_holder).await, (429, "rate_limited".into()));
+    assert_eq!(revocation_writes(&stack), before, "a refused call wrote");
+    for key in &keys[3..] {
+        let status: serde_json::Value = stack
+            .get_as(&format!("/v1/keys/{}", key["id"].as_str().unwrap()), ALICE)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(status["revoked"], false, "{status}");
+    }
+    // Issuing is not a revocation: it still works, and Bob has a bucket of his own.
+    let bobs = stack
+        .issue_ok(
+            BOB,
+            json!({"resource": "blob:users/bob/k", "ops": ["read"]}),
+        )
+        .await;
+    assert_eq!(delete(&bobs, BOB).await.status(), 204);
+    // The bucket refills: one more a second later.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(delete(&keys[3], ALICE).await.status(), 204);
+}
+
+#[test]
+fn revocations_are_limited_by_default() {
+    let config: valet_gate::config::GateConfig =
+        toml::from_str("store_url = \"http://127.0.0.1:1\"").unwrap();
+    assert_eq!(config.rate_limit.revocations_per_second, 10);
+    assert_eq!(config.rate_limit.revocations_burst, 100);
+}
