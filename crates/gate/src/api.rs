@@ -9,7 +9,7 @@ use http::{header, request::Parts, HeaderValue, Method, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use serde_json::json;
 use valet_key::{Denial, KeyId, Ops, Scope, Token, UnixTime};
 use valet_ledger::{IssuedKey, KeyUse, Revocation};
@@ -25,29 +25,30 @@ use crate::state::Gate;
 /// The largest JSON request body the API reads.
 const MAX_JSON_BODY: usize = 64 * 1024;
 
-/// `POST /v1/keys`.
+/// `POST /v1/keys`. Optional fields are absent or of their type: `null` is refused (see
+/// [`present`]), as are unknown fields (the schema has `additionalProperties: false`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct KeyRequestBody {
     resource: String,
     ops: OneOrMany,
-    #[serde(default, with = "units::opt_duration")]
+    #[serde(default, deserialize_with = "present_duration")]
     ttl: Option<Duration>,
-    #[serde(default, with = "units::opt_size")]
+    #[serde(default, deserialize_with = "present_size")]
     max_bytes: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     max_uses: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     content_type: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     ip: Option<OneOrMany>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     filename: Option<String>,
 }
 
 /// `["read", "write"]` or `"read,write"`.
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "expected a string or an array of strings")]
 enum OneOrMany {
     One(String),
     Many(Vec<String>),
@@ -66,9 +67,27 @@ impl OneOrMany {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RevocationBody {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     subject: Option<String>,
     before: String,
+}
+
+/// An optional field that, when present, holds a `T`: absent is `None` (with
+/// `#[serde(default)]`), and `null` is refused like any other value that is not a `T`. Plain
+/// `Option` would read `null` as absent, and `{"subject": null, "before": "now"}` would
+/// revoke every key instead of being refused.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// [`present`] for a duration (`90s`, `10m` or a number of seconds).
+fn present_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    units::duration::deserialize(d).map(Some)
+}
+
+/// [`present`] for a size (`10MiB` or a number of bytes).
+fn present_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    units::size::deserialize(d).map(Some)
 }
 
 /// Routes a `/v1/...` request.

@@ -267,7 +267,7 @@ pub mod units {
     use serde::{Deserialize, Deserializer};
 
     #[derive(Deserialize)]
-    #[serde(untagged)]
+    #[serde(untagged, expecting = "expected a number or a string")]
     enum Human {
         Number(u64),
         Text(String),

@@ -873,3 +873,128 @@ fn revocations_are_limited_by_default() {
     assert_eq!(config.rate_limit.revocations_per_second, 10);
     assert_eq!(config.rate_limit.revocations_burst, 100);
 }
+
+/// `null` is not "absent": every optional field of both request bodies refuses it (and values
+/// of other types), naming the field, and nothing is issued or revoked.
+#[tokio::test]
+async fn null_and_wrong_types_are_refused_in_every_optional_field() {
+    let stack = Stack::start().await;
+    put_blob(&stack, "users/bob/k", "k").await;
+    let bobs = stack
+        .issue_ok(
+            BOB,
+            json!({"resource": "blob:users/bob/k", "ops": ["read"]}),
+        )
+        .await;
+    let base = json!({"resource": "blob:files/x", "ops": ["read"]});
+    let fields = [
+        "ttl",
+        "max_bytes",
+        "max_uses",
+        "content_type",
+        "ip",
+        "filename",
+    ];
+    let odd = [json!(null), json!(true), json!({"a": 1}), json!([[1]])];
+    for field in fields {
+        for value in &odd {
+            let mut body = base.clone();
+            body[field] = value.clone();
+            let response = stack.issue(ADMIN, body.clone()).await;
+            let status = response.status();
+            let json: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(status, 400, "{body}: {json}");
+            assert_eq!(json["error"]["code"], "bad_request", "{body}");
+            let message = json["error"]["message"].as_str().unwrap();
+            assert!(message.contains(field), "{body}: {message}");
+        }
+    }
+    for (field, value) in [("resource", json!(null)), ("ops", json!(null))] {
+        let mut body = base.clone();
+        body[field] = value;
+        let (status, code) = code(stack.issue(ADMIN, body.clone()).await).await;
+        assert_eq!((status, code.as_str()), (400, "bad_request"), "{body}");
+    }
+    // The revocation body: `subject: null` is not "every subject", for anyone.
+    let writes = revocation_writes(&stack);
+    let bodies = [
+        json!({"subject": null, "before": "now"}),
+        json!({"subject": 7, "before": "now"}),
+        json!({"subject": ["bob"], "before": "now"}),
+        json!({"subject": "bob", "before": null}),
+        json!({"before": 1}),
+        json!({"subject": "bob"}),
+        json!({"subject": "bob", "before": "now", "everyone": true}),
+    ];
+    for who in [ADMIN, ALICE] {
+        for body in &bodies {
+            let response = stack
+                .http
+                .post(stack.gate_url("/v1/revocations"))
+                .bearer_auth(who)
+                .json(body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            let json: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(status, 400, "{body}: {json}");
+            let message = json["error"]["message"].as_str().unwrap();
+            let named = ["subject", "before", "everyone"]
+                .iter()
+                .any(|f| message.contains(f));
+            assert!(named, "{body}: {message}");
+        }
+    }
+    assert_eq!(revocation_writes(&stack), writes, "a refused body wrote");
+    assert_eq!(
+        store_get(&stack, bobs["url"].as_str().unwrap()).await.0,
+        200
+    );
+}
+
+/// Without `may_revoke`, only one's own subject: not another's, not one spelled like one's
+/// own, not everyone's. Refused `forbidden`, nothing written.
+#[tokio::test]
+async fn wide_revocations_need_may_revoke() {
+    let stack = Stack::start().await;
+    put_blob(&stack, "users/bob/k", "k").await;
+    let bobs = stack
+        .issue_ok(
+            BOB,
+            json!({"resource": "blob:users/bob/k", "ops": ["read"]}),
+        )
+        .await;
+    let writes = revocation_writes(&stack);
+    let bodies = [
+        json!({"subject": "bob", "before": "now"}),
+        json!({"subject": "Alice", "before": "now"}),
+        json!({"subject": "alice ", "before": "now"}),
+        json!({"subject": "", "before": "now"}),
+        json!({"subject": "admin", "before": "2020-01-01T00:00:00Z"}),
+        json!({"before": "now"}),
+        json!({"before": "2020-01-01T00:00:00Z"}),
+    ];
+    for who in [ALICE, ROBOT] {
+        for body in &bodies {
+            let response = stack
+                .http
+                .post(stack.gate_url("/v1/revocations"))
+                .bearer_auth(who)
+                .json(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(code(response).await, (403, "forbidden".into()), "{body}");
+        }
+    }
+    assert_eq!(
+        revocation_writes(&stack),
+        writes,
+        "a refused revocation wrote"
+    );
+    assert_eq!(
+        store_get(&stack, bobs["url"].as_str().unwrap()).await.0,
+        200
+    );
+}
