@@ -108,14 +108,16 @@ pub(crate) async fn handle(
         }
         (&Method::GET, ["keys", id]) => {
             let principal = authenticate(gate, parts, principal_slot)?;
-            let record = visible_record(gate, &principal, id).await?;
-            status(gate, record).await
+            match visible_key(gate, &principal, id).await? {
+                Known::Recorded(record) => status(gate, record).await,
+                Known::Unrecorded(key_id) => unrecorded_status(gate, key_id).await,
+            }
         }
         (&Method::DELETE, ["keys", id]) => {
             let principal = authenticate(gate, parts, principal_slot)?;
             gate.check_revocation_rate(&principal.name)?;
-            let record = visible_record(gate, &principal, id).await?;
-            revoke_key(gate, &record).await
+            let key = visible_key(gate, &principal, id).await?;
+            revoke_key(gate, key).await
         }
         (&Method::POST, ["keys", id, "complete"]) => {
             complete(gate, parts, id, principal_slot).await
@@ -201,22 +203,36 @@ async fn issue(
     Ok(json_response(StatusCode::CREATED, &minted))
 }
 
-/// The record of key `id`, if the principal obtained it or may revoke others' keys. Someone
-/// else's key is reported as not found: its existence is not theirs to learn.
-async fn visible_record(
+/// What the gate knows of a key a principal may see.
+enum Known {
+    /// The record the gate made when it issued the key.
+    Recorded(IssuedKey),
+    /// No record: a key handed out in a delegate route's redirect, issued offline or by
+    /// another gate, never issued, or whose record was forgotten after it expired. Only the
+    /// ledger's own facts about the id (uses, revocation by id) are known.
+    Unrecorded(KeyId),
+}
+
+/// Key `id`, if the principal obtained it or may revoke others' keys: a principal with
+/// `may_revoke` may see and revoke any id, recorded or not. For anyone else a key that is not
+/// theirs, or not recorded, is not found: its existence is not theirs to learn, and the ids
+/// of keys they do not hold are no oracle.
+async fn visible_key(
     gate: &Arc<Gate>,
     principal: &Principal,
     id: &str,
-) -> Result<IssuedKey, GateError> {
+) -> Result<Known, GateError> {
     let not_found = || GateError::NotFound(format!("no key {id}"));
     let key_id = KeyId::parse_hex(id).ok_or_else(not_found)?;
-    let record = ledger_call(gate, move |l| l.issued(key_id))
-        .await?
-        .ok_or_else(not_found)?;
-    if record.issued_by != principal.name && !gate.policies.may_revoke(principal) {
-        return Err(not_found());
+    let record = ledger_call(gate, move |l| l.issued(key_id)).await?;
+    let may_revoke = gate.policies.may_revoke(principal);
+    match record {
+        Some(record) if may_revoke || record.issued_by == principal.name => {
+            Ok(Known::Recorded(record))
+        }
+        None if may_revoke => Ok(Known::Unrecorded(key_id)),
+        _ => Err(not_found()),
     }
-    Ok(record)
 }
 
 async fn ledger_call<T: Send + 'static>(
@@ -245,6 +261,7 @@ async fn status(gate: &Arc<Gate>, record: IssuedKey) -> Result<Response<GateBody
     });
     let body = json!({
         "id": key_id.to_string(),
+        "recorded": true,
         "issued_to": record.subject,
         "issued_by": record.issued_by,
         "resource": record.resource,
@@ -261,12 +278,34 @@ async fn status(gate: &Arc<Gate>, record: IssuedKey) -> Result<Response<GateBody
     Ok(json_response(StatusCode::OK, &body))
 }
 
-async fn revoke_key(gate: &Arc<Gate>, record: &IssuedKey) -> Result<Response<GateBody>, GateError> {
-    let (key_id, expires) = (record.key_id, record.expires);
-    ledger_call(gate, move |l| {
-        l.revoke_key(key_id, Some(expires), valet_keyring::now())
-    })
-    .await?;
+/// What is known of a key the gate has no record of: its counted uses, and whether its id was
+/// revoked (a revocation by subject or time needs the key's claims to decide).
+async fn unrecorded_status(
+    gate: &Arc<Gate>,
+    key_id: KeyId,
+) -> Result<Response<GateBody>, GateError> {
+    let state = ledger_call(gate, move |l| l.status(key_id)).await?;
+    let body = json!({
+        "id": key_id.to_string(),
+        "recorded": false,
+        "uses": state.uses,
+        "revoked": state.revoked,
+        "revoked_by": state.revoked.then_some("key"),
+    });
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+/// Revokes a key by id. A revocation by id needs no record: the ledger refuses the id however
+/// the key was handed out. It is kept until the key's recorded expiry, or for a key without a
+/// record, for the longest lifetime a key from this gate can have (it was issued no later
+/// than now, so it expires before then).
+async fn revoke_key(gate: &Arc<Gate>, key: Known) -> Result<Response<GateBody>, GateError> {
+    let now = valet_keyring::now();
+    let (key_id, expires) = match key {
+        Known::Recorded(record) => (record.key_id, record.expires),
+        Known::Unrecorded(key_id) => (key_id, now.plus(gate.policies.longest_ttl().as_secs())),
+    };
+    ledger_call(gate, move |l| l.revoke_key(key_id, Some(expires), now)).await?;
     tracing::info!(target: "valet::revoke", key_id = %key_id, "key revoked");
     Ok(no_content())
 }
@@ -296,8 +335,8 @@ async fn complete(
     }
     let principal = authenticate(gate, parts, principal_slot)?;
     gate.check_revocation_rate(&principal.name)?;
-    let record = visible_record(gate, &principal, id).await?;
-    revoke_key(gate, &record).await
+    let key = visible_key(gate, &principal, id).await?;
+    revoke_key(gate, key).await
 }
 
 /// The valet key presented to `complete`, if it is a credential that works now: genuine, key

@@ -282,11 +282,11 @@ async fn every_code_but_internal_is_produced_over_http() {
     check(
         refused(
             http.get(stack.gate_url("/v1/keys/00000000000000000000000000000000"))
-                .bearer_auth(ADMIN),
+                .bearer_auth(ALICE),
         )
         .await,
         (404, "not_found"),
-        "no such key",
+        "no such key of hers",
     );
     check(
         refused(http.post(stack.gate_url("/healthz"))).await,

@@ -396,16 +396,21 @@ async fn status_counts_uses_and_shows_revocation() {
         .unwrap();
     assert_eq!(status["revoked"], true);
     assert_eq!(status["revoked_by"], "key");
-    // Unknown and malformed ids.
-    for id in ["00000000000000000000000000000000", "xyz"] {
+    // Unknown and malformed ids: not found for Alice; a malformed one for the admin too.
+    for (who, id) in [
+        (ALICE, "00000000000000000000000000000000"),
+        (ALICE, "xyz"),
+        (ADMIN, "xyz"),
+        (ADMIN, &"AB".repeat(16)),
+    ] {
         let response = stack
             .http
             .get(stack.gate_url(&format!("/v1/keys/{id}")))
-            .bearer_auth(ADMIN)
+            .bearer_auth(who)
             .send()
             .await
             .unwrap();
-        assert_eq!(code(response).await, (404, "not_found".into()));
+        assert_eq!(code(response).await, (404, "not_found".into()), "{id}");
     }
 }
 
@@ -997,4 +1002,138 @@ async fn wide_revocations_need_may_revoke() {
         store_get(&stack, bobs["url"].as_str().unwrap()).await.0,
         200
     );
+}
+
+/// The key id inside the `Location` of a delegate route's 307 for `path`, and that URL.
+async fn delegated(stack: &Stack, path: &str, api_key: &str) -> (String, String) {
+    let response = stack.get_as(path, api_key).await;
+    assert_eq!(response.status(), 307, "{path}");
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let token: valet_key::Token = location.split("vk=").nth(1).unwrap().parse().unwrap();
+    (token.claims().key_id.to_string(), location)
+}
+
+/// `GET /v1/keys/ID` as the admin: the 200 body.
+async fn admin_status(stack: &Stack, id: &str) -> serde_json::Value {
+    let response = stack.get_as(&format!("/v1/keys/{id}"), ADMIN).await;
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+/// The `expires` the ledger keeps a revocation of `id` until.
+fn revocation_kept_until(stack: &Stack, id: &str) -> Option<u64> {
+    let conn = rusqlite::Connection::open(stack.dir.path().join("ledger.sqlite")).unwrap();
+    let id = valet_key::KeyId::parse_hex(id).unwrap();
+    conn.query_row(
+        "SELECT expires FROM revoked_keys WHERE key_id = ?1",
+        [&id.0[..]],
+        |row| row.get(0),
+    )
+    .unwrap()
+}
+
+/// A key the gate handed out in a redirect has no record, yet an admin revokes it by id, and
+/// sees what the ledger knows of it; its own principal, without `may_revoke`, learns nothing.
+#[tokio::test]
+async fn an_admin_revokes_and_inspects_keys_the_gate_never_recorded() {
+    let stack = Stack::start().await;
+    put_blob(&stack, "files/d.txt", "delegated").await;
+    put_blob(&stack, "users/alice/m.txt", "mine").await;
+    let (admin_key, admin_url) = delegated(&stack, "/files/d.txt", ADMIN).await;
+    let (alice_key, alice_url) = delegated(&stack, "/me/m.txt", ALICE).await;
+    assert_eq!(store_get(&stack, &alice_url).await, (200, "mine".into()));
+    let never_recorded = valet_ledger::Ledger::issued(
+        stack.ledger.as_ref(),
+        valet_key::KeyId::parse_hex(&alice_key).unwrap(),
+    );
+    assert!(never_recorded.unwrap().is_none());
+
+    // Without `may_revoke`, an unrecorded id is not found, even one's own delegated key.
+    for (method, path) in [
+        (reqwest::Method::GET, format!("/v1/keys/{alice_key}")),
+        (reqwest::Method::DELETE, format!("/v1/keys/{alice_key}")),
+        (
+            reqwest::Method::POST,
+            format!("/v1/keys/{alice_key}/complete"),
+        ),
+        (reqwest::Method::DELETE, format!("/v1/keys/{admin_key}")),
+    ] {
+        let response = stack
+            .http
+            .request(method.clone(), stack.gate_url(&path))
+            .bearer_auth(ALICE)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            code(response).await,
+            (404, "not_found".into()),
+            "{method} {path}"
+        );
+    }
+    assert_eq!(store_get(&stack, &alice_url).await.0, 200);
+
+    // The admin sees what is known: Alice's key was used twice (the role counts uses).
+    let status = admin_status(&stack, &alice_key).await;
+    assert_eq!(
+        status,
+        json!({"id": alice_key, "recorded": false, "uses": 2, "revoked": false, "revoked_by": null})
+    );
+    // The admin revokes both by id: by DELETE and by completing.
+    let now = valet_keyring::now().0;
+    let response = stack
+        .http
+        .delete(stack.gate_url(&format!("/v1/keys/{alice_key}")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    let response = stack
+        .http
+        .post(stack.gate_url(&format!("/v1/keys/{admin_key}/complete")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    assert_eq!(
+        store_get(&stack, &alice_url).await,
+        (403, "key_revoked".into())
+    );
+    assert_eq!(
+        store_get(&stack, &admin_url).await,
+        (403, "key_revoked".into())
+    );
+    let status = admin_status(&stack, &alice_key).await;
+    assert_eq!(status["revoked"], true);
+    assert_eq!(status["revoked_by"], "key");
+    assert_eq!(status["recorded"], false);
+    // Kept as long as any key from this gate can live (the admin role's 24 h), not forever.
+    for id in [&alice_key, &admin_key] {
+        let until = revocation_kept_until(&stack, id).unwrap();
+        assert!(
+            (now + 86_400..=now + 86_402).contains(&until),
+            "{until} vs {now}"
+        );
+    }
+    // A recorded key's revocation is kept until its own expiry, and says it is recorded.
+    let recorded = stack
+        .issue_ok(
+            ADMIN,
+            json!({"resource": "blob:files/d.txt", "ops": ["read"], "ttl": "2m"}),
+        )
+        .await;
+    let id = recorded["id"].as_str().unwrap();
+    assert_eq!(admin_status(&stack, id).await["recorded"], true);
+    let response = stack
+        .http
+        .delete(stack.gate_url(&format!("/v1/keys/{id}")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    let until = revocation_kept_until(&stack, id).unwrap();
+    assert!((now + 120..=now + 122).contains(&until), "{until} vs {now}");
 }
