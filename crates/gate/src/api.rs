@@ -409,13 +409,31 @@ async fn revoke_many(
         }
         None => ledger_call(gate, move |l| l.revoke_all_before(before, now)).await?,
     }
+    until_reached(before).await;
     Ok(no_content())
+}
+
+/// Returns once the clock has reached `before` (at most a second away). Key times are whole
+/// seconds, so `now` must cover the current second (keys issued earlier in it are revoked
+/// too); but a key minted later in that second gets the same not-before and would be born
+/// revoked. Answering only once that second is over makes the cut exact from the client's
+/// side: every key issued before the call is revoked, and every key issued after the answer
+/// (by any gate on this clock) works.
+async fn until_reached(before: UnixTime) {
+    let target = std::time::UNIX_EPOCH + Duration::from_secs(before.0);
+    while let Ok(left) = target.duration_since(std::time::SystemTime::now()) {
+        if left.is_zero() {
+            break;
+        }
+        tokio::time::sleep(left).await;
+    }
 }
 
 /// `now` or an RFC 3339 time.
 fn parse_time(text: &str, now: UnixTime) -> Result<UnixTime, GateError> {
     if text.eq_ignore_ascii_case("now") {
-        // Keys issued in the current second are revoked too.
+        // Keys issued in the current second are revoked too; the answer waits for its end
+        // (`until_reached`).
         return Ok(now.plus(1));
     }
     let at = humantime::parse_rfc3339_weak(text).map_err(|e| {

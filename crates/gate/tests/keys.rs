@@ -1137,3 +1137,49 @@ async fn an_admin_revokes_and_inspects_keys_the_gate_never_recorded() {
     let until = revocation_kept_until(&stack, id).unwrap();
     assert!((now + 120..=now + 122).contains(&until), "{until} vs {now}");
 }
+
+/// `before: "now"` covers the current second (key times are whole seconds), and answers only
+/// once that second is over: a key issued before the call is revoked, and a key issued after
+/// the answer, through the API or a delegate route, works, every time.
+#[tokio::test]
+async fn a_key_issued_after_a_revocation_before_now_works() {
+    let stack = Stack::start().await;
+    put_blob(&stack, "users/alice/r", "r").await;
+    let body = json!({"resource": "blob:users/alice/r", "ops": ["read"]});
+    let revoke = |who: &'static str, body: serde_json::Value| {
+        let request = stack
+            .http
+            .post(stack.gate_url("/v1/revocations"))
+            .bearer_auth(who)
+            .json(&body);
+        async move { request.send().await.unwrap().status() }
+    };
+    for round in 0..3 {
+        let earlier = stack.issue_ok(ALICE, body.clone()).await;
+        let (who, revocation) = if round == 2 {
+            (ADMIN, json!({"before": "now"}))
+        } else {
+            (ALICE, json!({"subject": "alice", "before": "now"}))
+        };
+        assert_eq!(revoke(who, revocation).await, 204);
+        let later = stack.issue_ok(ALICE, body.clone()).await;
+        assert_eq!(
+            store_get(&stack, later["url"].as_str().unwrap()).await,
+            (200, "r".into()),
+            "round {round}: a key issued after the answer"
+        );
+        let redirect = stack.get_as("/me/r", ALICE).await;
+        assert_eq!(redirect.status(), 307);
+        let location = redirect.headers()["location"].to_str().unwrap().to_owned();
+        assert_eq!(
+            store_get(&stack, &location).await,
+            (200, "r".into()),
+            "round {round}: a delegated key minted after the answer"
+        );
+        assert_eq!(
+            store_get(&stack, earlier["url"].as_str().unwrap()).await,
+            (403, "key_revoked".into()),
+            "round {round}: a key issued before the call"
+        );
+    }
+}
