@@ -9,10 +9,10 @@ use http::{header, request::Parts, HeaderValue, Method, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use serde_json::json;
-use valet_key::{KeyId, Ops, Scope, Token, UnixTime};
-use valet_ledger::{IssuedKey, Revocation};
+use valet_key::{Denial, KeyId, Ops, Scope, Token, UnixTime};
+use valet_ledger::{IssuedKey, KeyUse, Revocation};
 
 use crate::auth::Principal;
 use crate::body::GateBody;
@@ -25,29 +25,30 @@ use crate::state::Gate;
 /// The largest JSON request body the API reads.
 const MAX_JSON_BODY: usize = 64 * 1024;
 
-/// `POST /v1/keys`.
+/// `POST /v1/keys`. Optional fields are absent or of their type: `null` is refused (see
+/// [`present`]), as are unknown fields (the schema has `additionalProperties: false`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct KeyRequestBody {
     resource: String,
     ops: OneOrMany,
-    #[serde(default, with = "units::opt_duration")]
+    #[serde(default, deserialize_with = "present_duration")]
     ttl: Option<Duration>,
-    #[serde(default, with = "units::opt_size")]
+    #[serde(default, deserialize_with = "present_size")]
     max_bytes: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     max_uses: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     content_type: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     ip: Option<OneOrMany>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     filename: Option<String>,
 }
 
 /// `["read", "write"]` or `"read,write"`.
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "expected a string or an array of strings")]
 enum OneOrMany {
     One(String),
     Many(Vec<String>),
@@ -66,9 +67,27 @@ impl OneOrMany {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RevocationBody {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     subject: Option<String>,
     before: String,
+}
+
+/// An optional field that, when present, holds a `T`: absent is `None` (with
+/// `#[serde(default)]`), and `null` is refused like any other value that is not a `T`. Plain
+/// `Option` would read `null` as absent, and `{"subject": null, "before": "now"}` would
+/// revoke every key instead of being refused.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// [`present`] for a duration (`90s`, `10m` or a number of seconds).
+fn present_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    units::duration::deserialize(d).map(Some)
+}
+
+/// [`present`] for a size (`10MiB` or a number of bytes).
+fn present_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    units::size::deserialize(d).map(Some)
 }
 
 /// Routes a `/v1/...` request.
@@ -89,19 +108,23 @@ pub(crate) async fn handle(
         }
         (&Method::GET, ["keys", id]) => {
             let principal = authenticate(gate, parts, principal_slot)?;
-            let record = visible_record(gate, &principal, id).await?;
-            status(gate, record).await
+            match visible_key(gate, &principal, id).await? {
+                Known::Recorded(record) => status(gate, record).await,
+                Known::Unrecorded(key_id) => unrecorded_status(gate, key_id).await,
+            }
         }
         (&Method::DELETE, ["keys", id]) => {
             let principal = authenticate(gate, parts, principal_slot)?;
-            let record = visible_record(gate, &principal, id).await?;
-            revoke_key(gate, &record).await
+            gate.check_revocation_rate(&principal.name)?;
+            let key = visible_key(gate, &principal, id).await?;
+            revoke_key(gate, key).await
         }
         (&Method::POST, ["keys", id, "complete"]) => {
             complete(gate, parts, id, principal_slot).await
         }
         (&Method::POST, ["revocations"]) => {
             let principal = authenticate(gate, parts, principal_slot)?;
+            gate.check_revocation_rate(&principal.name)?;
             let request: RevocationBody = read_json(body).await?;
             revoke_many(gate, &principal, request).await
         }
@@ -180,22 +203,36 @@ async fn issue(
     Ok(json_response(StatusCode::CREATED, &minted))
 }
 
-/// The record of key `id`, if the principal obtained it or may revoke others' keys. Someone
-/// else's key is reported as not found: its existence is not theirs to learn.
-async fn visible_record(
+/// What the gate knows of a key a principal may see.
+enum Known {
+    /// The record the gate made when it issued the key.
+    Recorded(IssuedKey),
+    /// No record: a key handed out in a delegate route's redirect, issued offline or by
+    /// another gate, never issued, or whose record was forgotten after it expired. Only the
+    /// ledger's own facts about the id (uses, revocation by id) are known.
+    Unrecorded(KeyId),
+}
+
+/// Key `id`, if the principal obtained it or may revoke others' keys: a principal with
+/// `may_revoke` may see and revoke any id, recorded or not. For anyone else a key that is not
+/// theirs, or not recorded, is not found: its existence is not theirs to learn, and the ids
+/// of keys they do not hold are no oracle.
+async fn visible_key(
     gate: &Arc<Gate>,
     principal: &Principal,
     id: &str,
-) -> Result<IssuedKey, GateError> {
+) -> Result<Known, GateError> {
     let not_found = || GateError::NotFound(format!("no key {id}"));
     let key_id = KeyId::parse_hex(id).ok_or_else(not_found)?;
-    let record = ledger_call(gate, move |l| l.issued(key_id))
-        .await?
-        .ok_or_else(not_found)?;
-    if record.issued_by != principal.name && !gate.policies.may_revoke(principal) {
-        return Err(not_found());
+    let record = ledger_call(gate, move |l| l.issued(key_id)).await?;
+    let may_revoke = gate.policies.may_revoke(principal);
+    match record {
+        Some(record) if may_revoke || record.issued_by == principal.name => {
+            Ok(Known::Recorded(record))
+        }
+        None if may_revoke => Ok(Known::Unrecorded(key_id)),
+        _ => Err(not_found()),
     }
-    Ok(record)
 }
 
 async fn ledger_call<T: Send + 'static>(
@@ -224,6 +261,7 @@ async fn status(gate: &Arc<Gate>, record: IssuedKey) -> Result<Response<GateBody
     });
     let body = json!({
         "id": key_id.to_string(),
+        "recorded": true,
         "issued_to": record.subject,
         "issued_by": record.issued_by,
         "resource": record.resource,
@@ -240,12 +278,34 @@ async fn status(gate: &Arc<Gate>, record: IssuedKey) -> Result<Response<GateBody
     Ok(json_response(StatusCode::OK, &body))
 }
 
-async fn revoke_key(gate: &Arc<Gate>, record: &IssuedKey) -> Result<Response<GateBody>, GateError> {
-    let (key_id, expires) = (record.key_id, record.expires);
-    ledger_call(gate, move |l| {
-        l.revoke_key(key_id, Some(expires), valet_keyring::now())
-    })
-    .await?;
+/// What is known of a key the gate has no record of: its counted uses, and whether its id was
+/// revoked (a revocation by subject or time needs the key's claims to decide).
+async fn unrecorded_status(
+    gate: &Arc<Gate>,
+    key_id: KeyId,
+) -> Result<Response<GateBody>, GateError> {
+    let state = ledger_call(gate, move |l| l.status(key_id)).await?;
+    let body = json!({
+        "id": key_id.to_string(),
+        "recorded": false,
+        "uses": state.uses,
+        "revoked": state.revoked,
+        "revoked_by": state.revoked.then_some("key"),
+    });
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+/// Revokes a key by id. A revocation by id needs no record: the ledger refuses the id however
+/// the key was handed out. It is kept until the key's recorded expiry, or for a key without a
+/// record, for the longest lifetime a key from this gate can have (it was issued no later
+/// than now, so it expires before then).
+async fn revoke_key(gate: &Arc<Gate>, key: Known) -> Result<Response<GateBody>, GateError> {
+    let now = valet_keyring::now();
+    let (key_id, expires) = match key {
+        Known::Recorded(record) => (record.key_id, record.expires),
+        Known::Unrecorded(key_id) => (key_id, now.plus(gate.policies.longest_ttl().as_secs())),
+    };
+    ledger_call(gate, move |l| l.revoke_key(key_id, Some(expires), now)).await?;
     tracing::info!(target: "valet::revoke", key_id = %key_id, "key revoked");
     Ok(no_content())
 }
@@ -258,27 +318,14 @@ async fn complete(
     id: &str,
     principal_slot: &mut Option<Arc<Principal>>,
 ) -> Result<Response<GateBody>, GateError> {
-    if let Some(token) = valet_token(parts) {
-        let token: Token = token
-            .parse()
-            .map_err(|_| GateError::Unauthenticated("the valet key is malformed".into()))?;
-        if !gate.verifier().keyring().check_tag(&token) {
-            return Err(GateError::Unauthenticated(
-                "the valet key does not verify".into(),
-            ));
-        }
-        if token.claims().key_id.to_string() != id.to_ascii_lowercase() {
-            return Err(GateError::Forbidden(
-                "the valet key presented is not key {id}".replace("{id}", id),
-            ));
-        }
-        let record = ledger_call(gate, {
-            let key_id = token.claims().key_id;
-            move |l| l.issued(key_id)
-        })
-        .await?;
-        let expires = record.map_or(token.claims().expires, |r| r.expires);
-        let key_id = token.claims().key_id;
+    if let Some(text) = valet_token(parts) {
+        let token = current_key(gate, text, id).await?;
+        // The holder is no principal: the write counts against the key's subject, the
+        // principal that obtained it (a key without one, issued offline, against `""`, which
+        // no principal is named). Only a genuine, current key gets this far.
+        let subject = token.claims().subject.clone().unwrap_or_default();
+        gate.check_revocation_rate(&subject)?;
+        let (key_id, expires) = (token.claims().key_id, token.claims().expires);
         ledger_call(gate, move |l| {
             l.revoke_key(key_id, Some(expires), valet_keyring::now())
         })
@@ -287,8 +334,53 @@ async fn complete(
         return Ok(no_content());
     }
     let principal = authenticate(gate, parts, principal_slot)?;
-    let record = visible_record(gate, &principal, id).await?;
-    revoke_key(gate, &record).await
+    gate.check_revocation_rate(&principal.name)?;
+    let key = visible_key(gate, &principal, id).await?;
+    revoke_key(gate, key).await
+}
+
+/// The valet key presented to `complete`, if it is a credential that works now: genuine, key
+/// `id`, inside its own window and every caveat's (with the skew), and not revoked. Completing
+/// revokes the key id, so the root key and every narrowing of it: a copy that has expired,
+/// has not begun, or was cut off must not be able to end the copies that still work.
+async fn current_key(gate: &Arc<Gate>, text: &str, id: &str) -> Result<Token, GateError> {
+    let token: Token = text
+        .parse()
+        .map_err(|_| GateError::Unauthenticated("the valet key is malformed".into()))?;
+    gate.verifier()
+        .check_current(&token, valet_keyring::now())
+        .map_err(|denial| match denial {
+            Denial::Expired => GateError::KeyExpired,
+            Denial::NotYetValid => GateError::KeyNotYetValid,
+            _ => GateError::Unauthenticated("the valet key does not verify".into()),
+        })?;
+    if token.claims().key_id.to_string() != id.to_ascii_lowercase() {
+        return Err(GateError::Forbidden(format!(
+            "the valet key presented is not key {id}"
+        )));
+    }
+    let claims = token.claims();
+    let (key_id, subject, issued_at, expires, max_uses) = (
+        claims.key_id,
+        claims.subject.clone(),
+        claims.not_before,
+        claims.expires,
+        claims.limits.max_uses,
+    );
+    let revocation = ledger_call(gate, move |l| {
+        l.revocation(&KeyUse {
+            key_id,
+            subject: subject.as_deref(),
+            issued_at,
+            expires,
+            max_uses,
+        })
+    })
+    .await?;
+    match revocation {
+        Some(_) => Err(GateError::KeyRevoked),
+        None => Ok(token),
+    }
 }
 
 fn valet_token(parts: &Parts) -> Option<&str> {
@@ -317,13 +409,31 @@ async fn revoke_many(
         }
         None => ledger_call(gate, move |l| l.revoke_all_before(before, now)).await?,
     }
+    until_reached(before).await;
     Ok(no_content())
+}
+
+/// Returns once the clock has reached `before` (at most a second away). Key times are whole
+/// seconds, so `now` must cover the current second (keys issued earlier in it are revoked
+/// too); but a key minted later in that second gets the same not-before and would be born
+/// revoked. Answering only once that second is over makes the cut exact from the client's
+/// side: every key issued before the call is revoked, and every key issued after the answer
+/// (by any gate on this clock) works.
+async fn until_reached(before: UnixTime) {
+    let target = std::time::UNIX_EPOCH + Duration::from_secs(before.0);
+    while let Ok(left) = target.duration_since(std::time::SystemTime::now()) {
+        if left.is_zero() {
+            break;
+        }
+        tokio::time::sleep(left).await;
+    }
 }
 
 /// `now` or an RFC 3339 time.
 fn parse_time(text: &str, now: UnixTime) -> Result<UnixTime, GateError> {
     if text.eq_ignore_ascii_case("now") {
-        // Keys issued in the current second are revoked too.
+        // Keys issued in the current second are revoked too; the answer waits for its end
+        // (`until_reached`).
         return Ok(now.plus(1));
     }
     let at = humantime::parse_rfc3339_weak(text).map_err(|e| {

@@ -2,14 +2,18 @@
 //!
 //! API keys are stored as their SHA-256 only, so a leaked configuration or data folder does not
 //! leak a usable credential; the keys are 256 random bits, so a fast hash is enough (there is
-//! nothing to brute-force). JWTs are checked for signature, `exp`, `nbf`, and the configured
-//! `iss` and `aud`, with the gate's clock-skew tolerance.
+//! nothing to brute-force). JWTs are checked for algorithm and signature (by `jsonwebtoken`),
+//! then here for the registered claims: each of its type where present (a string `nbf` is a
+//! refusal, not an absent one), `exp` required, `exp` and `nbf` with the gate's clock-skew
+//! tolerance, and the configured `iss` and `aud`. Refusals say what is wrong in plain words,
+//! never in the library's type names.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use http::{header, HeaderMap, HeaderValue};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::config::{ApiKeyConfig, ConfigError, JwtConfig, RoleConfig};
@@ -83,7 +87,16 @@ impl std::fmt::Debug for Authenticator {
 
 struct JwtCheck {
     key: DecodingKey,
+    /// The one algorithm accepted.
+    algorithm: Algorithm,
+    /// The library's checks: algorithm and signature.
     validation: Validation,
+    /// Seconds `exp` may be past and `nbf` ahead.
+    skew: u64,
+    /// The `iss` a token must carry, if configured.
+    issuer: Option<String>,
+    /// The audience a token's `aud` must name, if configured.
+    audience: Option<String>,
     principal_claim: String,
     roles_claim: Option<String>,
     default_roles: Vec<String>,
@@ -232,25 +245,22 @@ impl JwtCheck {
                 })?
             }
         };
+        // The library checks the algorithm and the signature only; the registered claims are
+        // checked by `check_registered`, which refuses a claim of the wrong type (the library
+        // skips an `nbf` it cannot read as a number, and reports a string `exp` as missing).
         let mut validation = Validation::new(algorithm);
-        validation.leeway = skew_seconds;
-        validation.validate_nbf = true;
-        // A configured issuer or audience must be present, not merely right when present.
-        let mut required = vec!["exp"];
-        required.extend(config.issuer.as_ref().map(|_| "iss"));
-        required.extend(config.audience.as_ref().map(|_| "aud"));
-        validation.set_required_spec_claims(&required);
-        match &config.issuer {
-            Some(iss) => validation.set_issuer(&[iss]),
-            None => validation.iss = None,
-        }
-        match &config.audience {
-            Some(aud) => validation.set_audience(&[aud]),
-            None => validation.validate_aud = false,
-        }
+        validation.required_spec_claims.clear();
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.iss = None;
         Ok(JwtCheck {
             key,
+            algorithm,
             validation,
+            skew: skew_seconds,
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
             principal_claim: config.principal_claim.clone(),
             roles_claim: config.roles_claim.clone(),
             default_roles: config.default_roles.clone(),
@@ -259,13 +269,19 @@ impl JwtCheck {
     }
 
     fn check(&self, token: &str) -> Result<Arc<Principal>, GateError> {
-        let claims = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
-            token,
-            &self.key,
-            &self.validation,
-        )
-        .map_err(|e| GateError::Unauthenticated(format!("JWT refused: {e}")))?
-        .claims;
+        let refused = |why: String| GateError::Unauthenticated(format!("JWT refused: {why}"));
+        let header = jsonwebtoken::decode_header(token).map_err(|e| refused(plain(&e)))?;
+        if header.alg != self.algorithm {
+            return Err(refused(format!(
+                "the token is signed with {:?}; this gate accepts {:?} only",
+                header.alg, self.algorithm
+            )));
+        }
+        let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)
+            .map_err(|e| refused(plain(&e)))?
+            .claims;
+        self.check_registered(&claims, valet_keyring::now().0)
+            .map_err(refused)?;
         let name = claims
             .get(&self.principal_claim)
             .and_then(|v| v.as_str())
@@ -280,10 +296,10 @@ impl JwtCheck {
         let mut roles = self.default_roles.clone();
         if let Some(claim) = &self.roles_claim {
             match claims.get(claim) {
-                Some(serde_json::Value::Array(items)) => {
+                Some(Value::Array(items)) => {
                     roles.extend(items.iter().filter_map(|v| v.as_str()).map(str::to_owned))
                 }
-                Some(serde_json::Value::String(list)) => {
+                Some(Value::String(list)) => {
                     roles.extend(list.split_whitespace().map(str::to_owned))
                 }
                 _ => {}
@@ -292,5 +308,105 @@ impl JwtCheck {
         roles.retain(|r| self.known_roles.contains(r));
         roles.dedup();
         Ok(Arc::new(Principal::new(name.to_owned(), roles)))
+    }
+}
+
+impl JwtCheck {
+    /// The registered claims (RFC 7519 section 4.1): each of the right type where present, `exp`
+    /// present, the window with the skew, the configured `iss` and `aud`. A claim of the wrong
+    /// type is a refusal, never skipped: a string `nbf` must not make a token valid early.
+    fn check_registered(&self, claims: &Map<String, Value>, now: u64) -> Result<(), String> {
+        for name in ["exp", "nbf", "iat"] {
+            if claims.get(name).is_some_and(|v| numeric_date(v).is_none()) {
+                return Err(format!(
+                    "the `{name}` claim is not a time (a non-negative number of seconds)"
+                ));
+            }
+        }
+        for name in ["iss", "sub"] {
+            if claims.get(name).is_some_and(|v| !v.is_string()) {
+                return Err(format!("the `{name}` claim is not a string"));
+            }
+        }
+        let audiences = match claims.get("aud") {
+            None => None,
+            Some(Value::String(one)) => Some(vec![one.as_str()]),
+            Some(Value::Array(items)) => Some(
+                items
+                    .iter()
+                    .map(Value::as_str)
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or("the `aud` claim is not a string or an array of strings")?,
+            ),
+            Some(_) => return Err("the `aud` claim is not a string or an array of strings".into()),
+        };
+        let skew = self.skew as f64;
+        let now = now as f64;
+        let exp = claims
+            .get("exp")
+            .and_then(numeric_date)
+            .ok_or("the token has no `exp` claim")?;
+        if exp + skew < now {
+            return Err("the token has expired".into());
+        }
+        if claims
+            .get("nbf")
+            .and_then(numeric_date)
+            .is_some_and(|nbf| nbf > now + skew)
+        {
+            return Err("the token is not valid yet (`nbf`)".into());
+        }
+        if let Some(issuer) = &self.issuer {
+            match claims.get("iss").and_then(Value::as_str) {
+                None => return Err("the token has no `iss` claim".into()),
+                Some(iss) if iss != issuer => {
+                    return Err(format!("the token's issuer is not {issuer:?}"))
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(audience) = &self.audience {
+            match audiences {
+                None => return Err("the token has no `aud` claim".into()),
+                Some(list) if !list.contains(&audience.as_str()) => {
+                    return Err(format!(
+                        "the token's audience does not include {audience:?}"
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A NumericDate: a JSON number of seconds since the epoch, not negative (fractions allowed).
+fn numeric_date(value: &Value) -> Option<f64> {
+    value.as_f64().filter(|t| *t >= 0.0)
+}
+
+/// What went wrong, in words for the client rather than the library's type names.
+fn plain(error: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind;
+    match error.kind() {
+        ErrorKind::InvalidToken => "the token is not a JWT (three base64url parts)".into(),
+        ErrorKind::Base64(_) => "a part of the token is not base64url".into(),
+        ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
+            "the token's header or claims are not of the JWT form (JSON objects; a header \
+             naming a supported algorithm; registered claims of their types)"
+                .into()
+        }
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+            "the token is not signed with the algorithm this gate accepts".into()
+        }
+        ErrorKind::ExpiredSignature => "the token has expired".into(),
+        ErrorKind::ImmatureSignature => "the token is not valid yet (`nbf`)".into(),
+        ErrorKind::InvalidIssuer => "the token's issuer is not the configured one".into(),
+        ErrorKind::InvalidAudience => {
+            "the token's audience does not include the configured one".into()
+        }
+        ErrorKind::MissingRequiredClaim(claim) => format!("the token has no `{claim}` claim"),
+        // A bad signature, or signature bytes of the wrong form for the key.
+        _ => "the signature does not verify".into(),
     }
 }

@@ -148,6 +148,14 @@ pub struct RateLimitConfig {
     /// Requests allowed in a burst.
     #[serde(default = "defaults::burst")]
     pub burst: u32,
+    /// Sustained revocations per second per principal (`DELETE /v1/keys/ID`, `complete`,
+    /// `POST /v1/revocations`): each is a durable ledger write, so they have their own, much
+    /// smaller bucket; 0 turns it off.
+    #[serde(default = "defaults::revocations_per_second")]
+    pub revocations_per_second: u32,
+    /// Revocations allowed in a burst.
+    #[serde(default = "defaults::revocations_burst")]
+    pub revocations_burst: u32,
 }
 
 impl Default for RateLimitConfig {
@@ -155,6 +163,8 @@ impl Default for RateLimitConfig {
         RateLimitConfig {
             per_second: defaults::per_second(),
             burst: defaults::burst(),
+            revocations_per_second: defaults::revocations_per_second(),
+            revocations_burst: defaults::revocations_burst(),
         }
     }
 }
@@ -212,6 +222,12 @@ mod defaults {
     pub fn burst() -> u32 {
         400
     }
+    pub fn revocations_per_second() -> u32 {
+        10
+    }
+    pub fn revocations_burst() -> u32 {
+        100
+    }
     pub fn principal_header() -> String {
         "x-valet-principal".into()
     }
@@ -251,7 +267,7 @@ pub mod units {
     use serde::{Deserialize, Deserializer};
 
     #[derive(Deserialize)]
-    #[serde(untagged)]
+    #[serde(untagged, expecting = "expected a number or a string")]
     enum Human {
         Number(u64),
         Text(String),

@@ -20,6 +20,17 @@ pub enum GateError {
     /// The principal may not act on this key or route.
     #[error("{0}")]
     Forbidden(String),
+    /// The valet key presented as a credential is genuine but past its expiry or a caveat's,
+    /// beyond the clock-skew tolerance.
+    #[error("the valet key has expired")]
+    KeyExpired,
+    /// The valet key presented as a credential is genuine but before its not-before or a
+    /// caveat's, beyond the clock-skew tolerance.
+    #[error("the valet key is not valid yet")]
+    KeyNotYetValid,
+    /// The valet key presented as a credential was revoked (by id, subject or time).
+    #[error("the valet key is revoked")]
+    KeyRevoked,
     /// Too many requests from this principal.
     #[error("rate limit exceeded; retry in {retry_after} s")]
     RateLimited {
@@ -67,6 +78,10 @@ impl GateError {
             GateError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
             GateError::PolicyDenied(_) => (StatusCode::FORBIDDEN, "policy_denied"),
             GateError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            // The store's codes for the same failures of the same key.
+            GateError::KeyExpired => (StatusCode::FORBIDDEN, "key_expired"),
+            GateError::KeyNotYetValid => (StatusCode::FORBIDDEN, "key_not_yet_valid"),
+            GateError::KeyRevoked => (StatusCode::FORBIDDEN, "key_revoked"),
             GateError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             GateError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             GateError::BadPath(_) => (StatusCode::BAD_REQUEST, "bad_path"),

@@ -167,6 +167,17 @@ impl Policies {
         self.roles.contains_key(role)
     }
 
+    /// The longest lifetime any key from this gate can have: the largest `max_ttl` (every key
+    /// the policy approves, by the API or a delegate route, lives at most its role's). What a
+    /// revocation of a key whose expiry the gate does not know must outlive.
+    pub(crate) fn longest_ttl(&self) -> Duration {
+        self.roles
+            .values()
+            .map(|r| r.max_ttl)
+            .max()
+            .unwrap_or(DEFAULT_TTL)
+    }
+
     /// Whether one of the principal's roles may revoke keys it did not obtain.
     pub(crate) fn may_revoke(&self, principal: &Principal) -> bool {
         self.roles_of(principal).any(|r| r.may_revoke)

@@ -26,6 +26,8 @@ pub struct Gate {
     pub(crate) policies: Policies,
     pub(crate) routes: RouteTable,
     pub(crate) limiter: Option<DefaultKeyedRateLimiter<String>>,
+    /// A separate bucket for revocations: each one is a durable ledger write.
+    revocation_limiter: Option<DefaultKeyedRateLimiter<String>>,
     pub(crate) principal_header: HeaderName,
     pub(crate) roles_header: HeaderName,
     pub(crate) ledger: Arc<dyn Ledger>,
@@ -79,7 +81,16 @@ impl Gate {
             auth,
             policies,
             routes,
-            limiter: rate_limiter(config.rate_limit.per_second, config.rate_limit.burst)?,
+            limiter: rate_limiter(
+                config.rate_limit.per_second,
+                config.rate_limit.burst,
+                "rate_limit.burst",
+            )?,
+            revocation_limiter: rate_limiter(
+                config.rate_limit.revocations_per_second,
+                config.rate_limit.revocations_burst,
+                "rate_limit.revocations_burst",
+            )?,
             principal_header: header("proxy.principal_header", &config.proxy.principal_header)?,
             roles_header: header("proxy.roles_header", &config.proxy.roles_header)?,
             ledger,
@@ -109,38 +120,56 @@ impl Gate {
 
     /// Counts one request against the principal's rate.
     pub(crate) fn check_rate(&self, principal: &Principal) -> Result<(), GateError> {
-        let Some(limiter) = &self.limiter else {
-            return Ok(());
-        };
-        limiter.check_key(&principal.name).map_err(|not_until| {
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(
-                &governor::clock::DefaultClock::default(),
-            ));
-            GateError::RateLimited {
-                retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
-            }
-        })
+        charge(self.limiter.as_ref(), &principal.name)
+    }
+
+    /// Counts one revocation against `principal`'s revocation rate, before anything is written:
+    /// a refused call writes nothing.
+    pub(crate) fn check_revocation_rate(&self, principal: &String) -> Result<(), GateError> {
+        charge(self.revocation_limiter.as_ref(), principal)
     }
 
     /// Forgets rate-limit state of principals that have been quiet, so that memory stays
     /// bounded however many principals come and go.
     pub(crate) fn forget_quiet_principals(&self) {
-        if let Some(limiter) = &self.limiter {
+        for limiter in [&self.limiter, &self.revocation_limiter]
+            .into_iter()
+            .flatten()
+        {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
     }
 }
 
+/// Takes one token of `who`'s bucket, or says how long to wait for one.
+fn charge(
+    limiter: Option<&DefaultKeyedRateLimiter<String>>,
+    who: &String,
+) -> Result<(), GateError> {
+    let Some(limiter) = limiter else {
+        return Ok(());
+    };
+    limiter.check_key(who).map_err(|not_until| {
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(
+            &governor::clock::DefaultClock::default(),
+        ));
+        GateError::RateLimited {
+            retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
+        }
+    })
+}
+
 fn rate_limiter(
     per_second: u32,
     burst: u32,
+    burst_setting: &str,
 ) -> Result<Option<DefaultKeyedRateLimiter<String>>, ConfigError> {
     let Some(rate) = NonZeroU32::new(per_second) else {
         return Ok(None);
     };
     let burst = NonZeroU32::new(burst)
-        .ok_or_else(|| ConfigError::new("rate_limit.burst", "must be at least 1"))?;
+        .ok_or_else(|| ConfigError::new(burst_setting, "must be at least 1"))?;
     Ok(Some(RateLimiter::keyed(
         Quota::per_second(rate).allow_burst(burst),
     )))

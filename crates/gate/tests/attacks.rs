@@ -894,7 +894,7 @@ async fn revoked_keys_stay_revoked_however_they_are_replayed() {
             .header("authorization", credential)
             .send()
     };
-    // The narrowed copy ends the whole key; ending it again changes nothing.
+    // The narrowed copy ends the whole key; a revoked key is no credential to end it again.
     assert_eq!(
         complete(format!("Valet {narrowed}"))
             .await
@@ -902,17 +902,10 @@ async fn revoked_keys_stay_revoked_however_they_are_replayed() {
             .status(),
         204
     );
-    assert_eq!(
-        complete(format!("Valet {narrowed}"))
-            .await
-            .unwrap()
-            .status(),
-        204
-    );
-    assert_eq!(
-        complete(format!("Valet {token}")).await.unwrap().status(),
-        204
-    );
+    for text in [&narrowed, &token.to_string()] {
+        let response = complete(format!("Valet {text}")).await.unwrap();
+        assert_eq!(code(response).await, (403, "key_revoked".into()));
+    }
     let listing = "/blob/users?prefix=alice/&vk=";
     for text in [token.to_string(), narrowed] {
         for _ in 0..3 {
@@ -953,6 +946,153 @@ async fn revoked_keys_stay_revoked_however_they_are_replayed() {
         .await
         .unwrap();
     assert_eq!(code(response).await, (403, "forbidden".into()));
+}
+
+/// `POST /v1/keys/ID/complete` with `Authorization: Valet` as the key's holder: the status and
+/// error code.
+async fn complete_with(stack: &Stack, id: &str, token: &str) -> (u16, String) {
+    let response = stack
+        .http
+        .post(stack.gate_url(&format!("/v1/keys/{id}/complete")))
+        .header("authorization", format!("Valet {token}"))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    let code = body["error"]["code"].as_str().unwrap_or("").to_owned();
+    (status, code)
+}
+
+/// The status and error code of a listing of `users/alice/` at the store with `token`.
+async fn alice_listing(stack: &Stack, token: &str) -> (u16, String) {
+    let url = format!(
+        "http://{}/blob/users?prefix=alice/&vk={token}",
+        stack.store_addr
+    );
+    let response = stack.http.get(url).send().await.unwrap();
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    let code = body["error"]["code"].as_str().unwrap_or("").to_owned();
+    (status, code)
+}
+
+#[tokio::test]
+async fn only_a_current_copy_of_a_key_can_complete_its_family() {
+    use valet_key::{Caveat, Token};
+    let stack = Stack::start().await;
+    let key = stack
+        .issue_ok(
+            ALICE,
+            json!({"resource": "blob:users/alice/", "ops": ["read", "list"], "ttl": "1h"}),
+        )
+        .await;
+    let id = key["id"].as_str().unwrap();
+    let root: Token = key["token"].as_str().unwrap().parse().unwrap();
+    let now = valet_keyring::now();
+    let narrowed = |caveat: Caveat| root.append(caveat).unwrap().to_string();
+    let sibling = narrowed(Caveat {
+        ops: Some("list".parse().unwrap()),
+        ..Caveat::default()
+    });
+    // Past the 30 s skew either way.
+    let expired = narrowed(Caveat {
+        expires: Some(now.minus(60)),
+        ..Caveat::default()
+    });
+    let expired_long_ago = narrowed(Caveat {
+        expires: Some(valet_key::UnixTime(1)),
+        ..Caveat::default()
+    });
+    let not_yet = narrowed(Caveat {
+        not_before: Some(now.plus(300)),
+        ..Caveat::default()
+    });
+    let tampered = {
+        let last = if sibling.ends_with('A') { 'Q' } else { 'A' };
+        format!("{}{last}", &sibling[..sibling.len() - 1])
+    };
+    let other = stack
+        .issue_ok(
+            ALICE,
+            json!({"resource": "blob:users/alice/", "ops": ["list"]}),
+        )
+        .await;
+    let other_token = other["token"].as_str().unwrap();
+    let revoked = stack
+        .issue_ok(
+            ALICE,
+            json!({"resource": "blob:users/alice/", "ops": ["list"]}),
+        )
+        .await;
+    let response = stack
+        .http
+        .delete(stack.gate_url(&format!("/v1/keys/{}", revoked["id"].as_str().unwrap())))
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+
+    let refused: [(&str, &str, &str, (u16, &str)); 8] = [
+        ("an expired narrowing", id, &expired, (403, "key_expired")),
+        (
+            "one expired in 1970",
+            id,
+            &expired_long_ago,
+            (403, "key_expired"),
+        ),
+        (
+            "a narrowing not valid yet",
+            id,
+            &not_yet,
+            (403, "key_not_yet_valid"),
+        ),
+        ("a tampered tag", id, &tampered, (401, "unauthenticated")),
+        ("not a key", id, "vk1.nonsense", (401, "unauthenticated")),
+        ("another key's token", id, other_token, (403, "forbidden")),
+        (
+            "a revoked key, for itself",
+            revoked["id"].as_str().unwrap(),
+            revoked["token"].as_str().unwrap(),
+            (403, "key_revoked"),
+        ),
+        (
+            "a revoked key, for another",
+            id,
+            revoked["token"].as_str().unwrap(),
+            (403, "forbidden"),
+        ),
+    ];
+    for (what, target, token, want) in refused {
+        let (status, code) = complete_with(&stack, target, token).await;
+        assert_eq!((status, code.as_str()), want, "{what}");
+        // Nothing was revoked (asked without spending one of the role's five uses).
+        for working in [id, other["id"].as_str().unwrap()] {
+            let status: serde_json::Value = stack
+                .get_as(&format!("/v1/keys/{working}"), ALICE)
+                .await
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(status["revoked"], false, "after {what}: {status}");
+        }
+    }
+    for working in [&root.to_string(), &sibling] {
+        assert_eq!(alice_listing(&stack, working).await.0, 200);
+    }
+    // A current narrowing completes the family: the root key and every copy stop working.
+    assert_eq!(
+        complete_with(&stack, id, &sibling).await,
+        (204, String::new())
+    );
+    for dead in [root.to_string(), sibling] {
+        assert_eq!(
+            alice_listing(&stack, &dead).await,
+            (403, "key_revoked".into())
+        );
+    }
+    assert_eq!(alice_listing(&stack, other_token).await.0, 200);
 }
 
 #[tokio::test]

@@ -46,6 +46,9 @@ fn every_variant() -> Vec<GateError> {
         GateError::Unauthenticated("no credentials".into()),
         GateError::PolicyDenied("ops delete exceed role 'user'".into()),
         GateError::Forbidden("not this route".into()),
+        GateError::KeyExpired,
+        GateError::KeyNotYetValid,
+        GateError::KeyRevoked,
         GateError::RateLimited { retry_after: 2 },
         GateError::BadRequest("ttl: not a duration".into()),
         GateError::BadPath("the path contains an encoded '/'".into()),
@@ -66,6 +69,9 @@ fn every_variant() -> Vec<GateError> {
             GateError::Unauthenticated(_)
             | GateError::PolicyDenied(_)
             | GateError::Forbidden(_)
+            | GateError::KeyExpired
+            | GateError::KeyNotYetValid
+            | GateError::KeyRevoked
             | GateError::RateLimited { .. }
             | GateError::BadRequest(_)
             | GateError::BadPath(_)
@@ -207,6 +213,47 @@ async fn every_code_but_internal_is_produced_over_http() {
         (403, "forbidden"),
         "revoking everyone's keys without may_revoke",
     );
+    // A valet key presented to `complete`: narrowed to have ended, or not to have begun; then
+    // the key itself, completed once and presented again.
+    let key = stack
+        .issue_ok(
+            ALICE,
+            json!({"resource": "blob:users/alice/a", "ops": "read"}),
+        )
+        .await;
+    let token: valet_key::Token = key["token"].as_str().unwrap().parse().unwrap();
+    let complete = stack.gate_url(&format!(
+        "/v1/keys/{}/complete",
+        key["id"].as_str().unwrap()
+    ));
+    let now = valet_keyring::now();
+    let narrowed = |caveat: valet_key::Caveat| format!("Valet {}", token.append(caveat).unwrap());
+    let ended = narrowed(valet_key::Caveat {
+        expires: Some(now.minus(600)),
+        ..valet_key::Caveat::default()
+    });
+    let later = narrowed(valet_key::Caveat {
+        not_before: Some(now.plus(600)),
+        ..valet_key::Caveat::default()
+    });
+    check(
+        refused(http.post(&complete).header("authorization", ended)).await,
+        (403, "key_expired"),
+        "completing with an expired narrowing",
+    );
+    check(
+        refused(http.post(&complete).header("authorization", later)).await,
+        (403, "key_not_yet_valid"),
+        "completing with a narrowing not valid yet",
+    );
+    let holder = format!("Valet {token}");
+    let done = http.post(&complete).header("authorization", &holder);
+    assert_eq!(done.send().await.unwrap().status(), 204);
+    check(
+        refused(http.post(&complete).header("authorization", &holder)).await,
+        (403, "key_revoked"),
+        "completing a revoked key",
+    );
     check(
         refused(http.get(stack.gate_url("/files/a")).bearer_auth(ALICE)).await,
         (403, "forbidden"),
@@ -235,11 +282,11 @@ async fn every_code_but_internal_is_produced_over_http() {
     check(
         refused(
             http.get(stack.gate_url("/v1/keys/00000000000000000000000000000000"))
-                .bearer_auth(ADMIN),
+                .bearer_auth(ALICE),
         )
         .await,
         (404, "not_found"),
-        "no such key",
+        "no such key of hers",
     );
     check(
         refused(http.post(stack.gate_url("/healthz"))).await,

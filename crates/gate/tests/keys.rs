@@ -396,16 +396,21 @@ async fn status_counts_uses_and_shows_revocation() {
         .unwrap();
     assert_eq!(status["revoked"], true);
     assert_eq!(status["revoked_by"], "key");
-    // Unknown and malformed ids.
-    for id in ["00000000000000000000000000000000", "xyz"] {
+    // Unknown and malformed ids: not found for Alice; a malformed one for the admin too.
+    for (who, id) in [
+        (ALICE, "00000000000000000000000000000000"),
+        (ALICE, "xyz"),
+        (ADMIN, "xyz"),
+        (ADMIN, &"AB".repeat(16)),
+    ] {
         let response = stack
             .http
             .get(stack.gate_url(&format!("/v1/keys/{id}")))
-            .bearer_auth(ADMIN)
+            .bearer_auth(who)
             .send()
             .await
             .unwrap();
-        assert_eq!(code(response).await, (404, "not_found".into()));
+        assert_eq!(code(response).await, (404, "not_found".into()), "{id}");
     }
 }
 
@@ -755,4 +760,426 @@ fn rusqlite_lock(stack: &Stack) -> rusqlite::Connection {
     let conn = rusqlite::Connection::open(stack.dir.path().join("ledger.sqlite")).unwrap();
     conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
     conn
+}
+
+/// The ledger's count of revocation writes (`meta.seq`) and its revocation rows, read from
+/// another connection.
+fn revocation_writes(stack: &Stack) -> (i64, i64) {
+    let conn = rusqlite::Connection::open(stack.dir.path().join("ledger.sqlite")).unwrap();
+    conn.query_row(
+        "SELECT (SELECT seq FROM meta),
+                (SELECT count(*) FROM revoked_keys) + (SELECT count(*) FROM revoked_subjects)
+                    + (SELECT count(*) FROM revoked_all)",
+        [],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn revocations_have_their_own_rate_limit_and_refused_ones_write_nothing() {
+    let stack = Stack::start_with(|c| {
+        *c = c.replace(
+            "[rate_limit]\nper_second = 0",
+            "[rate_limit]\nper_second = 0\nrevocations_per_second = 1\nrevocations_burst = 3",
+        );
+    })
+    .await;
+    let mut keys = Vec::new();
+    for _ in 0..5 {
+        keys.push(
+            stack
+                .issue_ok(
+                    ALICE,
+                    json!({"resource": "blob:users/alice/k", "ops": ["read"]}),
+                )
+                .await,
+        );
+    }
+    let delete = |key: &serde_json::Value, who: &'static str| {
+        let request = stack
+            .http
+            .delete(stack.gate_url(&format!("/v1/keys/{}", key["id"].as_str().unwrap())))
+            .bearer_auth(who);
+        async move { request.send().await.unwrap() }
+    };
+    // The burst: three revocations by id.
+    for key in &keys[..3] {
+        assert_eq!(delete(key, ALICE).await.status(), 204);
+    }
+    let before = revocation_writes(&stack);
+    // Over it, every revoking endpoint is refused, with Retry-After, and writes nothing.
+    let response = delete(&keys[3], ALICE).await;
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert_eq!(code(response).await, (429, "rate_limited".into()));
+    let many = stack
+        .http
+        .post(stack.gate_url("/v1/revocations"))
+        .bearer_auth(ALICE)
+        .json(&json!({"subject": "alice", "before": "now"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(many).await, (429, "rate_limited".into()));
+    let complete = |key: &serde_json::Value| {
+        stack.gate_url(&format!(
+            "/v1/keys/{}/complete",
+            key["id"].as_str().unwrap()
+        ))
+    };
+    let by_owner = stack
+        .http
+        .post(complete(&keys[3]))
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(by_owner).await, (429, "rate_limited".into()));
+    // The holder of one of Alice's keys counts against Alice: a flood of completions through
+    // keys she handed out is still hers.
+    let by_holder = stack
+        .http
+        .post(complete(&keys[4]))
+        .header(
+            "authorization",
+            format!("Valet {}", keys[4]["token"].as_str().unwrap()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(by_holder).await, (429, "rate_limited".into()));
+    assert_eq!(revocation_writes(&stack), before, "a refused call wrote");
+    for key in &keys[3..] {
+        let status: serde_json::Value = stack
+            .get_as(&format!("/v1/keys/{}", key["id"].as_str().unwrap()), ALICE)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(status["revoked"], false, "{status}");
+    }
+    // Issuing is not a revocation: it still works, and Bob has a bucket of his own.
+    let bobs = stack
+        .issue_ok(
+            BOB,
+            json!({"resource": "blob:users/bob/k", "ops": ["read"]}),
+        )
+        .await;
+    assert_eq!(delete(&bobs, BOB).await.status(), 204);
+    // The bucket refills: one more a second later.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(delete(&keys[3], ALICE).await.status(), 204);
+}
+
+#[test]
+fn revocations_are_limited_by_default() {
+    let config: valet_gate::config::GateConfig =
+        toml::from_str("store_url = \"http://127.0.0.1:1\"").unwrap();
+    assert_eq!(config.rate_limit.revocations_per_second, 10);
+    assert_eq!(config.rate_limit.revocations_burst, 100);
+}
+
+/// `null` is not "absent": every optional field of both request bodies refuses it (and values
+/// of other types), naming the field, and nothing is issued or revoked.
+#[tokio::test]
+async fn null_and_wrong_types_are_refused_in_every_optional_field() {
+    let stack = Stack::start().await;
+    put_blob(&stack, "users/bob/k", "k").await;
+    let bobs = stack
+        .issue_ok(
+            BOB,
+            json!({"resource": "blob:users/bob/k", "ops": ["read"]}),
+        )
+        .await;
+    let base = json!({"resource": "blob:files/x", "ops": ["read"]});
+    let fields = [
+        "ttl",
+        "max_bytes",
+        "max_uses",
+        "content_type",
+        "ip",
+        "filename",
+    ];
+    let odd = [json!(null), json!(true), json!({"a": 1}), json!([[1]])];
+    for field in fields {
+        for value in &odd {
+            let mut body = base.clone();
+            body[field] = value.clone();
+            let response = stack.issue(ADMIN, body.clone()).await;
+            let status = response.status();
+            let json: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(status, 400, "{body}: {json}");
+            assert_eq!(json["error"]["code"], "bad_request", "{body}");
+            let message = json["error"]["message"].as_str().unwrap();
+            assert!(message.contains(field), "{body}: {message}");
+        }
+    }
+    for (field, value) in [("resource", json!(null)), ("ops", json!(null))] {
+        let mut body = base.clone();
+        body[field] = value;
+        let (status, code) = code(stack.issue(ADMIN, body.clone()).await).await;
+        assert_eq!((status, code.as_str()), (400, "bad_request"), "{body}");
+    }
+    // The revocation body: `subject: null` is not "every subject", for anyone.
+    let writes = revocation_writes(&stack);
+    let bodies = [
+        json!({"subject": null, "before": "now"}),
+        json!({"subject": 7, "before": "now"}),
+        json!({"subject": ["bob"], "before": "now"}),
+        json!({"subject": "bob", "before": null}),
+        json!({"before": 1}),
+        json!({"subject": "bob"}),
+        json!({"subject": "bob", "before": "now", "everyone": true}),
+    ];
+    for who in [ADMIN, ALICE] {
+        for body in &bodies {
+            let response = stack
+                .http
+                .post(stack.gate_url("/v1/revocations"))
+                .bearer_auth(who)
+                .json(body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            let json: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(status, 400, "{body}: {json}");
+            let message = json["error"]["message"].as_str().unwrap();
+            let named = ["subject", "before", "everyone"]
+                .iter()
+                .any(|f| message.contains(f));
+            assert!(named, "{body}: {message}");
+        }
+    }
+    assert_eq!(revocation_writes(&stack), writes, "a refused body wrote");
+    assert_eq!(
+        store_get(&stack, bobs["url"].as_str().unwrap()).await.0,
+        200
+    );
+}
+
+/// Without `may_revoke`, only one's own subject: not another's, not one spelled like one's
+/// own, not everyone's. Refused `forbidden`, nothing written.
+#[tokio::test]
+async fn wide_revocations_need_may_revoke() {
+    let stack = Stack::start().await;
+    put_blob(&stack, "users/bob/k", "k").await;
+    let bobs = stack
+        .issue_ok(
+            BOB,
+            json!({"resource": "blob:users/bob/k", "ops": ["read"]}),
+        )
+        .await;
+    let writes = revocation_writes(&stack);
+    let bodies = [
+        json!({"subject": "bob", "before": "now"}),
+        json!({"subject": "Alice", "before": "now"}),
+        json!({"subject": "alice ", "before": "now"}),
+        json!({"subject": "", "before": "now"}),
+        json!({"subject": "admin", "before": "2020-01-01T00:00:00Z"}),
+        json!({"before": "now"}),
+        json!({"before": "2020-01-01T00:00:00Z"}),
+    ];
+    for who in [ALICE, ROBOT] {
+        for body in &bodies {
+            let response = stack
+                .http
+                .post(stack.gate_url("/v1/revocations"))
+                .bearer_auth(who)
+                .json(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(code(response).await, (403, "forbidden".into()), "{body}");
+        }
+    }
+    assert_eq!(
+        revocation_writes(&stack),
+        writes,
+        "a refused revocation wrote"
+    );
+    assert_eq!(
+        store_get(&stack, bobs["url"].as_str().unwrap()).await.0,
+        200
+    );
+}
+
+/// The key id inside the `Location` of a delegate route's 307 for `path`, and that URL.
+async fn delegated(stack: &Stack, path: &str, api_key: &str) -> (String, String) {
+    let response = stack.get_as(path, api_key).await;
+    assert_eq!(response.status(), 307, "{path}");
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let token: valet_key::Token = location.split("vk=").nth(1).unwrap().parse().unwrap();
+    (token.claims().key_id.to_string(), location)
+}
+
+/// `GET /v1/keys/ID` as the admin: the 200 body.
+async fn admin_status(stack: &Stack, id: &str) -> serde_json::Value {
+    let response = stack.get_as(&format!("/v1/keys/{id}"), ADMIN).await;
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+/// The `expires` the ledger keeps a revocation of `id` until.
+fn revocation_kept_until(stack: &Stack, id: &str) -> Option<u64> {
+    let conn = rusqlite::Connection::open(stack.dir.path().join("ledger.sqlite")).unwrap();
+    let id = valet_key::KeyId::parse_hex(id).unwrap();
+    conn.query_row(
+        "SELECT expires FROM revoked_keys WHERE key_id = ?1",
+        [&id.0[..]],
+        |row| row.get(0),
+    )
+    .unwrap()
+}
+
+/// A key the gate handed out in a redirect has no record, yet an admin revokes it by id, and
+/// sees what the ledger knows of it; its own principal, without `may_revoke`, learns nothing.
+#[tokio::test]
+async fn an_admin_revokes_and_inspects_keys_the_gate_never_recorded() {
+    let stack = Stack::start().await;
+    put_blob(&stack, "files/d.txt", "delegated").await;
+    put_blob(&stack, "users/alice/m.txt", "mine").await;
+    let (admin_key, admin_url) = delegated(&stack, "/files/d.txt", ADMIN).await;
+    let (alice_key, alice_url) = delegated(&stack, "/me/m.txt", ALICE).await;
+    assert_eq!(store_get(&stack, &alice_url).await, (200, "mine".into()));
+    let never_recorded = valet_ledger::Ledger::issued(
+        stack.ledger.as_ref(),
+        valet_key::KeyId::parse_hex(&alice_key).unwrap(),
+    );
+    assert!(never_recorded.unwrap().is_none());
+
+    // Without `may_revoke`, an unrecorded id is not found, even one's own delegated key.
+    for (method, path) in [
+        (reqwest::Method::GET, format!("/v1/keys/{alice_key}")),
+        (reqwest::Method::DELETE, format!("/v1/keys/{alice_key}")),
+        (
+            reqwest::Method::POST,
+            format!("/v1/keys/{alice_key}/complete"),
+        ),
+        (reqwest::Method::DELETE, format!("/v1/keys/{admin_key}")),
+    ] {
+        let response = stack
+            .http
+            .request(method.clone(), stack.gate_url(&path))
+            .bearer_auth(ALICE)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            code(response).await,
+            (404, "not_found".into()),
+            "{method} {path}"
+        );
+    }
+    assert_eq!(store_get(&stack, &alice_url).await.0, 200);
+
+    // The admin sees what is known: Alice's key was used twice (the role counts uses).
+    let status = admin_status(&stack, &alice_key).await;
+    assert_eq!(
+        status,
+        json!({"id": alice_key, "recorded": false, "uses": 2, "revoked": false, "revoked_by": null})
+    );
+    // The admin revokes both by id: by DELETE and by completing.
+    let now = valet_keyring::now().0;
+    let response = stack
+        .http
+        .delete(stack.gate_url(&format!("/v1/keys/{alice_key}")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    let response = stack
+        .http
+        .post(stack.gate_url(&format!("/v1/keys/{admin_key}/complete")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    assert_eq!(
+        store_get(&stack, &alice_url).await,
+        (403, "key_revoked".into())
+    );
+    assert_eq!(
+        store_get(&stack, &admin_url).await,
+        (403, "key_revoked".into())
+    );
+    let status = admin_status(&stack, &alice_key).await;
+    assert_eq!(status["revoked"], true);
+    assert_eq!(status["revoked_by"], "key");
+    assert_eq!(status["recorded"], false);
+    // Kept as long as any key from this gate can live (the admin role's 24 h), not forever.
+    for id in [&alice_key, &admin_key] {
+        let until = revocation_kept_until(&stack, id).unwrap();
+        assert!(
+            (now + 86_400..=now + 86_402).contains(&until),
+            "{until} vs {now}"
+        );
+    }
+    // A recorded key's revocation is kept until its own expiry, and says it is recorded.
+    let recorded = stack
+        .issue_ok(
+            ADMIN,
+            json!({"resource": "blob:files/d.txt", "ops": ["read"], "ttl": "2m"}),
+        )
+        .await;
+    let id = recorded["id"].as_str().unwrap();
+    assert_eq!(admin_status(&stack, id).await["recorded"], true);
+    let response = stack
+        .http
+        .delete(stack.gate_url(&format!("/v1/keys/{id}")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    let until = revocation_kept_until(&stack, id).unwrap();
+    assert!((now + 120..=now + 122).contains(&until), "{until} vs {now}");
+}
+
+/// `before: "now"` covers the current second (key times are whole seconds), and answers only
+/// once that second is over: a key issued before the call is revoked, and a key issued after
+/// the answer, through the API or a delegate route, works, every time.
+#[tokio::test]
+async fn a_key_issued_after_a_revocation_before_now_works() {
+    let stack = Stack::start().await;
+    put_blob(&stack, "users/alice/r", "r").await;
+    let body = json!({"resource": "blob:users/alice/r", "ops": ["read"]});
+    let revoke = |who: &'static str, body: serde_json::Value| {
+        let request = stack
+            .http
+            .post(stack.gate_url("/v1/revocations"))
+            .bearer_auth(who)
+            .json(&body);
+        async move { request.send().await.unwrap().status() }
+    };
+    for round in 0..3 {
+        let earlier = stack.issue_ok(ALICE, body.clone()).await;
+        let (who, revocation) = if round == 2 {
+            (ADMIN, json!({"before": "now"}))
+        } else {
+            (ALICE, json!({"subject": "alice", "before": "now"}))
+        };
+        assert_eq!(revoke(who, revocation).await, 204);
+        let later = stack.issue_ok(ALICE, body.clone()).await;
+        assert_eq!(
+            store_get(&stack, later["url"].as_str().unwrap()).await,
+            (200, "r".into()),
+            "round {round}: a key issued after the answer"
+        );
+        let redirect = stack.get_as("/me/r", ALICE).await;
+        assert_eq!(redirect.status(), 307);
+        let location = redirect.headers()["location"].to_str().unwrap().to_owned();
+        assert_eq!(
+            store_get(&stack, &location).await,
+            (200, "r".into()),
+            "round {round}: a delegated key minted after the answer"
+        );
+        assert_eq!(
+            store_get(&stack, earlier["url"].as_str().unwrap()).await,
+            (403, "key_revoked".into()),
+            "round {round}: a key issued before the call"
+        );
+    }
 }

@@ -181,6 +181,24 @@ impl Verifier {
         Ok(bounds.into_grant(claims))
     }
 
+    /// Checks that `token` is genuine and inside its validity window at `now` (the claims' and
+    /// every caveat's, with the skew), whatever it grants: what a key presented as a credential
+    /// rather than for an access must be. An expired narrowing of a key is expired, however
+    /// long the key itself still lives.
+    pub fn check_current(&self, token: &Token, now: UnixTime) -> Result<(), Denial> {
+        if !self.keyring.check_tag(token) {
+            return Err(Denial::Invalid);
+        }
+        let (not_before, expires) = token.effective_window();
+        if now >= expires.plus(self.skew) {
+            return Err(Denial::Expired);
+        }
+        if now < not_before.minus(self.skew) {
+            return Err(Denial::NotYetValid);
+        }
+        Ok(())
+    }
+
     /// Authorizes `access` with an already parsed token.
     pub fn authorize_token(&self, token: &Token, access: &Access<'_>) -> Result<Grant, Denial> {
         if !self.keyring.check_tag(token) {

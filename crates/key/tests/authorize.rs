@@ -132,6 +132,51 @@ fn expiry_and_not_before_honour_the_skew_exactly() {
 }
 
 #[test]
+fn a_key_is_current_only_inside_its_own_and_every_caveats_window() {
+    let verifier = Verifier::new(keyring());
+    let t = token("blob:photos/a", "read");
+    let exp = NOW.plus(600);
+    assert_eq!(verifier.check_current(&t, NOW), Ok(()));
+    assert_eq!(verifier.check_current(&t, exp.plus(29)), Ok(()));
+    assert_eq!(
+        verifier.check_current(&t, exp.plus(30)),
+        Err(Denial::Expired)
+    );
+    assert_eq!(
+        verifier.check_current(&t, NOW.minus(31)),
+        Err(Denial::NotYetValid)
+    );
+    // A narrowing that ended, or has not begun, is not current while its key still is.
+    let ended = t
+        .append(Caveat {
+            expires: Some(NOW.minus(60)),
+            ..Caveat::default()
+        })
+        .unwrap();
+    assert_eq!(verifier.check_current(&ended, NOW), Err(Denial::Expired));
+    let later = t
+        .attenuate(Caveat {
+            not_before: Some(NOW.plus(120)),
+            ..Caveat::default()
+        })
+        .unwrap();
+    assert_eq!(
+        verifier.check_current(&later, NOW),
+        Err(Denial::NotYetValid)
+    );
+    assert_eq!(verifier.check_current(&later, NOW.plus(90)), Ok(()));
+    // A changed tag, or another keyring, is not genuine.
+    let text = t.to_string();
+    let last = if text.ends_with('A') { 'Q' } else { 'A' };
+    let forged: Token = format!("{}{last}", &text[..text.len() - 1])
+        .parse()
+        .unwrap();
+    assert_eq!(verifier.check_current(&forged, NOW), Err(Denial::Invalid));
+    let stranger = Verifier::new(Keyring::from_secrets(Some("k1"), &[("k1", [8; 32])]).unwrap());
+    assert_eq!(stranger.check_current(&t, NOW), Err(Denial::Invalid));
+}
+
+#[test]
 fn scope_never_crosses_a_segment_or_a_container() {
     let t = token("blob:photos/2024/", "read");
     assert_eq!(

@@ -242,7 +242,8 @@ fn key_reference(text: &str) -> anyhow::Result<(KeyId, Option<UnixTime>)> {
 
 fn time_arg(text: &str) -> anyhow::Result<UnixTime> {
     if text.eq_ignore_ascii_case("now") {
-        // Keys issued in the current second are revoked too, as through the gate's API.
+        // Keys issued in the current second are revoked too, as through the gate's API; the
+        // command then waits for that second to end (`until_reached`).
         return Ok(keyring_file::now().plus(1));
     }
     let time = humantime::parse_rfc3339_weak(text)
@@ -251,6 +252,24 @@ fn time_arg(text: &str) -> anyhow::Result<UnixTime> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     Ok(UnixTime(secs))
+}
+
+/// Returns once the clock has reached `before`, if that is at most a second away. Key times
+/// are whole seconds, so `--before now` covers the rest of the current second, and a key
+/// issued later in it would be born revoked: the command exits only once that second is over,
+/// so that every key issued after it works, as the gate's `POST /v1/revocations` answers. (A
+/// time further ahead, which only this offline command accepts, is not waited for.)
+fn until_reached(before: UnixTime) {
+    if before > keyring_file::now().plus(1) {
+        return;
+    }
+    let target = std::time::UNIX_EPOCH + std::time::Duration::from_secs(before.0);
+    while let Ok(left) = target.duration_since(std::time::SystemTime::now()) {
+        if left.is_zero() {
+            break;
+        }
+        std::thread::sleep(left);
+    }
 }
 
 fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
@@ -268,6 +287,7 @@ fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
         (None, Some(subject), Some(before)) => {
             let before = time_arg(&before)?;
             ledger.revoke_subject(&subject, before, now)?;
+            until_reached(before);
             eprintln!(
                 "revoked every key of {subject:?} issued before {}",
                 human::rfc3339(before.0)
@@ -276,6 +296,7 @@ fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
         (None, None, Some(before)) => {
             let before = time_arg(&before)?;
             ledger.revoke_all_before(before, now)?;
+            until_reached(before);
             eprintln!(
                 "revoked every key issued before {}",
                 human::rfc3339(before.0)
