@@ -61,9 +61,6 @@ pub enum ScopeError {
     /// The blob path, partition or row key is not valid.
     #[error("bad path: {0}")]
     Path(PathError),
-    /// `blob:NAME/` with nothing after the slash.
-    #[error("the whole container is written 'blob:NAME', without a trailing '/'")]
-    ContainerWithSlash,
     /// A queue scope with a path, or a table scope with too many parts.
     #[error("the scope has more parts than its kind allows")]
     TrailingParts,

@@ -6,7 +6,7 @@
 //! is defined so that a prefix never matches across a segment boundary.
 //!
 //! ```text
-//! blob:CONTAINER                 the whole container
+//! blob:CONTAINER                 the whole container (also read from `blob:CONTAINER/`)
 //! blob:CONTAINER/PREFIX/         every blob under PREFIX (whole segments)
 //! blob:CONTAINER/PATH            one blob
 //! table:NAME                     the whole table
@@ -268,8 +268,10 @@ fn parse_blob(rest: &str) -> Result<Scope, ScopeError> {
     };
     let container = Name::parse(container)?;
     let target = match path {
-        None => BlobTarget::Container,
-        Some("") => return Err(ScopeError::ContainerWithSlash),
+        // `blob:NAME/` is what people type for a container's contents (it reads like every
+        // other prefix): the same scope as `blob:NAME`, written back without the slash, so a
+        // key's text form and its coverage do not depend on which spelling was given.
+        None | Some("") => BlobTarget::Container,
         Some(p) if p.ends_with('/') => BlobTarget::Prefix(BlobPrefix::parse(p)?),
         Some(p) => BlobTarget::Blob(BlobPath::parse(p)?),
     };
@@ -368,7 +370,7 @@ mod tests {
             "file:photos",
             "blob:",
             "blob:Photos",
-            "blob:photos/",
+            "blob:photos//",
             "blob:photos//x",
             "blob:photos/../x",
             "blob:photos/a/./b",
@@ -383,6 +385,14 @@ mod tests {
         ] {
             assert!(bad.parse::<Scope>().is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_container_may_be_written_with_a_trailing_slash() {
+        assert_eq!(s("blob:photos/"), s("blob:photos"));
+        assert_eq!(s("blob:photos/").to_string(), "blob:photos");
+        assert!(s("blob:photos/").covers(&s("blob:photos/2024/cat.jpg")));
+        assert!(!s("blob:photos/").covers(&s("blob:photos-private/x")));
     }
 
     #[test]
@@ -464,9 +474,13 @@ mod tests {
                 2 => a[..a.len() - 1].to_owned(),
                 _ => b,
             };
+            // `has_text` answers for the canonical text only (`blob:photos/` is the same scope
+            // as `blob:photos` but not its text): never `true` for another scope, always for
+            // the scope's own text form.
             if let Ok(scope) = a.parse::<Scope>() {
                 let same = b.parse::<Scope>() == Ok(scope.clone());
-                proptest::prop_assert_eq!(scope.has_text(b.as_bytes()), same);
+                let canonical = same && b == scope.to_string();
+                proptest::prop_assert_eq!(scope.has_text(b.as_bytes()), canonical);
             }
         }
     }

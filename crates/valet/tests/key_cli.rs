@@ -114,6 +114,21 @@ fn issue_prints_a_compact_token_alone_that_verifies() {
 }
 
 #[test]
+fn a_container_may_be_written_with_a_trailing_slash() {
+    let f = Fixture::new();
+    let token = f.issue(&["--resource", "blob:files/", "--ops", "read,list"]);
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&valet(&["key", "inspect", &token]))).unwrap();
+    assert_eq!(json["claims"]["scope"], "blob:files");
+    assert_eq!(f.verify("read", "blob:files/docs/a.txt", &token, None).0, 0);
+    assert_eq!(f.verify("list", "blob:files/", &token, None).0, 0);
+    assert_eq!(
+        f.verify("read", "blob:files-private/a.txt", &token, None).1,
+        "out_of_scope"
+    );
+}
+
+#[test]
 fn verify_exits_3_with_the_denial_code() {
     let f = Fixture::new();
     let token = f.issue(&[
