@@ -4,7 +4,12 @@
 //! of parsing text (names, paths, scopes, operations, content types) and of the token's wire
 //! form. Each variant says what was wrong so that a CLI or an HTTP error message can repeat it.
 
+use std::fmt;
+
 use thiserror::Error;
+
+use crate::op::Op;
+use crate::scope::ScopeKind;
 
 /// Why a container, table, queue or event-target name was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
@@ -78,6 +83,35 @@ pub enum OpError {
     /// An empty list.
     #[error("no operation given")]
     Empty,
+}
+
+/// An operation that means nothing on the kind of resource a scope names: `list` on one blob,
+/// `enqueue` on a blob, `read` on a queue. A key or caveat naming one is refused when it is
+/// made, so that nobody holds a key that does less than it says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub struct OpScopeError {
+    /// The operation that does not apply.
+    pub op: Op,
+    /// The kind of resource it was asked for.
+    pub kind: ScopeKind,
+}
+
+impl fmt::Display for OpScopeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let OpScopeError { op, kind } = *self;
+        write!(
+            f,
+            "the operation '{op}' does not apply to {}",
+            kind.describe()
+        )?;
+        match (op, kind) {
+            (Op::List, ScopeKind::Blob) => {
+                f.write_str(": list a container (blob:NAME) or a prefix ending in '/'")
+            }
+            (Op::List, ScopeKind::Row) => f.write_str(": list a partition or a row range"),
+            _ => write!(f, ", which takes {}", kind.ops_in_words()),
+        }
+    }
 }
 
 /// Why a content-type limit was refused.

@@ -261,6 +261,35 @@ fn server_errors_and_usage_errors_have_their_exit_codes() {
     );
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert!(stderr(&out).contains("bad_request"), "{}", stderr(&out));
+    // Operations that mean nothing on the resource: bad_request, naming both, whoever asks
+    // (the admin's policy allows every operation).
+    for (resource, ops, why) in [
+        (
+            "blob:files/x",
+            "enqueue",
+            "'enqueue' does not apply to one blob",
+        ),
+        (
+            "blob:files/x",
+            "read,list",
+            "'list' does not apply to one blob",
+        ),
+        (
+            "queue:jobs",
+            "read,write",
+            "'read' does not apply to a queue",
+        ),
+    ] {
+        let out = s.key(ADMIN_KEY, &["issue", "--resource", resource, "--ops", ops]);
+        let text = stderr(&out);
+        assert_eq!(out.status.code(), Some(4), "{resource} {ops}: {text}");
+        assert!(
+            text.starts_with("valet: bad_request: ops: the operation ")
+                && text.contains(why)
+                && text.contains("(HTTP 400)"),
+            "{resource} {ops}: {text}"
+        );
+    }
 
     // No API key.
     let out = valet_command()

@@ -110,11 +110,13 @@ fn issue(args: IssueArgs) -> anyhow::Result<()> {
     let ring = keyring_file::load(keyring)?;
     let ttl = args.ttl.unwrap_or(DEFAULT_TTL);
     let now = keyring_file::now();
+    let (scope, ops) = (scope(&args.resource)?, ops(&args.ops)?);
+    scope.check_ops(ops).map_err(|e| anyhow!("--ops: {e}"))?;
     let claims = Claims {
         key_id: KeyId::random(&mut OsRng),
         subject: args.subject,
-        scope: scope(&args.resource)?,
-        ops: ops(&args.ops)?,
+        scope,
+        ops,
         not_before: now,
         expires: now.plus(ttl.as_secs().max(1)),
         limits: Limits {
