@@ -135,8 +135,7 @@ async fn route(
             crate::api::handle(gate, &parts, body, principal_slot).await,
         );
     }
-    if hides_another_path(path) {
-        let why = "a '.' or '..' segment, or an encoded '/' or '\\', in any encoding";
+    if let Some(why) = hides_another_path(path) {
         return ("other", Err(GateError::BadPath(why.into())));
     }
     let matched = match gate.routes.find(&parts.method, path) {
@@ -192,39 +191,42 @@ fn openapi() -> Response<GateBody> {
 /// NUL or control character in an encoding; an encoding that is not UTF-8 (overlong `%c0%ae`);
 /// or IIS's `%u002e`. Refused before any route sees the path, so that `/api/../admin` never
 /// reaches an upstream that would resolve it.
-fn hides_another_path(path: &str) -> bool {
-    path.split('/').any(|segment| {
+fn hides_another_path(path: &str) -> Option<&'static str> {
+    path.split('/').find_map(|segment| {
         if !segment.contains(['%', ';', '.', '\\']) {
-            return false;
+            return None;
         }
         if !segment.contains('%') {
             // Nothing to decode: the segment is what an upstream reads, once or twice over.
             return suspicious_segment(segment.as_bytes());
         }
         if segment.to_ascii_lowercase().contains("%u") {
-            return true;
+            return Some("the path contains a %u escape");
         }
         let once: Vec<u8> = percent_decode_str(segment).collect();
         let twice: Vec<u8> = percent_decode(&once).collect();
-        [once, twice]
-            .iter()
-            .any(|decoded| suspicious_segment(decoded))
+        suspicious_segment(&once).or_else(|| suspicious_segment(&twice))
     })
 }
 
-fn suspicious_segment(decoded: &[u8]) -> bool {
+/// What a segment, decoded once or twice, would hide from the route table, in the words of
+/// the key crate's path rules (`valet_key::PathError`, `UrlPathError`).
+fn suspicious_segment(decoded: &[u8]) -> Option<&'static str> {
     if std::str::from_utf8(decoded).is_err() {
-        return true;
+        return Some("the path is not UTF-8 once decoded");
     }
-    if decoded
-        .iter()
-        .any(|&b| b < 0x20 || b == 0x7f || b == b'/' || b == b'\\')
-    {
-        return true;
+    if decoded.iter().any(|&b| b < 0x20 || b == 0x7f) {
+        return Some("the path contains a control character");
+    }
+    if decoded.contains(&b'/') {
+        return Some("the path contains an encoded '/'");
+    }
+    if decoded.contains(&b'\\') {
+        return Some("the path contains a backslash");
     }
     // `..;jsessionid=x` is `..` to a server that strips path parameters.
     let name = decoded.split(|&b| b == b';').next().unwrap_or_default();
-    name == b"." || name == b".."
+    (name == b"." || name == b"..").then_some("the path has a '.' or '..' segment")
 }
 
 fn metrics(gate: &Gate) -> Response<GateBody> {
@@ -241,22 +243,32 @@ mod tests {
     use super::hides_another_path;
 
     #[test]
-    fn paths_that_could_be_read_as_others_are_caught() {
-        for bad in [
-            "/api/../admin",
-            "/api/./x",
-            "/api/%2e%2e/admin",
-            "/api/%2E%2e/admin",
-            "/api/.%2e/admin",
-            "/api/%252e%252e/admin",
-            "/api/a%2fb",
-            "/api/a%2Fb",
-            "/api/a%5cb",
-            "/api/a%255cb",
-            "/api/a\\b",
-            "/..",
+    fn paths_that_could_be_read_as_others_are_caught_each_with_its_fault() {
+        let dots = "the path has a '.' or '..' segment";
+        let slash = "the path contains an encoded '/'";
+        let backslash = "the path contains a backslash";
+        let control = "the path contains a control character";
+        for (bad, why) in [
+            ("/api/../admin", dots),
+            ("/api/./x", dots),
+            ("/api/%2e%2e/admin", dots),
+            ("/api/%2E%2e/admin", dots),
+            ("/api/.%2e/admin", dots),
+            ("/api/%252e%252e/admin", dots),
+            ("/api/..;x=1/admin", dots),
+            ("/api/a%2fb", slash),
+            ("/api/a%2Fb", slash),
+            ("/api/a%5cb", backslash),
+            ("/api/a%255cb", backslash),
+            ("/api/a\\b", backslash),
+            ("/api/a%01b", control),
+            ("/api/a%00", control),
+            ("/api/a%250ab", control),
+            ("/api/a%ffb", "the path is not UTF-8 once decoded"),
+            ("/api/%u002e%u002e", "the path contains a %u escape"),
+            ("/..", dots),
         ] {
-            assert!(hides_another_path(bad), "{bad}");
+            assert_eq!(hides_another_path(bad), Some(why), "{bad}");
         }
         for good in [
             "/api/x",
@@ -266,7 +278,7 @@ mod tests {
             "/api/a%2520b",
             "/",
         ] {
-            assert!(!hides_another_path(good), "{good}");
+            assert_eq!(hides_another_path(good), None, "{good}");
         }
     }
 }

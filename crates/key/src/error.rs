@@ -61,10 +61,13 @@ pub enum ScopeError {
     #[error("a scope starts with 'blob:', 'table:' or 'queue:'")]
     UnknownKind,
     /// The container, table or queue name is not valid.
-    #[error("bad name: {0}")]
+    // The inner messages say what they are about ("a name has 3 to 63 characters", "the path
+    // has a '.' or '..' segment"): a prefix here would be doubled by every caller that says
+    // "bad path:" itself, as the gate and the store do.
+    #[error("{0}")]
     Name(NameError),
     /// The blob path, partition or row key is not valid.
-    #[error("bad path: {0}")]
+    #[error("{0}")]
     Path(PathError),
     /// A queue scope with a path, or a table scope with too many parts.
     #[error("the scope has more parts than its kind allows")]
@@ -149,22 +152,35 @@ pub enum FormatError {
     #[error("a segment is truncated or has trailing bytes")]
     Truncated,
     /// Fields out of order, repeated, or unknown: unknown restrictions fail closed.
-    #[error("field {0} is unknown, repeated or out of order")]
+    #[error("{} is unknown, repeated or out of order", FieldName(*.0))]
     Field(u8),
     /// A required field is absent.
-    #[error("required field {0} is missing")]
+    #[error("the required {} is missing", FieldName(*.0))]
     Missing(u8),
     /// A caveat with no restriction in it.
     #[error("a caveat restricts nothing")]
     EmptyCaveat,
     /// A text field is not UTF-8 or not valid for its kind.
-    #[error("field {field} is invalid: {reason}")]
+    #[error("{} is invalid: {reason}", FieldName(*.field))]
     Value {
         /// The field's type byte.
         field: u8,
         /// What was wrong with it.
         reason: String,
     },
+}
+
+/// A field type as messages show it: `field 4 (scope)`, or `field 42` for a type this version
+/// does not know.
+struct FieldName(u8);
+
+impl fmt::Display for FieldName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match crate::wire::field::name(self.0) {
+            Some(name) => write!(f, "field {} ({name})", self.0),
+            None => write!(f, "field {}", self.0),
+        }
+    }
 }
 
 // Written by hand rather than with `#[from]`, which would also make the inner error the

@@ -499,6 +499,63 @@ fn keys_with_operations_that_do_not_apply_to_the_resource_are_refused() {
     assert_eq!(f.verify("read", "blob:files/docs/a.txt", &one, None).0, 0);
 }
 
+/// The messages of the commonest mistakes, whole: the fault said once, control characters
+/// escaped, sentences that parse.
+#[test]
+fn refusals_read_plainly() {
+    let f = Fixture::new();
+    let issue = |resource: &str, ops: &str| {
+        let out = valet(&[
+            "key",
+            "issue",
+            "--keyring",
+            f.ring(),
+            "--resource",
+            resource,
+            "--ops",
+            ops,
+        ]);
+        assert_eq!(out.status.code(), Some(1));
+        String::from_utf8(out.stderr).unwrap()
+    };
+    assert_eq!(
+        issue("blob:photos/a\u{1}b", "read"),
+        "valet: 'blob:photos/a\\u{1}b' is not a resource: the path contains a control character\n"
+    );
+    assert_eq!(
+        issue("blob:photos/../x", "read"),
+        "valet: 'blob:photos/../x' is not a resource: the path has a '.' or '..' segment\n"
+    );
+    assert_eq!(
+        issue("blob:files/x", "enqueue"),
+        "valet: --ops: the operation 'enqueue' does not apply to one blob, which takes read, \
+         write, create or delete\n"
+    );
+    let token = f.issue(&["--resource", "blob:photos/2024/", "--ops", "read"]);
+    let out = valet(&["key", "attenuate", &token, "--ops", "read,write"]);
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "valet: cannot attenuate: the caveat would widen the key's operations\n"
+    );
+    let out = valet(&[
+        "key",
+        "issue",
+        "--keyring",
+        f.ring(),
+        "--resource",
+        "blob:a/b",
+        "--ops",
+        "read",
+        "--ttl",
+        "soon",
+    ]);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("'soon' is not a duration like 90s or 10m\n"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn a_keyring_readable_by_others_is_refused() {
     let f = Fixture::new();

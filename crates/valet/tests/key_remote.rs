@@ -291,6 +291,33 @@ fn server_errors_and_usage_errors_have_their_exit_codes() {
         );
     }
 
+    // A delegate path that names no resource: bad_path, with the fault itself named once.
+    for (path, why) in [
+        (
+            "/files/a%01b",
+            "bad path: the path contains a control character",
+        ),
+        (
+            "/files/%2e%2e/b",
+            "bad path: the path has a '.' or '..' segment",
+        ),
+        ("/files/a%2fb", "bad path: the path contains an encoded '/'"),
+        ("/files/a%5cb", "bad path: the path contains a backslash"),
+        (
+            "/files/a%252541",
+            "bad path: the path contains a percent-encoded sequence (double encoding)",
+        ),
+    ] {
+        let url = format!("{}{path}", s.gate_url());
+        let auth = format!("Authorization: Bearer {ADMIN_KEY}");
+        let (status, body) = curl(&["--path-as-is", "-H", &auth, &url]);
+        let body: serde_json::Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("{path}: {status} {body:?}: {e}"));
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "bad_path", "{path}: {body}");
+        assert_eq!(body["error"]["message"], why, "{path}: {body}");
+    }
+
     // No API key.
     let out = valet_command()
         .args(["key", "issue", "--gate", &s.gate_url()])

@@ -86,8 +86,10 @@ fn list(path: &std::path::Path) -> anyhow::Result<()> {
 }
 
 fn scope(text: &str) -> anyhow::Result<Scope> {
+    // Escaped: a control character in the text is the usual reason it was refused, and it
+    // must not reach the terminal as itself.
     text.parse()
-        .with_context(|| format!("'{text}' is not a resource"))
+        .with_context(|| format!("'{}' is not a resource", text.escape_debug()))
 }
 
 fn ops(text: &str) -> anyhow::Result<Ops> {
