@@ -76,6 +76,9 @@ pub enum KeyringError {
     /// The active key named is not in the ring.
     #[error("the active key '{0}' is not in the keyring")]
     NoSuchKey(String),
+    /// A key to retire is not in the ring.
+    #[error("there is no signing key '{0}' in the keyring")]
+    UnknownKey(String),
     /// There is no active key to sign with.
     #[error("the keyring has no active signing key")]
     NoActiveKey,
@@ -220,7 +223,7 @@ impl Keyring {
         let before = self.keys.len();
         self.keys.retain(|k| k.id != id);
         if self.keys.len() == before {
-            return Err(KeyringError::NoSuchKey(id.to_owned()));
+            return Err(KeyringError::UnknownKey(id.to_owned()));
         }
         Ok(())
     }

@@ -531,6 +531,45 @@ fn refusals_read_plainly() {
         "valet: --ops: the operation 'enqueue' does not apply to one blob, which takes read, \
          write, create or delete\n"
     );
+    let missing = f.ring.with_file_name("missing");
+    let out = valet(&["key", "list", "--keyring", missing.to_str().unwrap()]);
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        format!(
+            "valet: keyring file {}: No such file or directory (os error 2)\n",
+            missing.display()
+        )
+    );
+    let out = valet(&["key", "retire", "--keyring", f.ring(), "k9"]);
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "valet: there is no signing key 'k9' in the keyring\n"
+    );
+    // A gate that is not running: the OS's reason, not the HTTP client's layers.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let gate = format!("http://{closed}");
+    let out = Command::new(env!("CARGO_BIN_EXE_valet"))
+        .args([
+            "key",
+            "issue",
+            "--gate",
+            &gate,
+            "--resource",
+            "blob:files/a",
+            "--ops",
+            "read",
+        ])
+        .env("VALET_API_KEY", "vak_some_key_0123456789")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        format!("valet: requesting POST {gate}/v1/keys: cannot connect: Connection refused (os error 111)\n")
+    );
     let token = f.issue(&["--resource", "blob:photos/2024/", "--ops", "read"]);
     let out = valet(&["key", "attenuate", &token, "--ops", "read,write"]);
     assert_eq!(
