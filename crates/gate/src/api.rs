@@ -178,6 +178,10 @@ async fn issue(
         .join(",")
         .parse()
         .map_err(|e| GateError::BadRequest(format!("ops: {e}")))?;
+    // Before the policy: a key that could do nothing it says is a bad request whoever asks.
+    scope
+        .check_ops(ops)
+        .map_err(|e| GateError::BadRequest(format!("ops: {e}")))?;
     let ips = body.ip.as_ref().map(OneOrMany::items).unwrap_or_default();
     let limits = RequestedLimits {
         max_bytes: body.max_bytes,

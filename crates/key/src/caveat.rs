@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::claims::{
     decode_ips, decode_media_range, decode_ops, decode_scope, encode_ips, UnixTime,
 };
-use crate::error::FormatError;
+use crate::error::{FormatError, OpScopeError};
 use crate::media_range::MediaRange;
 use crate::op::Ops;
 use crate::scope::Scope;
@@ -62,8 +62,29 @@ pub enum AttenuateError {
     #[error("the token would be longer than {0} characters")]
     TooLong(usize),
     /// The caveat would not narrow the key in the named respect.
-    #[error("the caveat's {0} is not narrower than the key's")]
+    #[error("the caveat would widen the key's {0}")]
     Widens(&'static str),
+    /// The caveat's scope is of another family than the key's (a queue for a blob key).
+    #[error(
+        "the caveat's scope is a {caveat} scope and the key's a {key} scope: a caveat narrows \
+         within the key's kind of resource"
+    )]
+    OtherKind {
+        /// The family of the key's scope.
+        key: &'static str,
+        /// The family of the caveat's scope.
+        caveat: &'static str,
+    },
+    /// The caveat's operations do not all apply to the scope it leaves the key with.
+    #[error(transparent)]
+    OpsDoNotFit(#[from] OpScopeError),
+    /// The caveat narrows the scope to a kind of resource that the key's operations do not all
+    /// apply to (one blob, for a key that lists): the caveat must narrow the operations too.
+    #[error(
+        "the key's operation '{}' does not apply to {}, the caveat's scope: narrow the \
+         operations in the same caveat", .0.op, .0.kind.describe()
+    )]
+    KeyOpsDoNotFit(OpScopeError),
     /// The caveat's not-before is at or after the key's expiry.
     #[error("the caveat would leave the key no time to be valid")]
     NoValidity,
@@ -83,6 +104,10 @@ impl Caveat {
         let claims = token.claims();
         let caveats = token.caveats();
         if let Some(scope) = &self.scope {
+            let (key, caveat) = (claims.scope.kind().family(), scope.kind().family());
+            if key != caveat {
+                return Err(AttenuateError::OtherKind { key, caveat });
+            }
             let covered = claims.scope.covers(scope)
                 && caveats
                     .iter()
@@ -97,6 +122,7 @@ impl Caveat {
                 return Err(AttenuateError::Widens("operations"));
             }
         }
+        self.check_ops_fit(token)?;
         let (not_before, expires) = token.effective_window();
         if self.expires.is_some_and(|e| e > expires) {
             return Err(AttenuateError::Widens("expiry"));
@@ -137,6 +163,28 @@ impl Caveat {
             }
         }
         Ok(())
+    }
+
+    /// Checks that the operations the key is left with apply to the scope it is left with:
+    /// the caveat's own operations to every scope of the chain (the narrowest decides), or,
+    /// when the caveat narrows only the scope, the key's operations to that scope.
+    fn check_ops_fit(&self, token: &Token) -> Result<(), AttenuateError> {
+        let scopes = std::iter::once(&token.claims().scope)
+            .chain(token.caveats().iter().filter_map(|c| c.scope.as_ref()))
+            .chain(self.scope.as_ref());
+        match (self.ops, &self.scope) {
+            (Some(ops), _) => scopes
+                .into_iter()
+                .try_for_each(|scope| scope.check_ops(ops))
+                .map_err(AttenuateError::OpsDoNotFit),
+            (None, Some(scope)) => {
+                let named: Ops = token.effective_ops().iter().collect();
+                scope
+                    .check_ops(named)
+                    .map_err(AttenuateError::KeyOpsDoNotFit)
+            }
+            (None, None) => Ok(()),
+        }
     }
 
     pub(crate) fn encode(&self) -> Vec<u8> {

@@ -184,7 +184,7 @@ pub(crate) fn encode_ips(ips: &[IpNet]) -> Vec<u8> {
 pub(crate) fn decode_ips(mut bytes: &[u8]) -> Result<Vec<IpNet>, FormatError> {
     let bad = || FormatError::Value {
         field: field::CLIENT_IPS,
-        reason: "bad address list".into(),
+        reason: "not a list of networks with their host bits zero".into(),
     };
     let mut nets = Vec::new();
     while let [family, prefix, rest @ ..] = bytes {
@@ -299,7 +299,10 @@ impl Claims {
                 field::SUBJECT => {
                     let text = text_value(f, v)?;
                     if !valid_subject(text) {
-                        return Err(invalid(f, "bad subject"));
+                        return Err(invalid(
+                            f,
+                            "longer than 256 bytes or has control characters",
+                        ));
                     }
                     subject = Some(text.to_owned());
                 }

@@ -4,7 +4,12 @@
 //! of parsing text (names, paths, scopes, operations, content types) and of the token's wire
 //! form. Each variant says what was wrong so that a CLI or an HTTP error message can repeat it.
 
+use std::fmt;
+
 use thiserror::Error;
+
+use crate::op::Op;
+use crate::scope::ScopeKind;
 
 /// Why a container, table, queue or event-target name was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
@@ -56,14 +61,14 @@ pub enum ScopeError {
     #[error("a scope starts with 'blob:', 'table:' or 'queue:'")]
     UnknownKind,
     /// The container, table or queue name is not valid.
-    #[error("bad name: {0}")]
+    // The inner messages say what they are about ("a name has 3 to 63 characters", "the path
+    // has a '.' or '..' segment"): a prefix here would be doubled by every caller that says
+    // "bad path:" itself, as the gate and the store do.
+    #[error("{0}")]
     Name(NameError),
     /// The blob path, partition or row key is not valid.
-    #[error("bad path: {0}")]
+    #[error("{0}")]
     Path(PathError),
-    /// `blob:NAME/` with nothing after the slash.
-    #[error("the whole container is written 'blob:NAME', without a trailing '/'")]
-    ContainerWithSlash,
     /// A queue scope with a path, or a table scope with too many parts.
     #[error("the scope has more parts than its kind allows")]
     TrailingParts,
@@ -81,6 +86,35 @@ pub enum OpError {
     /// An empty list.
     #[error("no operation given")]
     Empty,
+}
+
+/// An operation that means nothing on the kind of resource a scope names: `list` on one blob,
+/// `enqueue` on a blob, `read` on a queue. A key or caveat naming one is refused when it is
+/// made, so that nobody holds a key that does less than it says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub struct OpScopeError {
+    /// The operation that does not apply.
+    pub op: Op,
+    /// The kind of resource it was asked for.
+    pub kind: ScopeKind,
+}
+
+impl fmt::Display for OpScopeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let OpScopeError { op, kind } = *self;
+        write!(
+            f,
+            "the operation '{op}' does not apply to {}",
+            kind.describe()
+        )?;
+        match (op, kind) {
+            (Op::List, ScopeKind::Blob) => {
+                f.write_str(": list a container (blob:NAME) or a prefix ending in '/'")
+            }
+            (Op::List, ScopeKind::Row) => f.write_str(": list a partition or a row range"),
+            _ => write!(f, ", which takes {}", kind.ops_in_words()),
+        }
+    }
 }
 
 /// Why a content-type limit was refused.
@@ -118,22 +152,35 @@ pub enum FormatError {
     #[error("a segment is truncated or has trailing bytes")]
     Truncated,
     /// Fields out of order, repeated, or unknown: unknown restrictions fail closed.
-    #[error("field {0} is unknown, repeated or out of order")]
+    #[error("{} is unknown, repeated or out of order", FieldName(*.0))]
     Field(u8),
     /// A required field is absent.
-    #[error("required field {0} is missing")]
+    #[error("the required {} is missing", FieldName(*.0))]
     Missing(u8),
     /// A caveat with no restriction in it.
     #[error("a caveat restricts nothing")]
     EmptyCaveat,
     /// A text field is not UTF-8 or not valid for its kind.
-    #[error("field {field} is invalid: {reason}")]
+    #[error("{} is invalid: {reason}", FieldName(*.field))]
     Value {
         /// The field's type byte.
         field: u8,
         /// What was wrong with it.
         reason: String,
     },
+}
+
+/// A field type as messages show it: `field 4 (scope)`, or `field 42` for a type this version
+/// does not know.
+struct FieldName(u8);
+
+impl fmt::Display for FieldName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match crate::wire::field::name(self.0) {
+            Some(name) => write!(f, "field {} ({name})", self.0),
+            None => write!(f, "field {}", self.0),
+        }
+    }
 }
 
 // Written by hand rather than with `#[from]`, which would also make the inner error the

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use crate::claims::{Claims, UnixTime};
+use crate::error::OpScopeError;
 use crate::mac::MacKey;
 use crate::token::Token;
 
@@ -75,6 +76,9 @@ pub enum KeyringError {
     /// The active key named is not in the ring.
     #[error("the active key '{0}' is not in the keyring")]
     NoSuchKey(String),
+    /// A key to retire is not in the ring.
+    #[error("there is no signing key '{0}' in the keyring")]
+    UnknownKey(String),
     /// There is no active key to sign with.
     #[error("the keyring has no active signing key")]
     NoActiveKey,
@@ -92,6 +96,9 @@ pub enum IssueError {
     /// A key must grant at least one operation.
     #[error("a key must grant at least one operation")]
     NoOps,
+    /// An operation that means nothing on the key's scope (`list` on one blob).
+    #[error(transparent)]
+    OpsDoNotFit(#[from] OpScopeError),
     /// Expiry must come after not-before.
     #[error("the key would expire before it becomes valid")]
     NoValidity,
@@ -216,7 +223,7 @@ impl Keyring {
         let before = self.keys.len();
         self.keys.retain(|k| k.id != id);
         if self.keys.len() == before {
-            return Err(KeyringError::NoSuchKey(id.to_owned()));
+            return Err(KeyringError::UnknownKey(id.to_owned()));
         }
         Ok(())
     }
@@ -238,8 +245,18 @@ impl Keyring {
         &self.keys
     }
 
-    /// Signs `claims` with the active key.
+    /// Signs `claims` with the active key, refusing claims that grant nothing, or an operation
+    /// that means nothing on their scope (see [`Scope::check_ops`](crate::Scope::check_ops)).
     pub fn issue(&self, claims: Claims) -> Result<Token, IssueError> {
+        claims.scope.check_ops(claims.ops)?;
+        self.issue_unchecked(claims)
+    }
+
+    /// Signs `claims` without checking that their operations apply to their scope, as issuers
+    /// before that rule did (and other implementations of the format may): for tests that
+    /// prove what a verifier answers to such keys. Claims that grant nothing, have no time to
+    /// be valid or have a bad subject are refused all the same.
+    pub fn issue_unchecked(&self, claims: Claims) -> Result<Token, IssueError> {
         if claims.ops.is_empty() {
             return Err(IssueError::NoOps);
         }

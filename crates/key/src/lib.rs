@@ -26,13 +26,14 @@ pub use authorize::{Access, Denial, Grant, Verifier, DEFAULT_SKEW_SECONDS};
 pub use caveat::{AttenuateError, Caveat};
 pub use claims::{valid_subject, Claims, FileName, KeyId, Limits, UnixTime, MAX_SUBJECT_LEN};
 pub use error::{
-    FileNameError, FormatError, MediaRangeError, NameError, OpError, PathError, ScopeError,
+    FileNameError, FormatError, MediaRangeError, NameError, OpError, OpScopeError, PathError,
+    ScopeError,
 };
 pub use keyring::{IssueError, Keyring, KeyringError, SigningKey, Tag, KEYRING_FORMAT};
 pub use media_range::MediaRange;
 pub use name::{Name, MAX_NAME_LEN, MIN_NAME_LEN};
 pub use op::{Op, Ops};
 pub use path::{BlobPath, BlobPrefix, TableKey, MAX_PATH_LEN, MAX_TABLE_KEY_LEN};
-pub use scope::{BlobTarget, RowRange, Scope};
+pub use scope::{BlobTarget, RowRange, Scope, ScopeKind};
 pub use token::{redact, EffectiveLimits, Token, MAX_CAVEATS, MAX_TOKEN_LEN, TOKEN_PREFIX};
 pub use url_path::{blob_url_path, decode_url_path, UrlPathError};

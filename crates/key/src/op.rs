@@ -19,9 +19,9 @@ pub enum Op {
     Write,
     /// Create a blob only if it does not exist yet.
     Create,
-    /// Delete a blob or rows.
+    /// Delete a blob or rows; acknowledge (delete) a dequeued message.
     Delete,
-    /// List blobs under a prefix, query rows.
+    /// List the blobs of a container or prefix, query the rows of a table, partition or range.
     List,
     /// Add a message to a queue.
     Enqueue,

@@ -6,7 +6,7 @@
 //! is defined so that a prefix never matches across a segment boundary.
 //!
 //! ```text
-//! blob:CONTAINER                 the whole container
+//! blob:CONTAINER                 the whole container (also read from `blob:CONTAINER/`)
 //! blob:CONTAINER/PREFIX/         every blob under PREFIX (whole segments)
 //! blob:CONTAINER/PATH            one blob
 //! table:NAME                     the whole table
@@ -19,8 +19,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::error::ScopeError;
+use crate::error::{OpScopeError, ScopeError};
 use crate::name::Name;
+use crate::op::{Op, Ops};
 use crate::path::{BlobPath, BlobPrefix, TableKey};
 
 /// A resource, or a set of resources, named in the text grammar of the module docs.
@@ -47,6 +48,84 @@ pub enum Scope {
         /// The queue.
         queue: Name,
     },
+}
+
+/// The kind of resource a scope names, as far as operations go: each kind has the operations
+/// that mean something on it (`docs/KEY-FORMAT.md`, "Operations by scope").
+///
+/// A key is for one family (blobs, tables or queues) and stays in it: a caveat may narrow a
+/// set of blobs to one blob, never to a queue.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum ScopeKind {
+    /// A whole container, or every blob under a prefix.
+    Blobs,
+    /// One blob.
+    Blob,
+    /// A whole table, a partition, or a range of rows.
+    Rows,
+    /// One row.
+    Row,
+    /// A queue.
+    Queue,
+}
+
+impl ScopeKind {
+    /// The operations that mean something on this kind of resource.
+    ///
+    /// Blobs are read, written (`create` only if absent) and deleted, and listed where there
+    /// is more than one. Rows are also updated in place (a merge). A queue's messages are
+    /// enqueued, peeked at, dequeued, updated (a longer visibility, new content) and deleted
+    /// (acknowledged by their receipt); a queue has no `read`, `write`, `create` or `list`:
+    /// peeking is its read.
+    pub const fn ops(self) -> Ops {
+        let blob = Ops::NONE
+            .with(Op::Read)
+            .with(Op::Write)
+            .with(Op::Create)
+            .with(Op::Delete);
+        match self {
+            ScopeKind::Blob => blob,
+            ScopeKind::Blobs => blob.with(Op::List),
+            ScopeKind::Row => blob.with(Op::Update),
+            ScopeKind::Rows => blob.with(Op::Update).with(Op::List),
+            ScopeKind::Queue => Ops::NONE
+                .with(Op::Enqueue)
+                .with(Op::Dequeue)
+                .with(Op::Peek)
+                .with(Op::Update)
+                .with(Op::Delete),
+        }
+    }
+
+    /// The kind in words, for messages: "one blob", "a queue".
+    pub const fn describe(self) -> &'static str {
+        match self {
+            ScopeKind::Blobs => "a blob container or prefix",
+            ScopeKind::Blob => "one blob",
+            ScopeKind::Rows => "a table, partition or row range",
+            ScopeKind::Row => "one table row",
+            ScopeKind::Queue => "a queue",
+        }
+    }
+
+    /// The family of resources: `blob`, `table` or `queue`, the scope's text prefix.
+    pub const fn family(self) -> &'static str {
+        match self {
+            ScopeKind::Blobs | ScopeKind::Blob => "blob",
+            ScopeKind::Rows | ScopeKind::Row => "table",
+            ScopeKind::Queue => "queue",
+        }
+    }
+
+    /// [`ScopeKind::ops`] as a list in words: "read, write, create, delete or list".
+    pub(crate) fn ops_in_words(self) -> String {
+        let names: Vec<&str> = self.ops().iter().map(Op::as_str).collect();
+        match names.split_last() {
+            Some((last, [])) => (*last).to_owned(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        }
+    }
 }
 
 /// Which blobs of a container a blob scope names.
@@ -146,6 +225,32 @@ impl Scope {
         Scope::Blob {
             container,
             target: BlobTarget::Blob(path),
+        }
+    }
+
+    /// The kind of resource the scope names, which decides the operations that apply to it.
+    pub fn kind(&self) -> ScopeKind {
+        match self {
+            Scope::Blob {
+                target: BlobTarget::Blob(_),
+                ..
+            } => ScopeKind::Blob,
+            Scope::Blob { .. } => ScopeKind::Blobs,
+            Scope::Table {
+                rows: Some(rows), ..
+            } if rows.is_single() => ScopeKind::Row,
+            Scope::Table { .. } => ScopeKind::Rows,
+            Scope::Queue { .. } => ScopeKind::Queue,
+        }
+    }
+
+    /// Checks that every operation of `ops` means something on this scope: the first that
+    /// does not is the error, named with the scope's kind.
+    pub fn check_ops(&self, ops: Ops) -> Result<(), OpScopeError> {
+        let kind = self.kind();
+        match ops.iter().find(|op| !kind.ops().names(*op)) {
+            Some(op) => Err(OpScopeError { op, kind }),
+            None => Ok(()),
         }
     }
 
@@ -268,8 +373,10 @@ fn parse_blob(rest: &str) -> Result<Scope, ScopeError> {
     };
     let container = Name::parse(container)?;
     let target = match path {
-        None => BlobTarget::Container,
-        Some("") => return Err(ScopeError::ContainerWithSlash),
+        // `blob:NAME/` is what people type for a container's contents (it reads like every
+        // other prefix): the same scope as `blob:NAME`, written back without the slash, so a
+        // key's text form and its coverage do not depend on which spelling was given.
+        None | Some("") => BlobTarget::Container,
         Some(p) if p.ends_with('/') => BlobTarget::Prefix(BlobPrefix::parse(p)?),
         Some(p) => BlobTarget::Blob(BlobPath::parse(p)?),
     };
@@ -368,7 +475,7 @@ mod tests {
             "file:photos",
             "blob:",
             "blob:Photos",
-            "blob:photos/",
+            "blob:photos//",
             "blob:photos//x",
             "blob:photos/../x",
             "blob:photos/a/./b",
@@ -383,6 +490,14 @@ mod tests {
         ] {
             assert!(bad.parse::<Scope>().is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_container_may_be_written_with_a_trailing_slash() {
+        assert_eq!(s("blob:photos/"), s("blob:photos"));
+        assert_eq!(s("blob:photos/").to_string(), "blob:photos");
+        assert!(s("blob:photos/").covers(&s("blob:photos/2024/cat.jpg")));
+        assert!(!s("blob:photos/").covers(&s("blob:photos-private/x")));
     }
 
     #[test]
@@ -464,9 +579,13 @@ mod tests {
                 2 => a[..a.len() - 1].to_owned(),
                 _ => b,
             };
+            // `has_text` answers for the canonical text only (`blob:photos/` is the same scope
+            // as `blob:photos` but not its text): never `true` for another scope, always for
+            // the scope's own text form.
             if let Ok(scope) = a.parse::<Scope>() {
                 let same = b.parse::<Scope>() == Ok(scope.clone());
-                proptest::prop_assert_eq!(scope.has_text(b.as_bytes()), same);
+                let canonical = same && b == scope.to_string();
+                proptest::prop_assert_eq!(scope.has_text(b.as_bytes()), canonical);
             }
         }
     }

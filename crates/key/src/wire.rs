@@ -28,6 +28,27 @@ pub(crate) mod field {
     pub const CLIENT_IPS: u8 = 11;
     pub const FILENAME: u8 = 12;
     pub const EVENT_TARGET: u8 = 13;
+
+    /// The field's name in `docs/KEY-FORMAT.md`, for messages; `None` for a type this
+    /// version does not know.
+    pub const fn name(field: u8) -> Option<&'static str> {
+        Some(match field {
+            KEY_ID => "key id",
+            SIGNING_KEY => "signing key",
+            SUBJECT => "subject",
+            SCOPE => "scope",
+            OPS => "ops",
+            NOT_BEFORE => "not before",
+            EXPIRES => "expires",
+            MAX_BYTES => "max bytes",
+            MAX_USES => "max uses",
+            CONTENT_TYPE => "content type",
+            CLIENT_IPS => "client addresses",
+            FILENAME => "file name",
+            EVENT_TARGET => "event target",
+            _ => return None,
+        })
+    }
 }
 
 /// Builds one segment. Fields must be written in ascending type order (debug-asserted: the

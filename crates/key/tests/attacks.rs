@@ -588,11 +588,27 @@ fn resources_are_compared_byte_for_byte() {
         "blob:photos/2024/\u{85}",
         "blob:photos/..",
         "blob:photos/.",
-        "blob:photos/",
+        "blob:photos//",
         "blob:../photos",
         "blob:photos/2024/x/../../y/",
     ] {
         assert!(bad.parse::<Scope>().is_err(), "{bad:?} parsed");
+    }
+}
+
+/// `blob:NAME/` is how people write a container's contents: it is the container, signed in
+/// its one canonical text, so the spelling can neither widen a key nor change its bytes.
+#[test]
+fn a_container_written_with_a_trailing_slash_is_exactly_the_container() {
+    let slash = claims("blob:photos/", "read,list");
+    let plain = claims("blob:photos", "read,list");
+    assert_eq!(slash, plain);
+    let signed = keyring().issue(slash).unwrap().to_string();
+    assert_eq!(signed, keyring().issue(plain).unwrap().to_string());
+    assert_eq!(code(&signed, Op::Read, "blob:photos/2024/a.jpg"), "granted");
+    assert_eq!(code(&signed, Op::List, "blob:photos/"), "granted");
+    for other in ["blob:photos-private/x", "blob:photo/x", "blob:photos2/"] {
+        assert_eq!(code(&signed, Op::Read, other), "out_of_scope", "{other}");
     }
 }
 

@@ -72,8 +72,13 @@ fn claims() -> impl Strategy<Value = Claims> {
             |(id, subject, scope, ops, nbf, ttl, max_bytes, max_uses, ips)| Claims {
                 key_id: KeyId(id),
                 subject,
+                // Only what applies to the scope can be issued; caveats (appended unchecked)
+                // still name any operations.
+                ops: match ops.intersect(scope.kind().ops()) {
+                    none if none.is_empty() => Ops::NONE.with(Op::Read),
+                    fitting => fitting,
+                },
                 scope,
-                ops,
                 not_before: NOW.plus(nbf),
                 expires: NOW.plus(nbf + ttl),
                 limits: Limits {

@@ -250,10 +250,13 @@ pub struct IssueArgs {
     pub keyring: Option<PathBuf>,
     #[command(flatten)]
     pub remote: GateArgs,
-    /// What the key grants: blob:CONTAINER[/PATH or /PREFIX/], table:..., queue:NAME.
+    /// What the key grants: blob:CONTAINER (or blob:CONTAINER/), blob:CONTAINER/PREFIX/,
+    /// blob:CONTAINER/PATH, table:NAME[/PARTITION[/ROW or FROM..TO]], queue:NAME.
     #[arg(long)]
     pub resource: String,
-    /// Operations: read, write, create, delete, list, enqueue, dequeue, peek, update.
+    /// Operations, comma-separated. Blobs take read, write, create, delete, and list on a
+    /// container or prefix; tables the same and update (list not on one row); queues enqueue,
+    /// dequeue, peek, update, delete.
     #[arg(long)]
     pub ops: String,
     /// How long the key lives, e.g. 90s, 10m, 1h [default: 10m; with --gate, 10m or the role's

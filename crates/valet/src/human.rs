@@ -8,13 +8,21 @@ use ipnet::IpNet;
 
 /// `10MiB`, `5 MB`, `1024`.
 pub fn size(text: &str) -> Result<u64, String> {
-    parse_size::parse_size(text).map_err(|e| format!("'{text}' is not a size like 10MiB: {e}"))
+    // The parser's own reasons ("invalid digit found in string") add nothing to an example.
+    parse_size::parse_size(text).map_err(|_| format!("'{text}' is not a size like 10MiB or 5MB"))
 }
 
 /// `90s`, `10m`, `1h 30m`.
 pub fn duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|e| format!("'{text}' is not a duration like 90s or 10m: {e}"))
+    humantime::parse_duration(text).map_err(|e| match e {
+        // The one reason worth repeating; the others ("expected number at 0") name positions.
+        humantime::DurationError::UnknownUnit { unit, .. } => {
+            format!(
+                "'{text}' is not a duration like 90s or 10m: '{unit}' is not a unit (s, m, h, d)"
+            )
+        }
+        _ => format!("'{text}' is not a duration like 90s or 10m"),
+    })
 }
 
 /// `192.0.2.0/24`, `2001:db8::/32`, or one address (`192.0.2.7`), refusing host bits so that
@@ -61,7 +69,23 @@ mod tests {
         assert!(size("ten").is_err());
         assert_eq!(duration("90s"), Ok(Duration::from_secs(90)));
         assert_eq!(duration("10m"), Ok(Duration::from_secs(600)));
-        assert!(duration("soon").is_err());
+        assert_eq!(
+            duration("soon"),
+            Err("'soon' is not a duration like 90s or 10m".into())
+        );
+        assert_eq!(
+            duration("10 mins").unwrap(),
+            Duration::from_secs(600),
+            "humantime's long units are fine"
+        );
+        assert_eq!(
+            duration("10x"),
+            Err("'10x' is not a duration like 90s or 10m: 'x' is not a unit (s, m, h, d)".into())
+        );
+        assert_eq!(
+            size("lots"),
+            Err("'lots' is not a size like 10MiB or 5MB".into())
+        );
     }
 
     #[test]

@@ -26,10 +26,24 @@ fn main() -> ExitCode {
     match cmd::run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("valet: {err:#}");
+            eprintln!("valet: {}", chain_text(&err));
             ExitCode::from(exit::FAILURE)
         }
     }
+}
+
+/// The error and its causes, `: `-separated, each said once: an error whose message already
+/// ends with its source's (`keyring file K: No such file or directory`, and the `io::Error`
+/// it keeps as its source) is not followed by that source again.
+fn chain_text(err: &anyhow::Error) -> String {
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1).map(ToString::to_string) {
+        if !text.ends_with(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 /// Logs go to stderr, filtered by RUST_LOG (default `info`).

@@ -200,7 +200,7 @@ fn describe(errors: figment::Error) -> String {
         .into_iter()
         .map(|e| {
             let key = e.path.join(".");
-            let what = e.kind.to_string();
+            let what = kind_text(&e.kind);
             let whence = e
                 .metadata
                 .as_ref()
@@ -214,6 +214,25 @@ fn describe(errors: figment::Error) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// One error in words. figment's own text nests serde's "one of `a`, `b`" in another pair of
+/// backquotes, and names an unknown setting twice (the key already says which).
+fn kind_text(kind: &figment::error::Kind) -> String {
+    use figment::error::Kind;
+    let choices = |names: &[&str]| names.join(", ");
+    match kind {
+        Kind::UnknownVariant(found, expected) => {
+            format!("'{found}' is not one of {}", choices(expected))
+        }
+        Kind::UnknownField(_, expected) => {
+            format!(
+                "no such setting (the settings here are {})",
+                choices(expected)
+            )
+        }
+        other => other.to_string(),
+    }
 }
 
 /// A list given as a TOML array, or as one comma-separated string (`VALET_CORS_ORIGINS=a,b`).

@@ -312,6 +312,35 @@ fn a_bad_configuration_is_refused_naming_the_setting() {
     assert!(stderr.contains("/nonexistent/valet.toml"), "{stderr}");
 }
 
+/// The messages read as sentences: no library's nested backquotes, no name said twice.
+#[test]
+fn configuration_errors_read_plainly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("d");
+    let d = d.to_str().unwrap();
+    let config = dir.path().join("valet.toml");
+    for (text, want) in [
+        (
+            "role = \"x\"\n",
+            "valet: bad configuration: setting `role`: 'x' is not one of all, gate, store (from TOML file)",
+        ),
+        (
+            "gate_adr = \"127.0.0.1:1\"\n",
+            "valet: bad configuration: setting `gate_adr`: no such setting (the settings here are role, data, gate_addr,",
+        ),
+    ] {
+        std::fs::write(&config, text).unwrap();
+        let stderr = serve_fails(&["--config", config.to_str().unwrap(), "--data", d], &[]);
+        assert!(stderr.starts_with(want), "{text}: {stderr}");
+        assert!(!stderr.contains("``"), "{stderr}");
+    }
+    let stderr = serve_fails(&["--data", d], &[("VALET_ROLE", "both")]);
+    assert!(
+        stderr.contains("setting `role`: 'both' is not one of all, gate, store (from `VALET_` environment variable(s))"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn environment_variables_reach_nested_settings() {
     let dir = tempfile::tempdir().unwrap();

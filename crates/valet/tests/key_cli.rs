@@ -114,6 +114,21 @@ fn issue_prints_a_compact_token_alone_that_verifies() {
 }
 
 #[test]
+fn a_container_may_be_written_with_a_trailing_slash() {
+    let f = Fixture::new();
+    let token = f.issue(&["--resource", "blob:files/", "--ops", "read,list"]);
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&valet(&["key", "inspect", &token]))).unwrap();
+    assert_eq!(json["claims"]["scope"], "blob:files");
+    assert_eq!(f.verify("read", "blob:files/docs/a.txt", &token, None).0, 0);
+    assert_eq!(f.verify("list", "blob:files/", &token, None).0, 0);
+    assert_eq!(
+        f.verify("read", "blob:files-private/a.txt", &token, None).1,
+        "out_of_scope"
+    );
+}
+
+#[test]
 fn verify_exits_3_with_the_denial_code() {
     let f = Fixture::new();
     let token = f.issue(&[
@@ -169,8 +184,10 @@ fn verify_exits_3_with_the_denial_code() {
     );
 }
 
+/// Two seconds, not one: times are whole seconds, and a one-second key issued just before a
+/// second ends has expired before a busy machine can run the first check.
 #[test]
-fn a_one_second_key_expires() {
+fn a_two_second_key_expires() {
     let f = Fixture::new();
     let token = f.issue(&[
         "--resource",
@@ -178,7 +195,7 @@ fn a_one_second_key_expires() {
         "--ops",
         "dequeue",
         "--ttl",
-        "1s",
+        "2s",
     ]);
     let out = valet(&[
         "key",
@@ -194,7 +211,7 @@ fn a_one_second_key_expires() {
         &token,
     ]);
     assert_eq!(out.status.code(), Some(0));
-    std::thread::sleep(std::time::Duration::from_millis(2100));
+    std::thread::sleep(std::time::Duration::from_millis(3100));
     let out = valet(&[
         "key",
         "verify",
@@ -399,6 +416,183 @@ fn bad_input_is_refused_with_a_message() {
         assert!(out.stdout.is_empty(), "{extra:?}");
         assert!(!out.stderr.is_empty(), "{extra:?}");
     }
+}
+
+/// A key whose operations mean nothing on its resource is refused, naming both.
+#[test]
+fn keys_with_operations_that_do_not_apply_to_the_resource_are_refused() {
+    let f = Fixture::new();
+    let cases = [
+        (
+            "blob:files/x",
+            "enqueue",
+            "'enqueue' does not apply to one blob",
+        ),
+        (
+            "blob:files/x",
+            "read,list",
+            "'list' does not apply to one blob",
+        ),
+        (
+            "blob:files/",
+            "peek",
+            "'peek' does not apply to a blob container or prefix",
+        ),
+        (
+            "queue:jobs",
+            "read,write",
+            "'read' does not apply to a queue",
+        ),
+        (
+            "table:orders/p/r",
+            "list",
+            "'list' does not apply to one table row",
+        ),
+    ];
+    for (resource, ops, why) in cases {
+        let out = valet(&[
+            "key",
+            "issue",
+            "--keyring",
+            f.ring(),
+            "--resource",
+            resource,
+            "--ops",
+            ops,
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{resource} {ops}: {stderr}");
+        assert!(out.stdout.is_empty());
+        assert!(stderr.contains(why), "{resource} {ops}: {stderr}");
+    }
+    let folder = f.issue(&["--resource", "blob:files/docs/", "--ops", "read,list"]);
+    for (extra, why) in [
+        (
+            vec!["--resource", "blob:files/docs/a.txt"],
+            "the key's operation 'list' does not apply to one blob",
+        ),
+        (
+            vec!["--resource", "blob:files/docs/a.txt", "--ops", "list"],
+            "'list' does not apply to one blob",
+        ),
+        (
+            vec!["--resource", "queue:files"],
+            "the caveat's scope is a queue scope and the key's a blob scope",
+        ),
+    ] {
+        let mut args = vec!["key", "attenuate", &folder];
+        args.extend(extra.iter().copied());
+        let out = valet(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {stderr}");
+        assert!(stderr.contains(why), "{extra:?}: {stderr}");
+    }
+    let one = stdout(&valet(&[
+        "key",
+        "attenuate",
+        &folder,
+        "--resource",
+        "blob:files/docs/a.txt",
+        "--ops",
+        "read",
+    ]));
+    assert_eq!(f.verify("read", "blob:files/docs/a.txt", &one, None).0, 0);
+}
+
+/// The messages of the commonest mistakes, whole: the fault said once, control characters
+/// escaped, sentences that parse.
+#[test]
+fn refusals_read_plainly() {
+    let f = Fixture::new();
+    let issue = |resource: &str, ops: &str| {
+        let out = valet(&[
+            "key",
+            "issue",
+            "--keyring",
+            f.ring(),
+            "--resource",
+            resource,
+            "--ops",
+            ops,
+        ]);
+        assert_eq!(out.status.code(), Some(1));
+        String::from_utf8(out.stderr).unwrap()
+    };
+    assert_eq!(
+        issue("blob:photos/a\u{1}b", "read"),
+        "valet: 'blob:photos/a\\u{1}b' is not a resource: the path contains a control character\n"
+    );
+    assert_eq!(
+        issue("blob:photos/../x", "read"),
+        "valet: 'blob:photos/../x' is not a resource: the path has a '.' or '..' segment\n"
+    );
+    assert_eq!(
+        issue("blob:files/x", "enqueue"),
+        "valet: --ops: the operation 'enqueue' does not apply to one blob, which takes read, \
+         write, create or delete\n"
+    );
+    let missing = f.ring.with_file_name("missing");
+    let out = valet(&["key", "list", "--keyring", missing.to_str().unwrap()]);
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        format!(
+            "valet: keyring file {}: No such file or directory (os error 2)\n",
+            missing.display()
+        )
+    );
+    let out = valet(&["key", "retire", "--keyring", f.ring(), "k9"]);
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "valet: there is no signing key 'k9' in the keyring\n"
+    );
+    // A gate that is not running: the OS's reason, not the HTTP client's layers.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let gate = format!("http://{closed}");
+    let out = Command::new(env!("CARGO_BIN_EXE_valet"))
+        .args([
+            "key",
+            "issue",
+            "--gate",
+            &gate,
+            "--resource",
+            "blob:files/a",
+            "--ops",
+            "read",
+        ])
+        .env("VALET_API_KEY", "vak_some_key_0123456789")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        format!("valet: requesting POST {gate}/v1/keys: cannot connect: Connection refused (os error 111)\n")
+    );
+    let token = f.issue(&["--resource", "blob:photos/2024/", "--ops", "read"]);
+    let out = valet(&["key", "attenuate", &token, "--ops", "read,write"]);
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "valet: cannot attenuate: the caveat would widen the key's operations\n"
+    );
+    let out = valet(&[
+        "key",
+        "issue",
+        "--keyring",
+        f.ring(),
+        "--resource",
+        "blob:a/b",
+        "--ops",
+        "read",
+        "--ttl",
+        "soon",
+    ]);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("'soon' is not a duration like 90s or 10m\n"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -268,6 +268,62 @@ fn server_errors_and_usage_errors_have_their_exit_codes() {
     );
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert!(stderr(&out).contains("bad_request"), "{}", stderr(&out));
+    // Operations that mean nothing on the resource: bad_request, naming both, whoever asks
+    // (the admin's policy allows every operation).
+    for (resource, ops, why) in [
+        (
+            "blob:files/x",
+            "enqueue",
+            "'enqueue' does not apply to one blob",
+        ),
+        (
+            "blob:files/x",
+            "read,list",
+            "'list' does not apply to one blob",
+        ),
+        (
+            "queue:jobs",
+            "read,write",
+            "'read' does not apply to a queue",
+        ),
+    ] {
+        let out = s.key(ADMIN_KEY, &["issue", "--resource", resource, "--ops", ops]);
+        let text = stderr(&out);
+        assert_eq!(out.status.code(), Some(4), "{resource} {ops}: {text}");
+        assert!(
+            text.starts_with("valet: bad_request: ops: the operation ")
+                && text.contains(why)
+                && text.contains("(HTTP 400)"),
+            "{resource} {ops}: {text}"
+        );
+    }
+
+    // A delegate path that names no resource: bad_path, with the fault itself named once.
+    for (path, why) in [
+        (
+            "/files/a%01b",
+            "bad path: the path contains a control character",
+        ),
+        (
+            "/files/%2e%2e/b",
+            "bad path: the path has a '.' or '..' segment",
+        ),
+        ("/files/a%2fb", "bad path: the path contains an encoded '/'"),
+        ("/files/a%5cb", "bad path: the path contains a backslash"),
+        (
+            "/files/a%252541",
+            "bad path: the path contains a percent-encoded sequence (double encoding)",
+        ),
+    ] {
+        let url = format!("{}{path}", s.gate_url());
+        let auth = format!("Authorization: Bearer {ADMIN_KEY}");
+        let (status, body) = curl(&["--path-as-is", "-H", &auth, &url]);
+        let body: serde_json::Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("{path}: {status} {body:?}: {e}"));
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "bad_path", "{path}: {body}");
+        assert_eq!(body["error"]["message"], why, "{path}: {body}");
+    }
 
     // No API key.
     let out = valet_command()

@@ -72,6 +72,27 @@ pub fn client(cacert: Option<&Path>) -> anyhow::Result<reqwest::Client> {
     builder.build().context("setting up the HTTP client")
 }
 
+/// A request that got no answer, in words: what failed, and the innermost cause (the OS's
+/// error, or the TLS library's), not the client library's layers (`error sending request:
+/// client error (Connect): tcp connect error: …`). Without the URL: it may carry a key.
+pub fn network_error(err: reqwest::Error) -> anyhow::Error {
+    let err = err.without_url();
+    let what = if err.is_connect() {
+        "cannot connect"
+    } else if err.is_timeout() {
+        "no answer in time"
+    } else if err.is_body() || err.is_decode() {
+        "the answer broke off"
+    } else {
+        "the request failed"
+    };
+    let mut cause: &dyn std::error::Error = &err;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    anyhow::anyhow!("{what}: {cause}")
+}
+
 /// An error answered by the store or the gate.
 #[derive(Debug)]
 pub struct ServerError {

@@ -86,8 +86,10 @@ fn list(path: &std::path::Path) -> anyhow::Result<()> {
 }
 
 fn scope(text: &str) -> anyhow::Result<Scope> {
+    // Escaped: a control character in the text is the usual reason it was refused, and it
+    // must not reach the terminal as itself.
     text.parse()
-        .with_context(|| format!("'{text}' is not a resource"))
+        .with_context(|| format!("'{}' is not a resource", text.escape_debug()))
 }
 
 fn ops(text: &str) -> anyhow::Result<Ops> {
@@ -110,11 +112,13 @@ fn issue(args: IssueArgs) -> anyhow::Result<()> {
     let ring = keyring_file::load(keyring)?;
     let ttl = args.ttl.unwrap_or(DEFAULT_TTL);
     let now = keyring_file::now();
+    let (scope, ops) = (scope(&args.resource)?, ops(&args.ops)?);
+    scope.check_ops(ops).map_err(|e| anyhow!("--ops: {e}"))?;
     let claims = Claims {
         key_id: KeyId::random(&mut OsRng),
         subject: args.subject,
-        scope: scope(&args.resource)?,
-        ops: ops(&args.ops)?,
+        scope,
+        ops,
         not_before: now,
         expires: now.plus(ttl.as_secs().max(1)),
         limits: Limits {

@@ -156,7 +156,7 @@ pub fn run_put(args: PutArgs) -> anyhow::Result<ExitCode> {
 
 /// A network error, without its URL: the URL carries a key, and its tag must not be printed.
 fn net(err: reqwest::Error) -> anyhow::Error {
-    anyhow::Error::new(err.without_url())
+    super::http::network_error(err)
 }
 
 /// Sends a request, waiting at most [`IDLE_TIMEOUT`] for the response head when `bounded`

@@ -71,7 +71,7 @@ impl KeyApi {
         let response = request
             .send()
             .await
-            .map_err(|e| anyhow::Error::new(e.without_url()))
+            .map_err(http::network_error)
             .with_context(|| format!("requesting {shown}"))?;
         let status = response.status();
         if !status.is_success() {
