@@ -89,10 +89,20 @@ pub struct Grant {
     pub scope: Scope,
     /// The operations left after every caveat.
     pub ops: Ops,
-    /// The earliest expiry of the claims and caveats.
-    pub expires: UnixTime,
-    /// When the key was issued valid from; with the subject, what bulk revocation compares.
-    pub not_before: UnixTime,
+    /// The signed expiry of the key itself (its claims'), whatever caveat the request came
+    /// with: what the ledger must remember the key's uses and revocation until (with the skew),
+    /// since the root key and every other narrowing of it stay valid that long. Never
+    /// [`valid_until`](Grant::valid_until), which a holder can shorten at will: a use counted
+    /// under a caveat's one-second expiry and forgotten a minute later would make the key new
+    /// again.
+    pub key_expires: UnixTime,
+    /// The earliest expiry of the claims and every caveat: when this token (as presented)
+    /// stops being valid. For display and for the request only, never for what the ledger
+    /// keeps.
+    pub valid_until: UnixTime,
+    /// The signed not-before of the key itself (its claims', never a caveat's), when it was
+    /// issued; with the subject, what bulk revocation compares.
+    pub issued_at: UnixTime,
     /// The largest upload to accept.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_bytes: Option<u64>,
@@ -284,6 +294,7 @@ impl Bounds {
             subject,
             scope,
             not_before,
+            expires,
             limits,
             ..
         } = claims;
@@ -296,8 +307,9 @@ impl Bounds {
             subject,
             scope,
             ops: self.ops,
-            expires: self.expires,
-            not_before,
+            key_expires: expires,
+            valid_until: self.expires,
+            issued_at: not_before,
             max_bytes: self.max_bytes,
             max_uses: self.max_uses,
             content_types,

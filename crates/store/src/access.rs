@@ -54,13 +54,14 @@ pub async fn admit(
     }
 }
 
-/// What the ledger needs to know of a grant.
+/// What the ledger needs to know of a grant: the key's own signed times, never the window a
+/// caveat narrowed (a use counted under a caveat's short expiry must outlive it).
 fn key_use(grant: &Grant) -> KeyUse<'_> {
     KeyUse {
         key_id: grant.key_id,
         subject: grant.subject.as_deref(),
-        issued_at: grant.not_before,
-        expires: grant.expires,
+        issued_at: grant.issued_at,
+        key_expires: grant.key_expires,
         max_uses: grant.max_uses,
     }
 }

@@ -532,6 +532,75 @@ async fn exhausted_keys_stay_exhausted_however_they_are_replayed_or_narrowed() {
     assert_eq!(get(spare.to_string()).await.0, 200);
 }
 
+/// The `max_uses` bypass through a short-lived narrowing: a one-time key valid for an hour,
+/// first used through a copy narrowed to one second. The count used to be kept only until
+/// the copy's expiry, so the next minute's pruning forgot it and the key was new again (200
+/// at +0, +40, +100, +160 s). Pruning is `Ledger::forget_expired(now)`, what `valet serve`
+/// runs once a minute; it is called here with the times those prunings would run at.
+#[tokio::test]
+async fn a_use_spent_through_a_short_narrowing_is_never_forgotten_while_the_key_lives() {
+    let s = TestStore::start().await;
+    s.put("files", "a", "x", "text/plain").await;
+    let exhausted = (403, "key_exhausted".to_owned());
+    let short = |token: &valet_key::Token| {
+        s.attenuated(
+            token,
+            Caveat {
+                expires: Some(now().plus(1)),
+                ..Caveat::default()
+            },
+        )
+    };
+    let get = |key: String| {
+        let url = s.url(&format!("/blob/files/a?vk={key}"));
+        let http = s.http.clone();
+        async move { answer(http.get(url).send().await.unwrap()).await }
+    };
+    let put = |key: String| {
+        let url = s.url(&format!("/blob/files/a?vk={key}"));
+        let http = s.http.clone();
+        async move { answer(http.put(url).body("y").send().await.unwrap()).await }
+    };
+    let reader = s.token(
+        "blob:files/a",
+        "read",
+        KeySpec {
+            expires: Some(now().plus(3600)),
+            limits: uses(1),
+            ..KeySpec::default()
+        },
+    );
+    let writer = s.token(
+        "blob:files/a",
+        "write",
+        KeySpec {
+            expires: Some(now().plus(3600)),
+            limits: uses(1),
+            ..KeySpec::default()
+        },
+    );
+    assert_eq!(get(short(&reader)).await, (200, String::new()));
+    assert_eq!(put(short(&writer)).await, (200, String::new()));
+    let start = now();
+    // The first pruning is well past the narrowing's expiry and grace, before anything else is
+    // presented (a refused admission raises a count's expiry too, which would hide the bug).
+    for later in [100, 160, 600, 3000] {
+        // A pruning at `start + later` forgets nothing of these keys.
+        s.ledger.forget_expired(start.plus(later)).unwrap();
+        for (token, what) in [(&reader, "reader"), (&writer, "writer")] {
+            assert_eq!(
+                s.ledger.status(token.claims().key_id).unwrap().uses,
+                1,
+                "{what} +{later}"
+            );
+        }
+        assert_eq!(get(reader.to_string()).await, exhausted, "root +{later}");
+        assert_eq!(get(short(&reader)).await, exhausted, "narrowing +{later}");
+        assert_eq!(put(writer.to_string()).await, exhausted, "root +{later}");
+        assert_eq!(put(short(&writer)).await, exhausted, "narrowing +{later}");
+    }
+}
+
 /// A store on a data folder the test owns, so that it can be stopped and started again.
 struct Restartable {
     dir: tempfile::TempDir,
