@@ -14,7 +14,7 @@ use crate::caveat::Caveat;
 use crate::claims::{Claims, FileName, KeyId, UnixTime};
 use crate::error::FormatError;
 use crate::keyring::Keyring;
-use crate::media_range::MediaRange;
+use crate::media_range::{MediaRange, MediaType};
 use crate::name::Name;
 use crate::op::{Op, Ops};
 use crate::scope::Scope;
@@ -121,10 +121,19 @@ pub struct Grant {
 }
 
 impl Grant {
-    /// Whether an upload with this `Content-Type` (or none) is allowed.
+    /// Whether an upload with this `Content-Type` (or none) is allowed: never one that is not
+    /// a media type ([`MediaType::parse`]) when the key has a limit.
     pub fn permits_content_type(&self, content_type: Option<&str>) -> bool {
         match content_type {
             Some(ct) => self.content_types.iter().all(|range| range.matches(ct)),
+            None => self.content_types.is_empty(),
+        }
+    }
+
+    /// Whether an upload of this parsed media type (or none) is allowed.
+    pub fn permits_media_type(&self, media_type: Option<&MediaType>) -> bool {
+        match media_type {
+            Some(t) => self.content_types.iter().all(|range| range.contains(t)),
             None => self.content_types.is_empty(),
         }
     }

@@ -29,7 +29,7 @@ pub use error::{
     FileNameError, FormatError, MediaRangeError, NameError, OpError, PathError, ScopeError,
 };
 pub use keyring::{IssueError, Keyring, KeyringError, SigningKey, Tag, KEYRING_FORMAT};
-pub use media_range::MediaRange;
+pub use media_range::{MediaRange, MediaType, MediaTypeError, MAX_MEDIA_TYPE_LEN};
 pub use name::{Name, MAX_NAME_LEN, MIN_NAME_LEN};
 pub use op::{Op, Ops};
 pub use path::{BlobPath, BlobPrefix, TableKey, MAX_PATH_LEN, MAX_TABLE_KEY_LEN};

@@ -51,6 +51,10 @@ pub enum StoreError {
         /// The key's cap.
         limit: u64,
     },
+    /// The upload's `Content-Type` is not one media type by RFC 9110's grammar (a list, a
+    /// malformed parameter, a control character), or it came in more than one header.
+    #[error("bad Content-Type: {0}")]
+    BadContentType(#[from] valet_key::MediaTypeError),
     /// The upload's content type is not the key's.
     #[error("content type {0:?} is not allowed by the key")]
     ContentTypeNotAllowed(String),
@@ -95,6 +99,7 @@ impl StoreError {
                 (StatusCode::PRECONDITION_FAILED, "precondition_failed")
             }
             StoreError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            StoreError::BadContentType(_) => (StatusCode::BAD_REQUEST, "bad_content_type"),
             StoreError::ContentTypeNotAllowed(_) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "content_type_not_allowed",

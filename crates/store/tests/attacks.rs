@@ -601,6 +601,153 @@ async fn a_use_spent_through_a_short_narrowing_is_never_forgotten_while_the_key_
     }
 }
 
+/// A raw `PUT target` of `body` with `Connection: close` and `extra` header lines, byte for
+/// byte (so that no client library refuses or rewrites an odd header first).
+fn raw_put(target: &str, extra: &[u8], body: &str) -> Vec<u8> {
+    let mut request = format!(
+        "PUT {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(extra);
+    request.extend_from_slice(b"\r\n");
+    request.extend_from_slice(body.as_bytes());
+    request
+}
+
+/// The content-type limit sidestepped by a list: a key limited to `image/png` took
+/// `image/png;,text/html`, kept it and served it back, and browsers read the last type of a
+/// list. Every `Content-Type` is now one media type by RFC 9110's grammar, or refused
+/// (whatever the key's limit), and what is stored and served back is its canonical form.
+#[tokio::test]
+async fn a_content_type_limit_cannot_be_sidestepped_by_a_list_or_a_malformed_type() {
+    let s = TestStore::start().await;
+    let png = limited(
+        &s,
+        "blob:files",
+        "write",
+        Limits {
+            content_type: Some("image/png".parse().unwrap()),
+            ..Limits::default()
+        },
+    )
+    .to_string();
+    let open = s.key("blob:files", "write");
+    let bad = (400, "bad_content_type".to_owned());
+    let mut n = 0;
+    for value in [
+        &b"image/png;,text/html"[..],
+        b"image/png, text/html",
+        b"image/png,text/html",
+        b"text/html, image/png",
+        b"image/png;charset",
+        b"image/png;charset=",
+        b"image/png;=utf-8",
+        b"image/png;a=b;a=c",
+        b"image/png;a=b;A=c",
+        b"image/png; a=\"x,text/html\"",
+        b"image/png; a=\"unterminated",
+        b"image/png; a=b c",
+        b"image/png text/html",
+        b"image/png\ttext/html",
+        b"image/png\xc3\xa9",
+        b"image/png; a=\"\xe2\x80\xae\"",
+        b"image/png; a=\xff",
+        b"image",
+        b"image/",
+        b"/png",
+        b"image/png/html",
+    ] {
+        for key in [&png, &open] {
+            n += 1;
+            let mut header = b"Content-Type: ".to_vec();
+            header.extend_from_slice(value);
+            header.extend_from_slice(b"\r\n");
+            let request = raw_put(&format!("/blob/files/t{n}?vk={key}"), &header, "data");
+            let answer = raw_http::send(s.addr, &request).await;
+            let got = raw_http::status_and_code(&answer);
+            let shown = String::from_utf8_lossy(value);
+            assert_eq!(got, bad, "{shown:?}");
+            assert!(
+                !s.blob_file("files", &format!("t{n}")).exists(),
+                "{shown:?}"
+            );
+        }
+    }
+    // Two headers are a list too.
+    let two = raw_put(
+        &format!("/blob/files/two?vk={png}"),
+        b"Content-Type: image/png\r\nContent-Type: text/html\r\n",
+        "data",
+    );
+    assert_eq!(
+        raw_http::status_and_code(&raw_http::send(s.addr, &two).await),
+        bad
+    );
+    // Control characters other than a tab are refused by the HTTP parser, before the store.
+    for (i, control) in [&b"\x01"[..], b"\x1b", b"\x7f", b"\x00"]
+        .into_iter()
+        .enumerate()
+    {
+        let mut header = b"Content-Type: image/png; a=\"".to_vec();
+        header.extend_from_slice(control);
+        header.extend_from_slice(b"\"\r\n");
+        let request = raw_put(&format!("/blob/files/c{i}?vk={png}"), &header, "d");
+        assert_eq!(
+            raw_http::status_of(&raw_http::send(s.addr, &request).await),
+            400
+        );
+        assert!(!s.blob_file("files", &format!("c{i}")).exists());
+    }
+
+    // Good types in odd spellings are stored, answered and served back canonical.
+    for (i, (sent, key, stored)) in [
+        ("IMAGE/PNG", &png, "image/png"),
+        ("image/png ;  Q=\"1\"", &png, "image/png; q=1"),
+        ("Image/Png; A=\"b c\"", &png, "image/png; a=\"b c\""),
+        ("image/png;", &png, "image/png"),
+        (
+            "TEXT/HTML; Charset=UTF-8",
+            &open,
+            "text/html; charset=UTF-8",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let url = s.url(&format!("/blob/files/ok{i}?vk={key}"));
+        let r = s
+            .http
+            .put(&url)
+            .header("content-type", sent)
+            .body("data")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{sent}");
+        let json: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(json["content_type"], stored, "{sent}");
+        let read = s.key(&format!("blob:files/ok{i}"), "read");
+        let r = s
+            .http
+            .get(s.url(&format!("/blob/files/ok{i}?vk={read}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["content-type"], stored, "{sent}");
+    }
+    // And a type outside the limit, well formed, is still `content_type_not_allowed`.
+    let r = s
+        .http
+        .put(s.url(&format!("/blob/files/html?vk={png}")))
+        .header("content-type", "text/html")
+        .body("data")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer(r).await, (415, "content_type_not_allowed".into()));
+}
+
 /// A store on a data folder the test owns, so that it can be stopped and started again.
 struct Restartable {
     dir: tempfile::TempDir,
