@@ -123,6 +123,7 @@ fn open_store(
     config.cors_origins = settings.cors_origins.clone();
     config.shutdown_grace = settings.shutdown_grace;
     config.blob_cache = settings.blob_cache;
+    config.blob_mode = settings.blob_mode;
     config.tls = tls;
     Store::open(config, keyring, ledger).context("opening the blob folder")
 }
