@@ -438,3 +438,65 @@ async fn folders_an_older_version_left_open_are_narrowed_at_start() {
         assert_eq!(mode(&path), 0o700, "{}", path.display());
     }
 }
+
+/// The access line's `bytes` is the body actually sent (a listing's page said `bytes=0`), or
+/// for an upload the body received.
+#[tokio::test]
+async fn the_access_line_gives_the_bytes_of_every_body() {
+    let capture = valet_testkit::logs::capture();
+    let s = TestStore::start().await;
+    let writer = s.key("blob:logbytes", "write");
+    let r = s
+        .put_with(
+            &s.url(&format!("/blob/logbytes/a/one?vk={writer}")),
+            None,
+            "12345",
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    s.put("logbytes", "a/two", "x".repeat(70_000), "text/plain")
+        .await;
+    let list = s.key("blob:logbytes", "list,read");
+    let mut sent = Vec::new();
+    for (what, target) in [
+        ("listing", format!("/blob/logbytes?vk={list}")),
+        ("small", format!("/blob/logbytes/a/one?vk={list}")),
+        ("large", format!("/blob/logbytes/a/two?vk={list}")),
+        ("error", "/blob/logbytes/a/one".to_owned()),
+    ] {
+        let body = s.get_bytes(&s.url(&target)).await.unwrap();
+        assert!(!body.is_empty(), "{what}");
+        sent.push((what, target, body.len()));
+    }
+    let text = capture.text();
+    let line_of = |path: &str, route: &str, status: u16| -> String {
+        let wanted = [
+            "valet::access".to_owned(),
+            format!(" path=\"{path}\" "),
+            format!(" route=\"{route}\" "),
+            format!(" status={status} "),
+        ];
+        text.lines()
+            .find(|l| wanted.iter().all(|w| l.contains(w.as_str())))
+            .unwrap_or_else(|| panic!("no access line for {path} {route} {status} in\n{text}"))
+            .to_owned()
+    };
+    for (what, target, len) in sent {
+        let path = target.split('?').next().unwrap();
+        let (route, status) = match what {
+            "listing" => ("blob_list", 200),
+            "error" => ("blob_get", 401),
+            _ => ("blob_get", 200),
+        };
+        let line = line_of(path, route, status);
+        assert!(
+            line.contains(&format!(" bytes={len} ")),
+            "{what}: {len} in {line}"
+        );
+    }
+    let put = line_of("/blob/logbytes/a/one", "blob_put", 201);
+    assert!(
+        put.contains(" bytes=5 "),
+        "the upload's bytes received: {put}"
+    );
+}
