@@ -24,7 +24,9 @@ mod wire;
 
 pub use authorize::{Access, Denial, Grant, Verifier, DEFAULT_SKEW_SECONDS};
 pub use caveat::{AttenuateError, Caveat};
-pub use claims::{valid_subject, Claims, FileName, KeyId, Limits, UnixTime, MAX_SUBJECT_LEN};
+pub use claims::{
+    is_bidi_control, valid_subject, Claims, FileName, KeyId, Limits, UnixTime, MAX_SUBJECT_LEN,
+};
 pub use error::{
     FileNameError, FormatError, MediaRangeError, NameError, OpError, PathError, ScopeError,
 };
