@@ -29,6 +29,9 @@ pub enum PathError {
     /// Longer than the documented maximum.
     #[error("the path is longer than 1024 bytes")]
     TooLong,
+    /// A segment longer than 255 bytes, more than a file system takes for one name.
+    #[error("a path segment is longer than 255 bytes")]
+    SegmentTooLong,
     /// `a//b`, a leading `/`, or (for an exact blob) a trailing one in the wrong place.
     #[error("the path has an empty segment")]
     EmptySegment,

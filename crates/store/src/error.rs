@@ -116,11 +116,17 @@ impl StoreError {
         }
     }
 
-    /// Classifies an I/O error from the blob folder.
+    /// Classifies an I/O error from the blob folder. A missing file or folder is *not*
+    /// `not_found` here: where it means "no such blob" the caller says so (opening a blob,
+    /// deleting one); anywhere else (the temporary folder gone, a folder removed under a
+    /// commit) it is the data tier's failure, not the client's.
     pub fn from_io(err: std::io::Error) -> StoreError {
         match err.raw_os_error() {
             Some(libc::ENOSPC | libc::EDQUOT) => StoreError::InsufficientStorage,
-            _ if err.kind() == std::io::ErrorKind::NotFound => StoreError::NotFound,
+            // A name the file system finds too long (some allow fewer than 255 bytes).
+            Some(libc::ENAMETOOLONG) => StoreError::BadPath(
+                "a path segment, or the path, is too long for the store's file system".into(),
+            ),
             _ => StoreError::Internal(err.to_string()),
         }
     }
@@ -146,5 +152,22 @@ impl StoreError {
             headers.insert(header::CONTENT_RANGE, value);
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_are_classified_by_cause() {
+        let os = std::io::Error::from_raw_os_error;
+        let code = |e: std::io::Error| StoreError::from_io(e).status_and_code().1;
+        assert_eq!(code(os(libc::ENAMETOOLONG)), "bad_path");
+        assert_eq!(code(os(libc::ENOSPC)), "insufficient_storage");
+        assert_eq!(code(os(libc::EDQUOT)), "insufficient_storage");
+        // Not found where the caller did not say "no such blob": the tier's failure.
+        assert_eq!(code(os(libc::ENOENT)), "internal");
+        assert_eq!(code(os(libc::EIO)), "internal");
     }
 }

@@ -748,6 +748,99 @@ async fn a_content_type_limit_cannot_be_sidestepped_by_a_list_or_a_malformed_typ
     assert_eq!(answer(r).await, (415, "content_type_not_allowed".into()));
 }
 
+/// A 300-byte segment answered `500 internal: File name too long` (with an ERROR log line):
+/// segments are at most 255 bytes (`NAME_MAX`) when the path is parsed, so every method, the
+/// listing prefix and the scope of a key refuse longer ones with `400 bad_path`, and a path
+/// too long as a whole (many segments, past `PATH_MAX`) too.
+#[tokio::test]
+async fn segments_longer_than_a_file_name_are_bad_path_never_internal() {
+    let s = TestStore::start().await;
+    let key = s.key("blob:files", "read,write,delete,list");
+    let longest = "a".repeat(valet_key::MAX_SEGMENT_LEN);
+    let multi = "é".repeat(127); // 254 bytes of two-byte characters
+                                 // Four segments of 255 bytes: 1023 bytes, deep folders, all fine.
+    let wide = "e".repeat(valet_key::MAX_SEGMENT_LEN);
+    let deep = [wide.as_str(); 4].join("/");
+    for path in [
+        longest.clone(),
+        format!("d/{longest}"),
+        format!("{multi}x"),
+        deep,
+    ] {
+        let url = s.url(&format!("/blob/files/{path}?vk={key}"));
+        let put = s.http.put(&url).body("ok").send().await.unwrap();
+        assert_eq!(put.status(), 201, "{} bytes", path.len());
+        assert_eq!(s.get_bytes(&url).await.unwrap(), "ok");
+    }
+    let too_long = "b".repeat(valet_key::MAX_SEGMENT_LEN + 1);
+    let many = ["c"; 2100].join("/"); // 4199 bytes: past PATH_MAX as well
+    for path in [
+        too_long.clone(),
+        format!("d/{too_long}"),
+        format!("{too_long}/x"),
+        "é".repeat(128),
+        "x".repeat(300),
+        many,
+    ] {
+        for method in [Method::GET, Method::HEAD, Method::PUT, Method::DELETE] {
+            let url = s.url(&format!("/blob/files/{path}?vk={key}"));
+            let r = s
+                .http
+                .request(method.clone(), &url)
+                .body("x")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 400, "{method} {} bytes", path.len());
+            if method != Method::HEAD {
+                assert_eq!(error_code(r).await, "bad_path", "{method}");
+            }
+        }
+    }
+    let prefix = format!("{too_long}/");
+    let r = s
+        .http
+        .get(s.url(&format!("/blob/files?prefix={prefix}&vk={key}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer(r).await, bad_path());
+    assert!(format!("blob:files/{too_long}")
+        .parse::<valet_key::Scope>()
+        .is_err());
+}
+
+/// A folder of the data tier that vanished (an operator's mistake) is the store's failure,
+/// `500 internal`, never a `404` telling clients their blob does not exist.
+#[tokio::test]
+async fn a_missing_data_folder_is_internal_not_not_found() {
+    let s = TestStore::start().await;
+    s.put("files", "a", "x", "text/plain").await;
+    let key = s.key("blob:files", "read,write");
+    let url = s.url(&format!("/blob/files/a?vk={key}"));
+    std::fs::remove_dir(s.data().join("tmp")).unwrap();
+    let r = s.http.put(&url).body("y").send().await.unwrap();
+    assert_eq!(answer(r).await, (500, "internal".into()));
+    let r = s
+        .http
+        .get(s.url(&format!("/blob/files/none?vk={key}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer(r).await, (500, "internal".into()), "tmp/ gone");
+    std::fs::create_dir(s.data().join("tmp")).unwrap();
+    let r = s
+        .http
+        .get(s.url(&format!("/blob/files/none?vk={key}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer(r).await, (404, "not_found".into()), "a missing blob");
+    std::fs::rename(s.data().join("blobs"), s.data().join("moved")).unwrap();
+    let r = s.http.get(&url).send().await.unwrap();
+    assert_eq!(answer(r).await, (500, "internal".into()), "blobs/ gone");
+}
+
 /// A store on a data folder the test owns, so that it can be stopped and started again.
 struct Restartable {
     dir: tempfile::TempDir,

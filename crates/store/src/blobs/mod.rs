@@ -150,7 +150,7 @@ impl BlobFolder {
         if let Some(hot) = self.hot.lookup(&file_path) {
             return Ok((BlobData::Memory(hot.data), hot.meta));
         }
-        let (file, stat) = open_regular(&file_path)?;
+        let (file, stat) = open_regular(&file_path).map_err(|e| self.tier_intact(e))?;
         let meta = self
             .metadata
             .get(&file, &stat)
@@ -161,6 +161,18 @@ impl BlobFolder {
             }
         }
         Ok((BlobData::File(file), meta))
+    }
+
+    /// `err`, unless it is `not_found` and the data tier's own folders are gone: then no blob
+    /// is missing, the store is broken (someone removed `DATA/blobs` or `DATA/tmp`), and an
+    /// operator must hear of it rather than clients being told their blobs do not exist.
+    fn tier_intact(&self, err: StoreError) -> StoreError {
+        match err {
+            StoreError::NotFound if !(self.blobs.is_dir() && self.tmp.is_dir()) => {
+                StoreError::Internal("the data folder's blobs/ or tmp/ is missing".into())
+            }
+            other => other,
+        }
     }
 
     /// How many small blobs are held in memory, and the bytes they count for.
@@ -186,7 +198,10 @@ impl BlobFolder {
                     .map_err(StoreError::from_io)?;
                 Ok(Some((stat, meta)))
             }
-            Err(StoreError::NotFound) => Ok(None),
+            Err(StoreError::NotFound) => match self.tier_intact(StoreError::NotFound) {
+                StoreError::NotFound => Ok(None),
+                e => Err(e),
+            },
             Err(e) => Err(e),
         }
     }
@@ -283,7 +298,11 @@ impl BlobFolder {
         if pre.evaluate(Some(&current), false) != Verdict::Proceed {
             return Err(StoreError::PreconditionFailed("If-Match"));
         }
-        fs::remove_file(&target).map_err(StoreError::from_io)?;
+        fs::remove_file(&target).map_err(|e| match e.kind() {
+            // Deleted by another process since it was looked at.
+            io::ErrorKind::NotFound => StoreError::NotFound,
+            _ => StoreError::from_io(e),
+        })?;
         self.forget(&stat);
         let root = self.container_dir(container);
         let mut dir = target.parent();
@@ -321,8 +340,8 @@ fn open_regular(path: &Path) -> Result<(File, std::fs::Metadata), StoreError> {
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .map_err(|e| match e.raw_os_error() {
-            // A parent is a file, or the blob is a symbolic link: there is no such blob.
-            Some(libc::ENOTDIR | libc::ELOOP) => StoreError::NotFound,
+            // No such file, a parent is a file, or the blob is a symbolic link: no such blob.
+            Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP) => StoreError::NotFound,
             _ => StoreError::from_io(e),
         })?;
     let stat = file.metadata().map_err(StoreError::from_io)?;
