@@ -206,7 +206,10 @@ async fn case_and_prefix_confusions_are_out_of_scope() {
     };
     assert_eq!(list("prefix=public/", &prefix).await.0, 200);
     assert_eq!(list("prefix=public/O", &prefix).await.0, 200);
-    for query in ["prefix=public", "prefix=publicx/", "prefix=", "prefix=p"] {
+    // The folder's own name is within it, clipped to the folder (see
+    // `a_folder_keys_listing_by_its_folders_name_is_clipped_to_the_folder`).
+    assert_eq!(list("prefix=public", &prefix).await.0, 200);
+    for query in ["prefix=publicx/", "prefix=publicx", "prefix=", "prefix=p"] {
         assert_eq!(
             list(query, &prefix).await,
             (403, "out_of_scope".into()),
@@ -839,6 +842,115 @@ async fn a_missing_data_folder_is_internal_not_not_found() {
     std::fs::rename(s.data().join("blobs"), s.data().join("moved")).unwrap();
     let r = s.http.get(&url).send().await.unwrap();
     assert_eq!(answer(r).await, (500, "internal".into()), "blobs/ gone");
+}
+
+/// A folder key `blob:files/photos/` refused `?prefix=photos` (no slash), a prefix naming
+/// exactly its folder. It is now admitted, and the listing clipped to the folder: never
+/// `photos-private/…`, `photos.txt` or `photo/…`, which the prefix (or a near one) matches and
+/// the key does not cover.
+#[tokio::test]
+async fn a_folder_keys_listing_by_its_folders_name_is_clipped_to_the_folder() {
+    let s = TestStore::start().await;
+    for path in [
+        "photos/a",
+        "photos/b/c",
+        "photos-private/x",
+        "photos.txt",
+        "photo/y",
+        "other/z",
+    ] {
+        s.put("files", path, "x", "text/plain").await;
+    }
+    let folder = s.key("blob:files/photos/", "list");
+    let container = s.key("blob:files", "list");
+    let list = |key: &str, query: &str| {
+        let url = s.url(&format!("/blob/files?{query}&vk={key}"));
+        let http = s.http.clone();
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            let status = r.status().as_u16();
+            let json: serde_json::Value = r.json().await.unwrap();
+            let paths: Vec<String> = json["items"]
+                .as_array()
+                .map(|items| {
+                    items
+                        .iter()
+                        .map(|i| i["path"].as_str().unwrap().to_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            (
+                status,
+                paths,
+                json["error"]["code"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        }
+    };
+    let in_folder = vec!["photos/a".to_owned(), "photos/b/c".to_owned()];
+    for query in [
+        "prefix=photos",
+        "prefix=photos/",
+        "prefix=photos%2F",
+        "prefix=photos%2f",
+    ] {
+        assert_eq!(
+            list(&folder, query).await,
+            (200, in_folder.clone(), String::new()),
+            "{query}"
+        );
+    }
+    assert_eq!(list(&folder, "prefix=photos/b").await.1, ["photos/b/c"]);
+    for query in [
+        "prefix=photo",
+        "prefix=photos-private",
+        "prefix=photos-private/",
+        "prefix=photos.txt",
+        "prefix=photos-",
+        "prefix=",
+        "limit=5",
+        "prefix=other",
+        "prefix=Photos",
+    ] {
+        let (status, paths, code) = list(&folder, query).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (403, "out_of_scope"),
+            "{query}: {paths:?}"
+        );
+    }
+    // A prefix is matched as text, never walked as a path: `photos/..` matches nothing.
+    assert_eq!(
+        list(&folder, "prefix=photos%2F..").await,
+        (200, vec![], String::new())
+    );
+    // Pages stay clipped.
+    let (_, first, _) = list(&folder, "prefix=photos&limit=1").await;
+    assert_eq!(first, ["photos/a"]);
+    let (_, second, _) = list(&folder, "prefix=photos&limit=1&cursor=photos%2Fa").await;
+    assert_eq!(second, ["photos/b/c"]);
+    let (_, third, _) = list(&folder, "prefix=photos&limit=5&cursor=photos%2Fb%2Fc").await;
+    assert!(third.is_empty(), "{third:?}");
+    // A container key still lists everything the prefix matches.
+    let (status, all, _) = list(&container, "prefix=photos").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        all,
+        ["photos-private/x", "photos.txt", "photos/a", "photos/b/c"]
+    );
+    // A narrower caveat is not widened by the second scope.
+    let narrowed = s.attenuated(
+        &s.token("blob:files/photos/", "list", KeySpec::default()),
+        Caveat {
+            scope: Some(scope("blob:files/photos/b/")),
+            ..Caveat::default()
+        },
+    );
+    let (status, _, code) = list(&narrowed, "prefix=photos").await;
+    assert_eq!((status, code.as_str()), (403, "out_of_scope"));
+    assert_eq!(list(&narrowed, "prefix=photos/b").await.1, ["photos/b/c"]);
 }
 
 /// A store on a data folder the test owns, so that it can be stopped and started again.
