@@ -45,6 +45,14 @@ pub enum StoreError {
     /// `If-Match`, `If-None-Match` or create-only refused the write, or a GET precondition failed.
     #[error("precondition failed: {0}")]
     PreconditionFailed(&'static str),
+    /// A write or delete with a condition on the blob's current version, by a key without
+    /// `read`: its answer would tell the contents (see `Preconditions::compare_current`).
+    #[error(
+        "a conditional {0} compares with the blob's current version, which needs the key to allow \
+         read: send it without If-Match, If-None-Match (other than '*'), If-Modified-Since and \
+         If-Unmodified-Since, or with a key that may read"
+    )]
+    ConditionNeedsRead(&'static str),
     /// The body is larger than the key allows.
     #[error("the body is larger than the key allows ({limit} bytes)")]
     TooLarge {
@@ -98,6 +106,7 @@ impl StoreError {
             StoreError::PreconditionFailed(_) => {
                 (StatusCode::PRECONDITION_FAILED, "precondition_failed")
             }
+            StoreError::ConditionNeedsRead(_) => (StatusCode::FORBIDDEN, "condition_needs_read"),
             StoreError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             StoreError::BadContentType(_) => (StatusCode::BAD_REQUEST, "bad_content_type"),
             StoreError::ContentTypeNotAllowed(_) => (

@@ -270,8 +270,14 @@ async fn operations_are_never_confused() {
         send(Method::GET, "/a", &once, &[]).await,
         (403, "key_exhausted".into())
     );
-    // Create-only never overwrites, whatever the preconditions say.
-    let create = s.key("blob:files/a", "create");
+    // Create-only never overwrites, whatever the preconditions say: a `create` key may not
+    // send a condition at all (it cannot read), and one that also reads still gets 412.
+    let create_only = s.key("blob:files/a", "create");
+    assert_eq!(
+        send(Method::PUT, "/a", &create_only, &[]).await,
+        (412, "precondition_failed".into())
+    );
+    let create = s.key("blob:files/a", "create,read");
     let etag = s
         .http
         .head(s.url(&format!(
@@ -583,7 +589,7 @@ async fn a_use_spent_through_a_short_narrowing_is_never_forgotten_while_the_key_
         },
     );
     assert_eq!(get(short(&reader)).await, (200, String::new()));
-    assert_eq!(put(short(&writer)).await, (200, String::new()));
+    assert_eq!(put(short(&writer)).await, (201, String::new()));
     let start = now();
     // The first pruning is well past the narrowing's expiry and grace, before anything else is
     // presented (a refused admission raises a count's expiry too, which would hide the bug).
@@ -951,6 +957,94 @@ async fn a_folder_keys_listing_by_its_folders_name_is_clipped_to_the_folder() {
     let (status, _, code) = list(&narrowed, "prefix=photos").await;
     assert_eq!((status, code.as_str()), (403, "out_of_scope"));
     assert_eq!(list(&narrowed, "prefix=photos/b").await.1, ["photos/b/c"]);
+}
+
+/// A write-only key was an oracle: `PUT` with `If-Match: "<sha256 of a guess>"` answered 412
+/// when wrong and 200 when right, and 201 against 200 told whether the blob existed. A key
+/// without `read` now may send no condition on the current version, and gets the same answer
+/// whether the blob existed or not; a `read` key keeps both. Only create-only's refusal to
+/// overwrite (412) tells a `create` key that something is there, which is what create-only is.
+#[tokio::test]
+async fn a_key_that_cannot_read_learns_nothing_of_what_is_stored() {
+    use sha2::Digest;
+    let s = TestStore::start().await;
+    s.put("files", "secret", "the secret", "text/plain").await;
+    let right = format!("\"{}\"", hex(&sha2::Sha256::digest(b"the secret")));
+    let wrong = format!("\"{}\"", hex(&sha2::Sha256::digest(b"a guess")));
+    let needs_read = (403, "condition_needs_read".to_owned());
+    let date = "Thu, 01 Jan 2026 00:00:00 GMT";
+    let conditions = [
+        ("if-match", right.as_str()),
+        ("if-match", wrong.as_str()),
+        ("if-match", "*"),
+        ("if-none-match", right.as_str()),
+        ("if-none-match", wrong.as_str()),
+        ("if-none-match", "W/\"x\", *"),
+        ("if-unmodified-since", date),
+        ("if-modified-since", date),
+        ("if-unmodified-since", "not a date"),
+    ];
+    for ops in ["write", "create", "write,list"] {
+        let key = s.key("blob:files", ops);
+        for (name, value) in conditions {
+            let url = s.url(&format!("/blob/files/secret?vk={key}"));
+            let r = s.put_with(&url, Some((name, value)), "overwritten?").await;
+            assert_eq!(answer(r).await, needs_read, "{ops} {name}: {value}");
+        }
+    }
+    let deleter = s.key("blob:files", "delete");
+    for (name, value) in conditions {
+        let url = s.url(&format!("/blob/files/secret?vk={deleter}"));
+        let r = s
+            .http
+            .delete(&url)
+            .header(name, value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer(r).await, needs_read, "delete {name}: {value}");
+    }
+    let reader = s.key("blob:files/secret", "read");
+    let body = s
+        .get_bytes(&s.url(&format!("/blob/files/secret?vk={reader}")))
+        .await
+        .unwrap();
+    assert_eq!(body, "the secret", "nothing was written or deleted");
+
+    // The same status, ETag and body for a new blob and a replaced one.
+    let writer = s.key("blob:files", "write");
+    let mut answers = Vec::new();
+    for path in ["secret", "fresh"] {
+        let url = s.url(&format!("/blob/files/{path}?vk={writer}"));
+        let r = s.put_with(&url, None, "same bytes").await;
+        let status = r.status().as_u16();
+        let etag = r.headers()["etag"].to_str().unwrap().to_owned();
+        let mut json: serde_json::Value = r.json().await.unwrap();
+        json.as_object_mut().unwrap().remove("path");
+        answers.push((status, etag, json));
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[0].0, 201);
+    // `If-None-Match: *` stays allowed: create-only, whose refusal is what create means.
+    let url = s.url(&format!("/blob/files/fresh?vk={writer}"));
+    let r = s.put_with(&url, Some(("if-none-match", "*")), "x").await;
+    assert_eq!(answer(r).await, (412, "precondition_failed".into()));
+    // A key that may read keeps conditions and `200` for a replacement.
+    let both = s.key("blob:files", "read,write");
+    let url = s.url(&format!("/blob/files/fresh?vk={both}"));
+    let same = format!("\"{}\"", hex(&sha2::Sha256::digest(b"same bytes")));
+    let r = s
+        .put_with(&url, Some(("if-match", wrong.as_str())), "x")
+        .await;
+    assert_eq!(answer(r).await, (412, "precondition_failed".into()));
+    let r = s
+        .put_with(&url, Some(("if-match", same.as_str())), "y")
+        .await;
+    assert_eq!(r.status(), 200);
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A store on a data folder the test owns, so that it can be stopped and started again.

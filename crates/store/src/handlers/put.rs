@@ -92,6 +92,13 @@ pub async fn put_blob(
     let grant = admit(&ctx.store, &ctx.key()?, Op::Create, &resource, ctx.client).await?;
     ctx.key_id = Some(grant.key_id);
     let headers = &ctx.parts.headers;
+    // A key that may not read learns nothing of what is there: no condition on the current
+    // version, and the same answer whether it existed or not (below). Only create-only's
+    // refusal to overwrite says that something exists, which is what `create` means.
+    let may_read = grant.ops.permits(Op::Read);
+    if !may_read && Preconditions::compare_current(headers) {
+        return Err(StoreError::ConditionNeedsRead("upload"));
+    }
     let pre = Preconditions::from_headers(headers);
     let mode = if pre.is_create_only() || !grant.ops.permits(Op::Write) {
         CommitMode::CreateOnly
@@ -145,7 +152,9 @@ pub async fn put_blob(
         "content_type": meta.content_type,
     });
     let mut response = Response::new(ResponseBody::full(body.to_string()));
-    *response.status_mut() = if committed.replaced {
+    // `200` for a replacement only to a key that may read what it replaced: to any other,
+    // `201` either way, or the status would tell whether the blob existed.
+    *response.status_mut() = if committed.replaced && may_read {
         StatusCode::OK
     } else {
         StatusCode::CREATED
