@@ -14,7 +14,7 @@ use crate::caveat::Caveat;
 use crate::claims::{Claims, FileName, KeyId, UnixTime};
 use crate::error::FormatError;
 use crate::keyring::Keyring;
-use crate::media_range::MediaRange;
+use crate::media_range::{MediaRange, MediaType};
 use crate::name::Name;
 use crate::op::{Op, Ops};
 use crate::scope::Scope;
@@ -89,10 +89,20 @@ pub struct Grant {
     pub scope: Scope,
     /// The operations left after every caveat.
     pub ops: Ops,
-    /// The earliest expiry of the claims and caveats.
-    pub expires: UnixTime,
-    /// When the key was issued valid from; with the subject, what bulk revocation compares.
-    pub not_before: UnixTime,
+    /// The signed expiry of the key itself (its claims'), whatever caveat the request came
+    /// with: what the ledger must remember the key's uses and revocation until (with the skew),
+    /// since the root key and every other narrowing of it stay valid that long. Never
+    /// [`valid_until`](Grant::valid_until), which a holder can shorten at will: a use counted
+    /// under a caveat's one-second expiry and forgotten a minute later would make the key new
+    /// again.
+    pub key_expires: UnixTime,
+    /// The earliest expiry of the claims and every caveat: when this token (as presented)
+    /// stops being valid. For display and for the request only, never for what the ledger
+    /// keeps.
+    pub valid_until: UnixTime,
+    /// The signed not-before of the key itself (its claims', never a caveat's), when it was
+    /// issued; with the subject, what bulk revocation compares.
+    pub issued_at: UnixTime,
     /// The largest upload to accept.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_bytes: Option<u64>,
@@ -111,10 +121,19 @@ pub struct Grant {
 }
 
 impl Grant {
-    /// Whether an upload with this `Content-Type` (or none) is allowed.
+    /// Whether an upload with this `Content-Type` (or none) is allowed: never one that is not
+    /// a media type ([`MediaType::parse`]) when the key has a limit.
     pub fn permits_content_type(&self, content_type: Option<&str>) -> bool {
         match content_type {
             Some(ct) => self.content_types.iter().all(|range| range.matches(ct)),
+            None => self.content_types.is_empty(),
+        }
+    }
+
+    /// Whether an upload of this parsed media type (or none) is allowed.
+    pub fn permits_media_type(&self, media_type: Option<&MediaType>) -> bool {
+        match media_type {
+            Some(t) => self.content_types.iter().all(|range| range.contains(t)),
             None => self.content_types.is_empty(),
         }
     }
@@ -302,6 +321,7 @@ impl Bounds {
             subject,
             scope,
             not_before,
+            expires,
             limits,
             ..
         } = claims;
@@ -314,8 +334,9 @@ impl Bounds {
             subject,
             scope,
             ops: self.ops,
-            expires: self.expires,
-            not_before,
+            key_expires: expires,
+            valid_until: self.expires,
+            issued_at: not_before,
             max_bytes: self.max_bytes,
             max_uses: self.max_uses,
             content_types,

@@ -91,7 +91,10 @@ impl FileName {
         let bad = |c: char| c.is_control() || matches!(c, '/' | '\\' | '"');
         if text.is_empty() || text.len() > 255 || text.contains(bad) || text == "." || text == ".."
         {
-            return Err(FileNameError);
+            return Err(FileNameError::Invalid);
+        }
+        if let Some(c) = text.chars().find(|&c| is_bidi_control(c)) {
+            return Err(FileNameError::Bidi(c));
         }
         Ok(FileName(text.to_owned()))
     }
@@ -100,6 +103,14 @@ impl FileName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Whether `c` is one of Unicode's bidirectional controls: the embeddings and overrides
+/// (U+202A–U+202E), the isolates (U+2066–U+2069), the marks (U+200E, U+200F) and the Arabic
+/// letter mark (U+061C). They reorder what follows them on screen, so that a download named
+/// `invoice\u{202e}fdp.exe` shows as `invoiceexe.pdf`.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{61c}')
 }
 
 impl fmt::Debug for FileName {
@@ -394,8 +405,69 @@ mod tests {
             "..",
             &"x".repeat(256),
         ] {
-            assert!(FileName::parse(bad).is_err(), "{bad:?}");
+            assert_eq!(FileName::parse(bad), Err(FileNameError::Invalid), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn file_names_refuse_every_bidirectional_control() {
+        let controls = ('\u{202a}'..='\u{202e}')
+            .chain('\u{2066}'..='\u{2069}')
+            .chain(['\u{200e}', '\u{200f}', '\u{61c}']);
+        for c in controls {
+            for name in [
+                format!("invoice{c}fdp.exe"),
+                format!("{c}a"),
+                format!("a{c}"),
+            ] {
+                assert_eq!(
+                    FileName::parse(&name),
+                    Err(FileNameError::Bidi(c)),
+                    "{name:?}"
+                );
+            }
+        }
+        let message = FileName::parse("invoice\u{202e}fdp.exe")
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("U+202E"), "{message}");
+        // Right-to-left text itself is a name like any other.
+        assert!(FileName::parse("\u{5e9}\u{5dc}\u{5d5}\u{5dd}.pdf").is_ok());
+        assert!(
+            FileName::parse("\u{200d}\u{2060}.txt").is_ok(),
+            "joiners are not bidi controls"
+        );
+    }
+
+    /// A key signed with such a name (by a build before the check) is `key_malformed` where
+    /// it is verified: the store never puts the name in a `Content-Disposition`.
+    #[test]
+    fn a_signed_key_with_a_bidi_control_in_its_file_name_is_malformed() {
+        use crate::{Access, Denial, Keyring, Op, Verifier};
+        let ring = Keyring::from_secrets(Some("k"), &[("k", [1; 32])]).unwrap();
+        let resource: Scope = "blob:files/a".parse().unwrap();
+        let claims = Claims {
+            key_id: KeyId([3; 16]),
+            subject: None,
+            scope: resource.clone(),
+            ops: "read".parse().unwrap(),
+            not_before: UnixTime(100),
+            expires: UnixTime(200),
+            limits: Limits {
+                filename: Some(FileName("invoice\u{202e}fdp.exe".to_owned())),
+                ..Limits::default()
+            },
+        };
+        let token = ring.issue(claims).unwrap().to_string();
+        let access = Access {
+            op: Op::Read,
+            resource: &resource,
+            now: UnixTime(150),
+            client: None,
+        };
+        let denial = Verifier::new(ring).authorize(&token, &access).unwrap_err();
+        assert!(matches!(denial, Denial::Malformed(_)), "{denial:?}");
+        assert!(denial.to_string().contains("bidirectional"), "{denial}");
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub enum PathError {
     /// Longer than the documented maximum.
     #[error("the path is longer than 1024 bytes")]
     TooLong,
+    /// A segment longer than 255 bytes, more than a file system takes for one name.
+    #[error("a path segment is longer than 255 bytes")]
+    SegmentTooLong,
     /// `a//b`, a leading `/`, or (for an exact blob) a trailing one in the wrong place.
     #[error("the path has an empty segment")]
     EmptySegment,
@@ -124,8 +127,19 @@ pub struct MediaRangeError;
 
 /// Why a download file name was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
-#[error("a file name has 1 to 255 bytes and no '/', '\\', '\"' or control characters")]
-pub struct FileNameError;
+pub enum FileNameError {
+    /// Empty, too long, `.`/`..`, or with a separator, a quote or a control character.
+    #[error("a file name has 1 to 255 bytes and no '/', '\\', '\"' or control characters")]
+    Invalid,
+    /// A bidirectional control character, which makes a name display as another
+    /// (`invoice\u{202e}fdp.exe` shows as `invoiceexe.pdf`).
+    #[error(
+        "a file name may not hold bidirectional control characters (here U+{:04X}): they make \
+         it display as another name",
+        u32::from(*.0)
+    )]
+    Bidi(char),
+}
 
 /// Why a token's text or bytes could not be read. All of these are `key_malformed`.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

@@ -24,16 +24,18 @@ mod wire;
 
 pub use authorize::{Access, Denial, Grant, Verifier, DEFAULT_SKEW_SECONDS};
 pub use caveat::{AttenuateError, Caveat};
-pub use claims::{valid_subject, Claims, FileName, KeyId, Limits, UnixTime, MAX_SUBJECT_LEN};
+pub use claims::{
+    is_bidi_control, valid_subject, Claims, FileName, KeyId, Limits, UnixTime, MAX_SUBJECT_LEN,
+};
 pub use error::{
     FileNameError, FormatError, MediaRangeError, NameError, OpError, OpScopeError, PathError,
     ScopeError,
 };
 pub use keyring::{IssueError, Keyring, KeyringError, SigningKey, Tag, KEYRING_FORMAT};
-pub use media_range::MediaRange;
+pub use media_range::{MediaRange, MediaType, MediaTypeError, MAX_MEDIA_TYPE_LEN};
 pub use name::{Name, MAX_NAME_LEN, MIN_NAME_LEN};
 pub use op::{Op, Ops};
-pub use path::{BlobPath, BlobPrefix, TableKey, MAX_PATH_LEN, MAX_TABLE_KEY_LEN};
+pub use path::{BlobPath, BlobPrefix, TableKey, MAX_PATH_LEN, MAX_SEGMENT_LEN, MAX_TABLE_KEY_LEN};
 pub use scope::{BlobTarget, RowRange, Scope, ScopeKind};
 pub use token::{redact, EffectiveLimits, Token, MAX_CAVEATS, MAX_TOKEN_LEN, TOKEN_PREFIX};
 pub use url_path::{blob_url_path, decode_url_path, UrlPathError};

@@ -13,6 +13,9 @@ use crate::error::PathError;
 
 /// The longest blob path accepted, in bytes.
 pub const MAX_PATH_LEN: usize = 1024;
+/// The longest segment of a blob path accepted, in bytes: what file systems allow for one
+/// name (`NAME_MAX` on Linux), since every segment becomes a folder's or a file's name.
+pub const MAX_SEGMENT_LEN: usize = 255;
 /// The longest partition or row key accepted, in bytes.
 pub const MAX_TABLE_KEY_LEN: usize = 256;
 
@@ -85,6 +88,7 @@ fn validate_segments(text: &str) -> Result<(), PathError> {
         match segment {
             b"" => return Err(PathError::EmptySegment),
             b"." | b".." => return Err(PathError::DotSegment),
+            _ if segment.len() > MAX_SEGMENT_LEN => return Err(PathError::SegmentTooLong),
             _ => {}
         }
     }

@@ -45,7 +45,7 @@ fn a_genuine_key_grants_its_resource_and_operation() {
     let t = token("blob:photos/2024/cat.jpg", "read");
     let grant = check(&t, Op::Read, "blob:photos/2024/cat.jpg").unwrap();
     assert_eq!(grant.subject.as_deref(), Some("alice"));
-    assert_eq!(grant.expires, NOW.plus(600));
+    assert_eq!(grant.valid_until, NOW.plus(600));
     assert_eq!(grant.key_id, t.claims().key_id);
 }
 
@@ -310,7 +310,17 @@ fn caveats_narrow_every_dimension() {
     );
     let grant = check(&narrowed, Op::Read, "blob:photos/2024/a").unwrap();
     assert_eq!(grant.max_bytes, Some(10));
-    assert_eq!(grant.expires, NOW.plus(60));
+    assert_eq!(
+        grant.valid_until,
+        NOW.plus(60),
+        "the caveat's expiry bounds the token"
+    );
+    assert_eq!(
+        grant.key_expires,
+        root.claims().expires,
+        "the key's own expiry is the claims', whatever the caveat"
+    );
+    assert_eq!(grant.issued_at, root.claims().not_before);
     let resource = scope("blob:photos/2024/a");
     let outside = Access {
         client: Some("192.0.2.100".parse().unwrap()),

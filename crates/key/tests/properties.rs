@@ -255,7 +255,10 @@ proptest! {
             let wide = verifier.authorize_token(&root, &access);
             prop_assert!(wide.is_ok(), "the attenuated key granted what the root denied");
             let wide = wide.unwrap();
-            prop_assert!(narrow.expires <= wide.expires);
+            prop_assert!(narrow.valid_until <= wide.valid_until);
+            // What the ledger keeps counts and revocations by is the key's, whatever the caveats.
+            prop_assert_eq!(narrow.key_expires, wide.key_expires);
+            prop_assert_eq!(narrow.issued_at, wide.issued_at);
             prop_assert!(narrow.ops.within(wide.ops));
             if let Some(cap) = wide.max_bytes { prop_assert!(narrow.max_bytes.is_some_and(|n| n <= cap)); }
             if let Some(cap) = wide.max_uses { prop_assert!(narrow.max_uses.is_some_and(|n| n <= cap)); }

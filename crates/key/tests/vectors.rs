@@ -133,7 +133,7 @@ fn the_documented_tokens_verify_as_documented() {
     let doc = document();
     let v3 = labelled(&doc, "token 3:");
     let grant = verifier.authorize(&v3, &access).unwrap();
-    assert_eq!(grant.expires, JAN_1_2026.plus(60));
+    assert_eq!(grant.valid_until, JAN_1_2026.plus(60));
     let write = Access {
         op: Op::Write,
         ..access

@@ -17,7 +17,7 @@ fn key(n: u64, max_uses: Option<u64>) -> KeyUse<'static> {
         key_id: KeyId(id),
         subject: Some("alice"),
         issued_at: NOW,
-        expires: NOW.plus(3600),
+        key_expires: NOW.plus(3600),
         max_uses,
     }
 }

@@ -40,8 +40,11 @@ pub struct KeyUse<'a> {
     pub subject: Option<&'a str>,
     /// When it was issued (its signed not-before), for revocation "issued before T".
     pub issued_at: UnixTime,
-    /// When it expires, so the ledger can forget it afterwards.
-    pub expires: UnixTime,
+    /// When the key itself expires: its signed claims' expiry, never a caveat's. The ledger
+    /// keeps the key's use count (and may forget it) by this time plus the grace for clock
+    /// skew; a caveat's earlier expiry would let the count be forgotten while the root key,
+    /// or another narrowing of it, is still valid, and the key would be as good as new.
+    pub key_expires: UnixTime,
     /// The cap on uses, if any. Without one, admitting touches no disk.
     pub max_uses: Option<u64>,
 }
@@ -100,7 +103,7 @@ impl IssuedKey {
             key_id: self.key_id,
             subject: self.subject.as_deref(),
             issued_at: self.issued_at,
-            expires: self.expires,
+            key_expires: self.expires,
             max_uses: self.max_uses,
         }
     }

@@ -15,7 +15,7 @@ use crate::{Admission, IssuedKey, KeyStatus, KeyUse, Ledger, LedgerError, Revoca
 
 /// The schema this build writes, kept in `PRAGMA user_version`. A migration from an older
 /// version goes in [`migrate`]; a newer version is refused.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// `PRAGMA application_id` of a ledger file ("VLDG"), so that `valet` refuses to use some
 /// other SQLite database as its ledger.
@@ -81,6 +81,19 @@ CREATE TABLE issued (
     max_uses  INTEGER           -- NULL: uses not counted
 );
 CREATE INDEX issued_expires ON issued (expires);
+";
+
+/// From schema version 2 to 3: builds before version 3 kept a use count until the expiry of
+/// the token it was first counted with, a caveat's if the first use came through an
+/// attenuated copy, so that pruning could forget the count while the key itself was still
+/// valid (and the key was then as good as new). Version 3 keeps it until the key's own expiry.
+/// Rows written before cannot tell which expiry they carry: each is raised to its key's
+/// issued record's expiry where the gate recorded one, and kept forever otherwise (a key
+/// issued offline, whose expiry the ledger never learnt; a few rows, once).
+const MIGRATE_V2_TO_V3: &str = "
+UPDATE uses SET expires = max(expires,
+    coalesce((SELECT issued.expires FROM issued WHERE issued.key_id = uses.key_id),
+             9223372036854775807));
 ";
 
 /// Rows of each table one pruning transaction removes at most. Pruning holds the writer, which
@@ -492,19 +505,34 @@ impl SqliteLedger {
     }
 
     /// Consumes one use of `key` if fewer than `max_uses` (at least 1) were consumed.
+    ///
+    /// The count is kept until the key's own expiry, and a row's expiry is only ever raised,
+    /// whether the use is admitted or refused: whichever token (the root or a narrowing of it)
+    /// comes first, the count outlives every token of the key.
     fn consume(&self, key: &KeyUse<'_>, max_uses: u64) -> rusqlite::Result<Admission> {
+        let (key_id, expires) = (&key.key_id.0[..], sql_int(key.key_expires.0));
         // Committed (and fsynced) by `write` before the caller may act on the answer.
         let count = self.write(|tx| {
-            tx.prepare_cached(
-                "INSERT INTO uses (key_id, count, expires) VALUES (?1, 1, ?2)
-                 ON CONFLICT (key_id) DO UPDATE SET count = count + 1 WHERE count < ?3
-                 RETURNING count",
-            )?
-            .query_row(
-                params![&key.key_id.0[..], sql_int(key.expires.0), sql_int(max_uses)],
-                |row| row.get::<_, u64>(0),
-            )
-            .optional()
+            let counted = tx
+                .prepare_cached(
+                    "INSERT INTO uses (key_id, count, expires) VALUES (?1, 1, ?2)
+                     ON CONFLICT (key_id) DO UPDATE SET count = count + 1,
+                         expires = max(expires, excluded.expires)
+                     WHERE count < ?3
+                     RETURNING count",
+                )?
+                .query_row(params![key_id, expires, sql_int(max_uses)], |row| {
+                    row.get::<_, u64>(0)
+                })
+                .optional()?;
+            if counted.is_none() {
+                // Exhausted: the row stays, and must stay as long as this key is valid.
+                tx.prepare_cached(
+                    "UPDATE uses SET expires = ?2 WHERE key_id = ?1 AND expires < ?2",
+                )?
+                .execute(params![key_id, expires])?;
+            }
+            Ok(counted)
         })?;
         Ok(match count {
             Some(uses) => Admission::Admitted { uses },
@@ -575,6 +603,7 @@ fn init_schema(conn: &mut Connection) -> Result<(), SchemaError> {
             }
             tx.execute_batch(SCHEMA_V1)?;
             tx.execute_batch(MIGRATE_V1_TO_V2)?;
+            tx.execute_batch(MIGRATE_V2_TO_V3)?;
             tx.pragma_update(None, "application_id", APPLICATION_ID)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
@@ -601,16 +630,20 @@ fn init_schema(conn: &mut Connection) -> Result<(), SchemaError> {
 /// connections wait for the transaction (it holds the write lock from its start), and an older
 /// build that opens the file afterwards refuses it as newer than itself.
 fn migrate(tx: &rusqlite::Transaction<'_>, version: i64) -> Result<(), SchemaError> {
-    match version {
-        1 => {
-            tx.execute_batch(MIGRATE_V1_TO_V2)?;
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-            Ok(())
+    let steps: &[&str] = match version {
+        1 => &[MIGRATE_V1_TO_V2, MIGRATE_V2_TO_V3],
+        2 => &[MIGRATE_V2_TO_V3],
+        _ => {
+            return Err(SchemaError::Foreign(format!(
+                "the ledger has unknown schema version {version}"
+            )))
         }
-        _ => Err(SchemaError::Foreign(format!(
-            "the ledger has unknown schema version {version}"
-        ))),
+    };
+    for step in steps {
+        tx.execute_batch(step)?;
     }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    Ok(())
 }
 
 impl Ledger for SqliteLedger {
@@ -733,6 +766,14 @@ fn write_revoked_key(
         .prepare_cached("SELECT 1 FROM revoked_keys WHERE key_id = ?1")?
         .exists([&key_id.0[..]])?;
     if known {
+        // Revoked already: the revocation must last as long as the longer of the two says
+        // (`NULL`, forever, the longest), never shorter. Not part of the view: no `seq`.
+        tx.prepare_cached(
+            "UPDATE revoked_keys SET expires = CASE WHEN ?2 IS NULL THEN NULL
+                 ELSE max(expires, ?2) END
+             WHERE key_id = ?1 AND expires IS NOT NULL",
+        )?
+        .execute(params![&key_id.0[..], expires.map(|t| sql_int(t.0))])?;
         return Ok(false);
     }
     let seq = next_seq(tx)?;

@@ -7,7 +7,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use valet_key::{KeyId, UnixTime};
+use valet_key::{Access, Caveat, Claims, KeyId, Keyring, Limits, Op, UnixTime, Verifier};
 use valet_ledger::{
     Admission, IssuedKey, KeyStatus, KeyUse, Ledger, LedgerError, Revocation, SqliteLedger,
     SqliteOptions,
@@ -25,7 +25,7 @@ fn key(key_id: KeyId, max_uses: Option<u64>) -> KeyUse<'static> {
         key_id,
         subject: Some("alice"),
         issued_at: NOW.minus(60),
-        expires: NOW.plus(3600),
+        key_expires: NOW.plus(3600),
         max_uses,
     }
 }
@@ -154,9 +154,13 @@ fn a_revoked_key_consumes_no_use() {
         ledger.admit(&capped, NOW).unwrap(),
         Admission::Admitted { uses: 1 }
     );
-    assert!(ledger.revoke_key(id(6), Some(capped.expires), NOW).unwrap());
+    assert!(ledger
+        .revoke_key(id(6), Some(capped.key_expires), NOW)
+        .unwrap());
     assert!(
-        !ledger.revoke_key(id(6), Some(capped.expires), NOW).unwrap(),
+        !ledger
+            .revoke_key(id(6), Some(capped.key_expires), NOW)
+            .unwrap(),
         "already revoked"
     );
     assert_eq!(ledger.admit(&capped, NOW).unwrap(), Admission::Revoked);
@@ -178,7 +182,7 @@ fn revocations_through_one_ledger_are_seen_by_the_next_admit_of_another() {
     // By key id. The store has admitted before, so it must notice the change, not just load.
     let k = key(id(10), None);
     assert!(admitted(&store, &k));
-    assert!(gate.revoke_key(id(10), Some(k.expires), NOW).unwrap());
+    assert!(gate.revoke_key(id(10), Some(k.key_expires), NOW).unwrap());
     assert_eq!(store.admit(&k, NOW).unwrap(), Admission::Revoked);
     assert!(store.status(id(10)).unwrap().revoked);
     assert!(
@@ -408,11 +412,11 @@ fn forget_expired_removes_only_expired_rows() {
         SqliteLedger::open_with(&path, no_grace.clone().with_freshness(Duration::ZERO)).unwrap();
     let other = SqliteLedger::open_with(&path, no_grace.with_freshness(Duration::ZERO)).unwrap();
     let soon = KeyUse {
-        expires: NOW.plus(10),
+        key_expires: NOW.plus(10),
         ..key(id(70), Some(1))
     };
     let later = KeyUse {
-        expires: NOW.plus(1000),
+        key_expires: NOW.plus(1000),
         ..key(id(71), Some(1))
     };
     assert!(admitted(&ledger, &soon));
@@ -506,9 +510,9 @@ fn forget_expired_keeps_rows_for_the_clock_skew_by_default() {
     let once = key(id(80), Some(1));
     assert!(admitted(&ledger, &once));
     // A verifier still accepts the key 30 s after it expires: so must the ledger refuse it.
-    assert_eq!(ledger.forget_expired(once.expires.plus(30)).unwrap(), 0);
+    assert_eq!(ledger.forget_expired(once.key_expires.plus(30)).unwrap(), 0);
     assert_eq!(ledger.admit(&once, NOW).unwrap(), Admission::Exhausted);
-    assert_eq!(ledger.forget_expired(once.expires.plus(31)).unwrap(), 1);
+    assert_eq!(ledger.forget_expired(once.key_expires.plus(31)).unwrap(), 1);
 }
 
 #[cfg(unix)]
@@ -533,7 +537,7 @@ fn the_schema_version_is_recorded() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     let mode: String = conn
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
@@ -630,11 +634,11 @@ fn a_foreign_or_newer_database_is_refused() {
     drop(strict(&path));
     rusqlite::Connection::open(&path)
         .unwrap()
-        .pragma_update(None, "user_version", 3)
+        .pragma_update(None, "user_version", 4)
         .unwrap();
     let message = unavailable_message(SqliteLedger::open(&path));
-    assert!(message.contains("schema version 3"), "{message}");
-    assert!(message.contains("newer than this build's 2"), "{message}");
+    assert!(message.contains("schema version 4"), "{message}");
+    assert!(message.contains("newer than this build's 3"), "{message}");
     assert!(message.contains("upgrade valet"), "{message}");
     assert!(message.contains(&path.display().to_string()), "{message}");
     // Refused without being touched.
@@ -642,7 +646,7 @@ fn a_foreign_or_newer_database_is_refused() {
         .unwrap()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
 }
 
 #[test]
@@ -838,7 +842,7 @@ fn with_default_options_another_ledgers_revocation_bites_within_the_freshness_bo
         key_id: KeyId([42; 16]),
         subject: None,
         issued_at: UnixTime(1000),
-        expires: UnixTime(u64::MAX / 2),
+        key_expires: UnixTime(u64::MAX / 2),
         max_uses: None,
     };
     assert!(matches!(
@@ -1016,7 +1020,7 @@ fn revocation_agrees_with_admit_for_every_kind_of_revocation() {
     }
 
     ledger
-        .revoke_key(id(141), Some(by_id.expires), NOW)
+        .revoke_key(id(141), Some(by_id.key_expires), NOW)
         .unwrap();
     ledger.revoke_subject("alice", before, NOW).unwrap();
     ledger.revoke_all_before(before.minus(50), NOW).unwrap();
@@ -1290,7 +1294,7 @@ fn a_version_1_ledger_is_migrated_and_keeps_its_rows() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
 
     // The old rows still act.
     assert_eq!(
@@ -1344,13 +1348,16 @@ fn a_version_1_ledger_is_migrated_and_keeps_its_rows() {
         Some(Revocation::Key)
     );
 
-    // The new table works, and the file opens again as version 2.
+    // The new table works, and the file opens again as version 3.
     ledger.record_issued(&issued(id(195))).unwrap();
     drop((ledger, other));
     let ledger = strict(&path);
     assert_eq!(ledger.issued(id(195)).unwrap(), Some(issued(id(195))));
     assert_eq!(ledger.status(id(191)).unwrap().uses, 3);
-    assert_eq!(ledger.forget_expired(UnixTime(u64::MAX)).unwrap(), 3);
+    // The old use row's key was never recorded as issued, so its true expiry is unknown: it
+    // is kept forever (see `a_version_2_ledger_keeps_old_counts_for_the_keys_lifetime`).
+    assert_eq!(ledger.forget_expired(UnixTime(u64::MAX)).unwrap(), 2);
+    assert_eq!(ledger.status(id(191)).unwrap().uses, 3);
 }
 
 #[test]
@@ -1382,4 +1389,201 @@ fn ledgers_opening_a_version_1_file_at_once_migrate_it_once() {
             assert!(ledger.issued(id(200 + n)).unwrap().is_some());
         }
     }
+}
+
+// Use counts outlive every token of their key (a narrowed copy's short expiry included).
+
+/// A key with `max_uses = 1` valid for an hour from `NOW`, and a copy narrowed to one second.
+fn one_time_key_and_short_narrowing() -> (Verifier, String, String) {
+    let keyring = Keyring::from_secrets(Some("k1"), &[("k1", [7; 32])]).unwrap();
+    let root = keyring
+        .issue(Claims {
+            key_id: id(210),
+            subject: Some("alice".to_owned()),
+            scope: "blob:files/a".parse().unwrap(),
+            ops: "read".parse().unwrap(),
+            not_before: NOW,
+            expires: NOW.plus(3600),
+            limits: Limits {
+                max_uses: Some(1),
+                ..Limits::default()
+            },
+        })
+        .unwrap();
+    let narrowed = root
+        .attenuate(Caveat {
+            expires: Some(NOW.plus(1)),
+            ..Caveat::default()
+        })
+        .unwrap();
+    (
+        Verifier::new(keyring),
+        root.to_string(),
+        narrowed.to_string(),
+    )
+}
+
+/// What the store hands the ledger for a request made with `token` at `now`.
+fn key_use_of(verifier: &Verifier, token: &str, now: UnixTime) -> (KeyUse<'static>, u64) {
+    let resource = "blob:files/a".parse().unwrap();
+    let access = Access {
+        op: Op::Read,
+        resource: &resource,
+        now,
+        client: None,
+    };
+    let grant = verifier.authorize(token, &access).unwrap();
+    let key_use = KeyUse {
+        key_id: grant.key_id,
+        subject: Some("alice"),
+        issued_at: grant.issued_at,
+        key_expires: grant.key_expires,
+        max_uses: grant.max_uses,
+    };
+    (key_use, grant.valid_until.0)
+}
+
+/// The `max_uses` bypass: the first use came through a copy narrowed to expire in a second;
+/// the count used to be kept until then only, so the next pruning forgot it and the root key
+/// (or a new narrowing) was as good as new. The count lives as long as the key itself.
+#[test]
+fn a_use_counted_through_a_short_narrowing_survives_pruning_past_it() {
+    let (_dir, path) = temp_db();
+    let ledger = strict(&path);
+    let (verifier, root, narrowed) = one_time_key_and_short_narrowing();
+    let (first, valid_until) = key_use_of(&verifier, &narrowed, NOW);
+    assert_eq!(
+        valid_until,
+        NOW.plus(1).0,
+        "the narrowed copy lasts a second"
+    );
+    assert_eq!(first.key_expires, NOW.plus(3600), "but the key an hour");
+    assert_eq!(
+        ledger.admit(&first, NOW).unwrap(),
+        Admission::Admitted { uses: 1 }
+    );
+    // Prunings at every minute from well past the copy's expiry to the key's own expiry
+    // plus the grace forget nothing; the root and new narrowings stay refused throughout.
+    for minute in 1..=60 {
+        let later = NOW.plus(minute * 60);
+        assert_eq!(ledger.forget_expired(later).unwrap(), 0, "minute {minute}");
+        let (again, _) = key_use_of(&verifier, &root, later);
+        assert_eq!(ledger.admit(&again, later).unwrap(), Admission::Exhausted);
+    }
+    assert_eq!(ledger.status(id(210)).unwrap().uses, 1);
+    let last = NOW.plus(3600 + DEFAULT_GRACE);
+    assert_eq!(ledger.forget_expired(last).unwrap(), 0, "kept for the skew");
+    assert_eq!(
+        ledger.forget_expired(last.plus(1)).unwrap(),
+        1,
+        "then forgotten"
+    );
+}
+
+const DEFAULT_GRACE: u64 = valet_key::DEFAULT_SKEW_SECONDS;
+
+/// A later admission never shortens a count's life, admitted or refused.
+#[test]
+fn a_use_rows_expiry_is_only_ever_raised() {
+    let (_dir, path) = temp_db();
+    let ledger = strict(&path);
+    let long = KeyUse {
+        key_expires: NOW.plus(1000),
+        ..key(id(211), Some(2))
+    };
+    let short = KeyUse {
+        key_expires: NOW.plus(10),
+        ..long
+    };
+    assert!(admitted(&ledger, &long));
+    assert!(admitted(&ledger, &short), "the second use");
+    assert!(!admitted(&ledger, &short), "exhausted");
+    assert_eq!(ledger.forget_expired(NOW.plus(500)).unwrap(), 0);
+    assert!(!admitted(&ledger, &long));
+    // And a refused admission with a later expiry raises a row that was too early.
+    let first = KeyUse {
+        key_expires: NOW.plus(10),
+        ..key(id(212), Some(1))
+    };
+    assert!(admitted(&ledger, &first));
+    let root = KeyUse {
+        key_expires: NOW.plus(1000),
+        ..first
+    };
+    assert!(!admitted(&ledger, &root));
+    assert_eq!(ledger.forget_expired(NOW.plus(500)).unwrap(), 0);
+    assert!(!admitted(&ledger, &root));
+    assert_eq!(ledger.forget_expired(NOW.plus(1031)).unwrap(), 2);
+}
+
+/// A second revocation of a key never shortens the first: a later expiry, or none (forever),
+/// wins.
+#[test]
+fn a_revocations_expiry_is_only_ever_raised() {
+    let (_dir, path) = temp_db();
+    let ledger = strict(&path);
+    assert!(ledger.revoke_key(id(213), Some(NOW.plus(10)), NOW).unwrap());
+    assert!(!ledger
+        .revoke_key(id(213), Some(NOW.plus(1000)), NOW)
+        .unwrap());
+    assert!(!ledger.revoke_key(id(213), Some(NOW.plus(5)), NOW).unwrap());
+    assert_eq!(ledger.forget_expired(NOW.plus(500)).unwrap(), 0);
+    assert!(ledger.status(id(213)).unwrap().revoked);
+    assert!(ledger.revoke_key(id(214), Some(NOW.plus(10)), NOW).unwrap());
+    assert!(!ledger.revoke_key(id(214), None, NOW).unwrap());
+    assert!(!ledger.revoke_key(id(214), Some(NOW.plus(20)), NOW).unwrap());
+    assert_eq!(
+        ledger.forget_expired(UnixTime(u64::MAX)).unwrap(),
+        1,
+        "213 only"
+    );
+    assert!(ledger.status(id(214)).unwrap().revoked, "kept forever");
+}
+
+/// Rows that a version 2 build wrote with a narrowed copy's expiry are raised when the file
+/// is opened by this build: to the key's issued record's expiry, or forever without one.
+#[test]
+fn a_version_2_ledger_keeps_old_counts_for_the_keys_lifetime() {
+    let (_dir, path) = temp_db();
+    {
+        // Version 3 changed no table, only rows: a file made by this build and marked
+        // version 2 is a version 2 file.
+        let ledger = strict(&path);
+        ledger.record_issued(&issued(id(220))).unwrap();
+        ledger.record_issued(&issued(id(222))).unwrap();
+        drop(ledger);
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(&format!(
+            "INSERT INTO uses (key_id, count, expires) VALUES
+                 (x'{a}', 3, {early}), (x'{b}', 1, {early}), (x'{c}', 1, {late});
+             PRAGMA user_version = 2;",
+            a = id(220),
+            b = id(221),
+            c = id(222),
+            early = NOW.plus(1).0,
+            late = NOW.plus(7200).0,
+        ))
+        .unwrap();
+    }
+    let ledger = strict(&path);
+    let expiry = |n: u8| -> i64 {
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .query_row(
+                "SELECT expires FROM uses WHERE key_id = ?1",
+                [&id(n).0[..]],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    assert_eq!(
+        expiry(220),
+        NOW.plus(3600).0 as i64,
+        "the issued record's expiry"
+    );
+    assert_eq!(expiry(221), i64::MAX, "unknown: forever");
+    assert_eq!(expiry(222), NOW.plus(7200).0 as i64, "never lowered");
+    assert_eq!(ledger.forget_expired(NOW.plus(600)).unwrap(), 0);
+    assert!(!admitted(&ledger, &key(id(220), Some(3))));
+    assert!(!admitted(&ledger, &key(id(221), Some(1))));
 }

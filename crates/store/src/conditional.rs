@@ -53,6 +53,22 @@ impl Preconditions {
         }
     }
 
+    /// Whether the request sends a condition on the blob's current version: `If-Match` (even
+    /// `*`), `If-None-Match` other than `*`, `If-Modified-Since`, `If-Unmodified-Since`, valid
+    /// or not. Its answer (412 or not) tells whether that version is the one named, so a write
+    /// by a key that may not read must not send one: `If-Match: "<sha256 of a guess>"` would
+    /// confirm a guess of the contents. `If-None-Match: *` alone is a create-only write.
+    pub fn compare_current(headers: &HeaderMap) -> bool {
+        let create_only = |v: &HeaderValue| v.as_bytes().trim_ascii() == b"*";
+        headers.contains_key(header::IF_MATCH)
+            || headers.contains_key(header::IF_MODIFIED_SINCE)
+            || headers.contains_key(header::IF_UNMODIFIED_SINCE)
+            || headers
+                .get_all(header::IF_NONE_MATCH)
+                .iter()
+                .any(|v| !create_only(v))
+    }
+
     /// Whether the request is `If-None-Match: *`, a create-only write.
     pub fn is_create_only(&self) -> bool {
         self.if_none_match == Some(EntityTags::Any)

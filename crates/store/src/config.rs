@@ -47,6 +47,35 @@ pub struct StoreConfig {
     /// Bytes of small blobs (up to 64 KiB each) kept in memory and served without touching
     /// their files; zero turns it off. Default: 8 MiB. See `docs/STORE.md`.
     pub blob_cache: u64,
+    /// The permission bits of blob files: [`DEFAULT_BLOB_MODE`] (owner only) unless widened
+    /// to let the group or others read them (`0o640`, `0o644`, for a backup user or a web
+    /// server reading the folder). The folders of the data tier get the same with search
+    /// permission wherever there is read (`0o700`, `0o750`, `0o755`). The owner always reads
+    /// and writes; nobody else may ever write or execute ([`StoreConfig::check_blob_mode`]).
+    pub blob_mode: u32,
+}
+
+/// Blob files readable and writable by their owner only, folders `0o700`: another local user
+/// reads nothing of the data tier unless the operator says so.
+pub const DEFAULT_BLOB_MODE: u32 = 0o600;
+
+impl StoreConfig {
+    /// Refuses a [`blob_mode`](StoreConfig::blob_mode) other than `0o600` plus read for the
+    /// group or others: write or execute for anyone but the owner would let them change or run
+    /// what clients uploaded.
+    pub fn check_blob_mode(&self) -> std::io::Result<()> {
+        if self.blob_mode & !0o644 == 0 && self.blob_mode & 0o600 == 0o600 {
+            return Ok(());
+        }
+        Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "blob_mode {:#o}: must be 600, 640, 604 or 644 (owner read and write; read for \
+                 the group or others at most)",
+                self.blob_mode
+            ),
+        ))
+    }
 }
 
 impl StoreConfig {
@@ -76,6 +105,7 @@ impl StoreConfig {
             min_upload_rate: 1024,
             upload_rate_grace: Duration::from_secs(30),
             blob_cache: crate::blobs::DEFAULT_BLOB_CACHE,
+            blob_mode: DEFAULT_BLOB_MODE,
         }
     }
 }

@@ -45,12 +45,24 @@ pub enum StoreError {
     /// `If-Match`, `If-None-Match` or create-only refused the write, or a GET precondition failed.
     #[error("precondition failed: {0}")]
     PreconditionFailed(&'static str),
+    /// A write or delete with a condition on the blob's current version, by a key without
+    /// `read`: its answer would tell the contents (see `Preconditions::compare_current`).
+    #[error(
+        "a conditional {0} compares with the blob's current version, which needs the key to allow \
+         read: send it without If-Match, If-None-Match (other than '*'), If-Modified-Since and \
+         If-Unmodified-Since, or with a key that may read"
+    )]
+    ConditionNeedsRead(&'static str),
     /// The body is larger than the key allows.
     #[error("the body is larger than the key allows ({limit} bytes)")]
     TooLarge {
         /// The key's cap.
         limit: u64,
     },
+    /// The upload's `Content-Type` is not one media type by RFC 9110's grammar (a list, a
+    /// malformed parameter, a control character), or it came in more than one header.
+    #[error("bad Content-Type: {0}")]
+    BadContentType(#[from] valet_key::MediaTypeError),
     /// The upload's content type is not the key's.
     #[error("content type {0:?} is not allowed by the key")]
     ContentTypeNotAllowed(String),
@@ -94,7 +106,9 @@ impl StoreError {
             StoreError::PreconditionFailed(_) => {
                 (StatusCode::PRECONDITION_FAILED, "precondition_failed")
             }
+            StoreError::ConditionNeedsRead(_) => (StatusCode::FORBIDDEN, "condition_needs_read"),
             StoreError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            StoreError::BadContentType(_) => (StatusCode::BAD_REQUEST, "bad_content_type"),
             StoreError::ContentTypeNotAllowed(_) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "content_type_not_allowed",
@@ -111,11 +125,17 @@ impl StoreError {
         }
     }
 
-    /// Classifies an I/O error from the blob folder.
+    /// Classifies an I/O error from the blob folder. A missing file or folder is *not*
+    /// `not_found` here: where it means "no such blob" the caller says so (opening a blob,
+    /// deleting one); anywhere else (the temporary folder gone, a folder removed under a
+    /// commit) it is the data tier's failure, not the client's.
     pub fn from_io(err: std::io::Error) -> StoreError {
         match err.raw_os_error() {
             Some(libc::ENOSPC | libc::EDQUOT) => StoreError::InsufficientStorage,
-            _ if err.kind() == std::io::ErrorKind::NotFound => StoreError::NotFound,
+            // A name the file system finds too long (some allow fewer than 255 bytes).
+            Some(libc::ENAMETOOLONG) => StoreError::BadPath(
+                "a path segment, or the path, is too long for the store's file system".into(),
+            ),
             _ => StoreError::Internal(err.to_string()),
         }
     }
@@ -141,5 +161,22 @@ impl StoreError {
             headers.insert(header::CONTENT_RANGE, value);
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_are_classified_by_cause() {
+        let os = std::io::Error::from_raw_os_error;
+        let code = |e: std::io::Error| StoreError::from_io(e).status_and_code().1;
+        assert_eq!(code(os(libc::ENAMETOOLONG)), "bad_path");
+        assert_eq!(code(os(libc::ENOSPC)), "insufficient_storage");
+        assert_eq!(code(os(libc::EDQUOT)), "insufficient_storage");
+        // Not found where the caller did not say "no such blob": the tier's failure.
+        assert_eq!(code(os(libc::ENOENT)), "internal");
+        assert_eq!(code(os(libc::EIO)), "internal");
     }
 }

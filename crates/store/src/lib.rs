@@ -25,7 +25,7 @@ mod service;
 mod state;
 
 pub use blobs::DEFAULT_BLOB_CACHE;
-pub use config::{StoreConfig, TlsFiles};
+pub use config::{StoreConfig, TlsFiles, DEFAULT_BLOB_MODE};
 pub use error::StoreError;
 pub use server::{run, serve, watch_keyring};
 pub use service::{OPENAPI, ROUTES};

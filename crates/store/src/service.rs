@@ -82,6 +82,13 @@ pub async fn handle(
     if response.status() != StatusCode::REQUEST_TIMEOUT {
         linger::drain_unread(body, &ctx.parts);
     }
+    // What the log's `bytes` says: an upload's bytes received, else the body sent (an error's
+    // JSON, a listing's page, a download's range), from the one place that knows its length.
+    if method != Method::PUT {
+        ctx.bytes = http_body::Body::size_hint(response.body())
+            .exact()
+            .unwrap_or(ctx.bytes);
+    }
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     store.metrics.request(route, status, elapsed.as_secs_f64());

@@ -39,8 +39,10 @@ impl Store {
         ledger: Arc<dyn Ledger>,
     ) -> std::io::Result<Arc<Store>> {
         let metrics = Metrics::new();
+        config.check_blob_mode()?;
         let blobs = Arc::new(BlobFolder::open(
             &config.data_dir,
+            config.blob_mode,
             config.blob_cache,
             metrics.blob_cache_counters(),
         )?);

@@ -206,7 +206,10 @@ async fn case_and_prefix_confusions_are_out_of_scope() {
     };
     assert_eq!(list("prefix=public/", &prefix).await.0, 200);
     assert_eq!(list("prefix=public/O", &prefix).await.0, 200);
-    for query in ["prefix=public", "prefix=publicx/", "prefix=", "prefix=p"] {
+    // The folder's own name is within it, clipped to the folder (see
+    // `a_folder_keys_listing_by_its_folders_name_is_clipped_to_the_folder`).
+    assert_eq!(list("prefix=public", &prefix).await.0, 200);
+    for query in ["prefix=publicx/", "prefix=publicx", "prefix=", "prefix=p"] {
         assert_eq!(
             list(query, &prefix).await,
             (403, "out_of_scope".into()),
@@ -267,8 +270,14 @@ async fn operations_are_never_confused() {
         send(Method::GET, "/a", &once, &[]).await,
         (403, "key_exhausted".into())
     );
-    // Create-only never overwrites, whatever the preconditions say.
-    let create = s.key("blob:files/a", "create");
+    // Create-only never overwrites, whatever the preconditions say: a `create` key may not
+    // send a condition at all (it cannot read), and one that also reads still gets 412.
+    let create_only = s.key("blob:files/a", "create");
+    assert_eq!(
+        send(Method::PUT, "/a", &create_only, &[]).await,
+        (412, "precondition_failed".into())
+    );
+    let create = s.key("blob:files/a", "create,read");
     let etag = s
         .http
         .head(s.url(&format!(
@@ -530,6 +539,512 @@ async fn exhausted_keys_stay_exhausted_however_they_are_replayed_or_narrowed() {
         .unwrap();
     assert_eq!(answer(r).await, (403, "out_of_scope".into()));
     assert_eq!(get(spare.to_string()).await.0, 200);
+}
+
+/// The `max_uses` bypass through a short-lived narrowing: a one-time key valid for an hour,
+/// first used through a copy narrowed to one second. The count used to be kept only until
+/// the copy's expiry, so the next minute's pruning forgot it and the key was new again (200
+/// at +0, +40, +100, +160 s). Pruning is `Ledger::forget_expired(now)`, what `valet serve`
+/// runs once a minute; it is called here with the times those prunings would run at.
+#[tokio::test]
+async fn a_use_spent_through_a_short_narrowing_is_never_forgotten_while_the_key_lives() {
+    let s = TestStore::start().await;
+    s.put("files", "a", "x", "text/plain").await;
+    let exhausted = (403, "key_exhausted".to_owned());
+    let short = |token: &valet_key::Token| {
+        s.attenuated(
+            token,
+            Caveat {
+                expires: Some(now().plus(1)),
+                ..Caveat::default()
+            },
+        )
+    };
+    let get = |key: String| {
+        let url = s.url(&format!("/blob/files/a?vk={key}"));
+        let http = s.http.clone();
+        async move { answer(http.get(url).send().await.unwrap()).await }
+    };
+    let put = |key: String| {
+        let url = s.url(&format!("/blob/files/a?vk={key}"));
+        let http = s.http.clone();
+        async move { answer(http.put(url).body("y").send().await.unwrap()).await }
+    };
+    let reader = s.token(
+        "blob:files/a",
+        "read",
+        KeySpec {
+            expires: Some(now().plus(3600)),
+            limits: uses(1),
+            ..KeySpec::default()
+        },
+    );
+    let writer = s.token(
+        "blob:files/a",
+        "write",
+        KeySpec {
+            expires: Some(now().plus(3600)),
+            limits: uses(1),
+            ..KeySpec::default()
+        },
+    );
+    assert_eq!(get(short(&reader)).await, (200, String::new()));
+    assert_eq!(put(short(&writer)).await, (201, String::new()));
+    let start = now();
+    // The first pruning is well past the narrowing's expiry and grace, before anything else is
+    // presented (a refused admission raises a count's expiry too, which would hide the bug).
+    for later in [100, 160, 600, 3000] {
+        // A pruning at `start + later` forgets nothing of these keys.
+        s.ledger.forget_expired(start.plus(later)).unwrap();
+        for (token, what) in [(&reader, "reader"), (&writer, "writer")] {
+            assert_eq!(
+                s.ledger.status(token.claims().key_id).unwrap().uses,
+                1,
+                "{what} +{later}"
+            );
+        }
+        assert_eq!(get(reader.to_string()).await, exhausted, "root +{later}");
+        assert_eq!(get(short(&reader)).await, exhausted, "narrowing +{later}");
+        assert_eq!(put(writer.to_string()).await, exhausted, "root +{later}");
+        assert_eq!(put(short(&writer)).await, exhausted, "narrowing +{later}");
+    }
+}
+
+/// A raw `PUT target` of `body` with `Connection: close` and `extra` header lines, byte for
+/// byte (so that no client library refuses or rewrites an odd header first).
+fn raw_put(target: &str, extra: &[u8], body: &str) -> Vec<u8> {
+    let mut request = format!(
+        "PUT {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(extra);
+    request.extend_from_slice(b"\r\n");
+    request.extend_from_slice(body.as_bytes());
+    request
+}
+
+/// The content-type limit sidestepped by a list: a key limited to `image/png` took
+/// `image/png;,text/html`, kept it and served it back, and browsers read the last type of a
+/// list. Every `Content-Type` is now one media type by RFC 9110's grammar, or refused
+/// (whatever the key's limit), and what is stored and served back is its canonical form.
+#[tokio::test]
+async fn a_content_type_limit_cannot_be_sidestepped_by_a_list_or_a_malformed_type() {
+    let s = TestStore::start().await;
+    let png = limited(
+        &s,
+        "blob:files",
+        "write",
+        Limits {
+            content_type: Some("image/png".parse().unwrap()),
+            ..Limits::default()
+        },
+    )
+    .to_string();
+    let open = s.key("blob:files", "write");
+    let bad = (400, "bad_content_type".to_owned());
+    let mut n = 0;
+    for value in [
+        &b"image/png;,text/html"[..],
+        b"image/png, text/html",
+        b"image/png,text/html",
+        b"text/html, image/png",
+        b"image/png;charset",
+        b"image/png;charset=",
+        b"image/png;=utf-8",
+        b"image/png;a=b;a=c",
+        b"image/png;a=b;A=c",
+        b"image/png; a=\"x,text/html\"",
+        b"image/png; a=\"unterminated",
+        b"image/png; a=b c",
+        b"image/png text/html",
+        b"image/png\ttext/html",
+        b"image/png\xc3\xa9",
+        b"image/png; a=\"\xe2\x80\xae\"",
+        b"image/png; a=\xff",
+        b"image",
+        b"image/",
+        b"/png",
+        b"image/png/html",
+    ] {
+        for key in [&png, &open] {
+            n += 1;
+            let mut header = b"Content-Type: ".to_vec();
+            header.extend_from_slice(value);
+            header.extend_from_slice(b"\r\n");
+            let request = raw_put(&format!("/blob/files/t{n}?vk={key}"), &header, "data");
+            let answer = raw_http::send(s.addr, &request).await;
+            let got = raw_http::status_and_code(&answer);
+            let shown = String::from_utf8_lossy(value);
+            assert_eq!(got, bad, "{shown:?}");
+            assert!(
+                !s.blob_file("files", &format!("t{n}")).exists(),
+                "{shown:?}"
+            );
+        }
+    }
+    // Two headers are a list too.
+    let two = raw_put(
+        &format!("/blob/files/two?vk={png}"),
+        b"Content-Type: image/png\r\nContent-Type: text/html\r\n",
+        "data",
+    );
+    assert_eq!(
+        raw_http::status_and_code(&raw_http::send(s.addr, &two).await),
+        bad
+    );
+    // Control characters other than a tab are refused by the HTTP parser, before the store.
+    for (i, control) in [&b"\x01"[..], b"\x1b", b"\x7f", b"\x00"]
+        .into_iter()
+        .enumerate()
+    {
+        let mut header = b"Content-Type: image/png; a=\"".to_vec();
+        header.extend_from_slice(control);
+        header.extend_from_slice(b"\"\r\n");
+        let request = raw_put(&format!("/blob/files/c{i}?vk={png}"), &header, "d");
+        assert_eq!(
+            raw_http::status_of(&raw_http::send(s.addr, &request).await),
+            400
+        );
+        assert!(!s.blob_file("files", &format!("c{i}")).exists());
+    }
+
+    // Good types in odd spellings are stored, answered and served back canonical.
+    for (i, (sent, key, stored)) in [
+        ("IMAGE/PNG", &png, "image/png"),
+        ("image/png ;  Q=\"1\"", &png, "image/png; q=1"),
+        ("Image/Png; A=\"b c\"", &png, "image/png; a=\"b c\""),
+        ("image/png;", &png, "image/png"),
+        (
+            "TEXT/HTML; Charset=UTF-8",
+            &open,
+            "text/html; charset=UTF-8",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let url = s.url(&format!("/blob/files/ok{i}?vk={key}"));
+        let r = s
+            .http
+            .put(&url)
+            .header("content-type", sent)
+            .body("data")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{sent}");
+        let json: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(json["content_type"], stored, "{sent}");
+        let read = s.key(&format!("blob:files/ok{i}"), "read");
+        let r = s
+            .http
+            .get(s.url(&format!("/blob/files/ok{i}?vk={read}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["content-type"], stored, "{sent}");
+    }
+    // And a type outside the limit, well formed, is still `content_type_not_allowed`.
+    let r = s
+        .http
+        .put(s.url(&format!("/blob/files/html?vk={png}")))
+        .header("content-type", "text/html")
+        .body("data")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer(r).await, (415, "content_type_not_allowed".into()));
+}
+
+/// A 300-byte segment answered `500 internal: File name too long` (with an ERROR log line):
+/// segments are at most 255 bytes (`NAME_MAX`) when the path is parsed, so every method, the
+/// listing prefix and the scope of a key refuse longer ones with `400 bad_path`, and a path
+/// too long as a whole (many segments, past `PATH_MAX`) too.
+#[tokio::test]
+async fn segments_longer_than_a_file_name_are_bad_path_never_internal() {
+    let s = TestStore::start().await;
+    let key = s.key("blob:files", "read,write,delete,list");
+    let longest = "a".repeat(valet_key::MAX_SEGMENT_LEN);
+    let multi = "é".repeat(127); // 254 bytes of two-byte characters
+                                 // Four segments of 255 bytes: 1023 bytes, deep folders, all fine.
+    let wide = "e".repeat(valet_key::MAX_SEGMENT_LEN);
+    let deep = [wide.as_str(); 4].join("/");
+    for path in [
+        longest.clone(),
+        format!("d/{longest}"),
+        format!("{multi}x"),
+        deep,
+    ] {
+        let url = s.url(&format!("/blob/files/{path}?vk={key}"));
+        let put = s.http.put(&url).body("ok").send().await.unwrap();
+        assert_eq!(put.status(), 201, "{} bytes", path.len());
+        assert_eq!(s.get_bytes(&url).await.unwrap(), "ok");
+    }
+    let too_long = "b".repeat(valet_key::MAX_SEGMENT_LEN + 1);
+    let many = ["c"; 2100].join("/"); // 4199 bytes: past PATH_MAX as well
+    for path in [
+        too_long.clone(),
+        format!("d/{too_long}"),
+        format!("{too_long}/x"),
+        "é".repeat(128),
+        "x".repeat(300),
+        many,
+    ] {
+        for method in [Method::GET, Method::HEAD, Method::PUT, Method::DELETE] {
+            let url = s.url(&format!("/blob/files/{path}?vk={key}"));
+            let r = s
+                .http
+                .request(method.clone(), &url)
+                .body("x")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 400, "{method} {} bytes", path.len());
+            if method != Method::HEAD {
+                assert_eq!(error_code(r).await, "bad_path", "{method}");
+            }
+        }
+    }
+    let prefix = format!("{too_long}/");
+    let r = s
+        .http
+        .get(s.url(&format!("/blob/files?prefix={prefix}&vk={key}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer(r).await, bad_path());
+    assert!(format!("blob:files/{too_long}")
+        .parse::<valet_key::Scope>()
+        .is_err());
+}
+
+/// A folder of the data tier that vanished (an operator's mistake) is the store's failure,
+/// `500 internal`, never a `404` telling clients their blob does not exist.
+#[tokio::test]
+async fn a_missing_data_folder_is_internal_not_not_found() {
+    let s = TestStore::start().await;
+    s.put("files", "a", "x", "text/plain").await;
+    let key = s.key("blob:files", "read,write");
+    let url = s.url(&format!("/blob/files/a?vk={key}"));
+    std::fs::remove_dir(s.data().join("tmp")).unwrap();
+    let r = s.http.put(&url).body("y").send().await.unwrap();
+    assert_eq!(answer(r).await, (500, "internal".into()));
+    let r = s
+        .http
+        .get(s.url(&format!("/blob/files/none?vk={key}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer(r).await, (500, "internal".into()), "tmp/ gone");
+    std::fs::create_dir(s.data().join("tmp")).unwrap();
+    let r = s
+        .http
+        .get(s.url(&format!("/blob/files/none?vk={key}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer(r).await, (404, "not_found".into()), "a missing blob");
+    std::fs::rename(s.data().join("blobs"), s.data().join("moved")).unwrap();
+    let r = s.http.get(&url).send().await.unwrap();
+    assert_eq!(answer(r).await, (500, "internal".into()), "blobs/ gone");
+}
+
+/// A folder key `blob:files/photos/` refused `?prefix=photos` (no slash), a prefix naming
+/// exactly its folder. It is now admitted, and the listing clipped to the folder: never
+/// `photos-private/…`, `photos.txt` or `photo/…`, which the prefix (or a near one) matches and
+/// the key does not cover.
+#[tokio::test]
+async fn a_folder_keys_listing_by_its_folders_name_is_clipped_to_the_folder() {
+    let s = TestStore::start().await;
+    for path in [
+        "photos/a",
+        "photos/b/c",
+        "photos-private/x",
+        "photos.txt",
+        "photo/y",
+        "other/z",
+    ] {
+        s.put("files", path, "x", "text/plain").await;
+    }
+    let folder = s.key("blob:files/photos/", "list");
+    let container = s.key("blob:files", "list");
+    let list = |key: &str, query: &str| {
+        let url = s.url(&format!("/blob/files?{query}&vk={key}"));
+        let http = s.http.clone();
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            let status = r.status().as_u16();
+            let json: serde_json::Value = r.json().await.unwrap();
+            let paths: Vec<String> = json["items"]
+                .as_array()
+                .map(|items| {
+                    items
+                        .iter()
+                        .map(|i| i["path"].as_str().unwrap().to_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            (
+                status,
+                paths,
+                json["error"]["code"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        }
+    };
+    let in_folder = vec!["photos/a".to_owned(), "photos/b/c".to_owned()];
+    for query in [
+        "prefix=photos",
+        "prefix=photos/",
+        "prefix=photos%2F",
+        "prefix=photos%2f",
+    ] {
+        assert_eq!(
+            list(&folder, query).await,
+            (200, in_folder.clone(), String::new()),
+            "{query}"
+        );
+    }
+    assert_eq!(list(&folder, "prefix=photos/b").await.1, ["photos/b/c"]);
+    for query in [
+        "prefix=photo",
+        "prefix=photos-private",
+        "prefix=photos-private/",
+        "prefix=photos.txt",
+        "prefix=photos-",
+        "prefix=",
+        "limit=5",
+        "prefix=other",
+        "prefix=Photos",
+    ] {
+        let (status, paths, code) = list(&folder, query).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (403, "out_of_scope"),
+            "{query}: {paths:?}"
+        );
+    }
+    // A prefix is matched as text, never walked as a path: `photos/..` matches nothing.
+    assert_eq!(
+        list(&folder, "prefix=photos%2F..").await,
+        (200, vec![], String::new())
+    );
+    // Pages stay clipped.
+    let (_, first, _) = list(&folder, "prefix=photos&limit=1").await;
+    assert_eq!(first, ["photos/a"]);
+    let (_, second, _) = list(&folder, "prefix=photos&limit=1&cursor=photos%2Fa").await;
+    assert_eq!(second, ["photos/b/c"]);
+    let (_, third, _) = list(&folder, "prefix=photos&limit=5&cursor=photos%2Fb%2Fc").await;
+    assert!(third.is_empty(), "{third:?}");
+    // A container key still lists everything the prefix matches.
+    let (status, all, _) = list(&container, "prefix=photos").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        all,
+        ["photos-private/x", "photos.txt", "photos/a", "photos/b/c"]
+    );
+    // A narrower caveat is not widened by the second scope.
+    let narrowed = s.attenuated(
+        &s.token("blob:files/photos/", "list", KeySpec::default()),
+        Caveat {
+            scope: Some(scope("blob:files/photos/b/")),
+            ..Caveat::default()
+        },
+    );
+    let (status, _, code) = list(&narrowed, "prefix=photos").await;
+    assert_eq!((status, code.as_str()), (403, "out_of_scope"));
+    assert_eq!(list(&narrowed, "prefix=photos/b").await.1, ["photos/b/c"]);
+}
+
+/// A write-only key was an oracle: `PUT` with `If-Match: "<sha256 of a guess>"` answered 412
+/// when wrong and 200 when right, and 201 against 200 told whether the blob existed. A key
+/// without `read` now may send no condition on the current version, and gets the same answer
+/// whether the blob existed or not; a `read` key keeps both. Only create-only's refusal to
+/// overwrite (412) tells a `create` key that something is there, which is what create-only is.
+#[tokio::test]
+async fn a_key_that_cannot_read_learns_nothing_of_what_is_stored() {
+    use sha2::Digest;
+    let s = TestStore::start().await;
+    s.put("files", "secret", "the secret", "text/plain").await;
+    let right = format!("\"{}\"", hex(&sha2::Sha256::digest(b"the secret")));
+    let wrong = format!("\"{}\"", hex(&sha2::Sha256::digest(b"a guess")));
+    let needs_read = (403, "condition_needs_read".to_owned());
+    let date = "Thu, 01 Jan 2026 00:00:00 GMT";
+    let conditions = [
+        ("if-match", right.as_str()),
+        ("if-match", wrong.as_str()),
+        ("if-match", "*"),
+        ("if-none-match", right.as_str()),
+        ("if-none-match", wrong.as_str()),
+        ("if-none-match", "W/\"x\", *"),
+        ("if-unmodified-since", date),
+        ("if-modified-since", date),
+        ("if-unmodified-since", "not a date"),
+    ];
+    for ops in ["write", "create", "write,list"] {
+        let key = s.key("blob:files", ops);
+        for (name, value) in conditions {
+            let url = s.url(&format!("/blob/files/secret?vk={key}"));
+            let r = s.put_with(&url, Some((name, value)), "overwritten?").await;
+            assert_eq!(answer(r).await, needs_read, "{ops} {name}: {value}");
+        }
+    }
+    let deleter = s.key("blob:files", "delete");
+    for (name, value) in conditions {
+        let url = s.url(&format!("/blob/files/secret?vk={deleter}"));
+        let r = s
+            .http
+            .delete(&url)
+            .header(name, value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer(r).await, needs_read, "delete {name}: {value}");
+    }
+    let reader = s.key("blob:files/secret", "read");
+    let body = s
+        .get_bytes(&s.url(&format!("/blob/files/secret?vk={reader}")))
+        .await
+        .unwrap();
+    assert_eq!(body, "the secret", "nothing was written or deleted");
+
+    // The same status, ETag and body for a new blob and a replaced one.
+    let writer = s.key("blob:files", "write");
+    let mut answers = Vec::new();
+    for path in ["secret", "fresh"] {
+        let url = s.url(&format!("/blob/files/{path}?vk={writer}"));
+        let r = s.put_with(&url, None, "same bytes").await;
+        let status = r.status().as_u16();
+        let etag = r.headers()["etag"].to_str().unwrap().to_owned();
+        let mut json: serde_json::Value = r.json().await.unwrap();
+        json.as_object_mut().unwrap().remove("path");
+        answers.push((status, etag, json));
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[0].0, 201);
+    // `If-None-Match: *` stays allowed: create-only, whose refusal is what create means.
+    let url = s.url(&format!("/blob/files/fresh?vk={writer}"));
+    let r = s.put_with(&url, Some(("if-none-match", "*")), "x").await;
+    assert_eq!(answer(r).await, (412, "precondition_failed".into()));
+    // A key that may read keeps conditions and `200` for a replacement.
+    let both = s.key("blob:files", "read,write");
+    let url = s.url(&format!("/blob/files/fresh?vk={both}"));
+    let same = format!("\"{}\"", hex(&sha2::Sha256::digest(b"same bytes")));
+    let r = s
+        .put_with(&url, Some(("if-match", wrong.as_str())), "x")
+        .await;
+    assert_eq!(answer(r).await, (412, "precondition_failed".into()));
+    let r = s
+        .put_with(&url, Some(("if-match", same.as_str())), "y")
+        .await;
+    assert_eq!(r.status(), 200);
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A store on a data folder the test owns, so that it can be stopped and started again.

@@ -663,7 +663,13 @@ async fn listing_needs_list_on_a_scope_covering_the_prefix() {
         get("prefix=2024/ja").await.unwrap().status(),
         StatusCode::OK
     );
-    for outside in ["", "prefix=2024", "prefix=2024-private/", "prefix=20"] {
+    // The folder's own name lists the folder, never `2024-private/`.
+    let r = get("prefix=2024").await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let listing: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(listing["items"][0]["path"], "2024/jan/a");
+    assert_eq!(listing["items"].as_array().unwrap().len(), 1);
+    for outside in ["", "prefix=2024-", "prefix=2024-private/", "prefix=20"] {
         let r = get(outside).await.unwrap();
         assert_eq!(r.status(), StatusCode::FORBIDDEN, "{outside}");
         assert_eq!(error_code(r).await, "out_of_scope");

@@ -344,3 +344,159 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
     assert!(read.is_ok(), "the store kept a stalled connection open");
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }
+
+/// The modes of `path` (permission bits only).
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// Blobs used to be readable by every local user (files `0644`, folders `0755`): by default
+/// every file and folder of the data tier is now its owner's alone.
+#[tokio::test]
+async fn blobs_and_their_folders_are_owner_only_by_default() {
+    let s = TestStore::start().await;
+    s.put("files", "a/b/c.txt", "secret", "text/plain").await;
+    s.put("files", "top", "secret", "text/plain").await;
+    let data = s.data();
+    for dir in [
+        data.clone(),
+        data.join("blobs"),
+        data.join("tmp"),
+        data.join("blobs/files"),
+        data.join("blobs/files/a"),
+        data.join("blobs/files/a/b"),
+    ] {
+        assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+    }
+    for file in [
+        s.blob_file("files", "a/b/c.txt"),
+        s.blob_file("files", "top"),
+    ] {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+    // An overwrite, and a create-only upload (a hard link), keep it so.
+    s.put("files", "top", "again", "text/plain").await;
+    assert_eq!(mode(&s.blob_file("files", "top")), 0o600);
+    let create = s.key("blob:files/new/x", "create");
+    let r = s
+        .put_with(&s.url(&format!("/blob/files/new/x?vk={create}")), None, "x")
+        .await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(mode(&s.blob_file("files", "new/x")), 0o600);
+    assert_eq!(mode(&data.join("blobs/files/new")), 0o700);
+}
+
+/// `blob_mode` widens files to group or world read, folders to match; a mode that lets
+/// anyone but the owner write or execute is refused at start.
+#[tokio::test]
+async fn blob_mode_widens_reading_only() {
+    // Whatever the umask would take away is not asked of the test.
+    let s = TestStore::start_with(|c| c.blob_mode = 0o640).await;
+    s.put("files", "a/b", "shared", "text/plain").await;
+    assert_eq!(mode(&s.blob_file("files", "a/b")), 0o640);
+    for dir in [
+        s.data(),
+        s.data().join("blobs"),
+        s.data().join("blobs/files/a"),
+    ] {
+        assert_eq!(mode(&dir), 0o750, "{}", dir.display());
+    }
+    for refused in [0o666, 0o644 | 0o002, 0o700, 0o400, 0o660, 0o1600, 0o4600] {
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = valet_keyring::create(&dir.path().join("keyring")).unwrap();
+        let ledger = valet_ledger::SqliteLedger::open(&dir.path().join("ledger")).unwrap();
+        let mut config = valet_store::StoreConfig::new(dir.path().join("data"), s.addr);
+        config.blob_mode = refused;
+        let err = valet_store::Store::open(config, keyring, std::sync::Arc::new(ledger))
+            .expect_err("a mode others may write is refused");
+        assert!(err.to_string().contains("blob_mode"), "{err}");
+    }
+}
+
+/// A data folder an older version made (`DATA`, `blobs/`, `tmp/` at `0755`, blobs `0644`) is
+/// narrowed when the store opens it: the folders become `0700`, which keeps other users out
+/// of every file below them whatever its own mode.
+#[tokio::test]
+async fn folders_an_older_version_left_open_are_narrowed_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let old = data.join("blobs/files/a");
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::create_dir_all(data.join("tmp")).unwrap();
+    std::fs::write(old.join("b"), "old").unwrap();
+    for path in [data.clone(), data.join("blobs"), data.join("tmp")] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(old.join("b"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let keyring = valet_keyring::create(&dir.path().join("keyring")).unwrap();
+    let ledger = valet_ledger::SqliteLedger::open(&dir.path().join("ledger")).unwrap();
+    let config = valet_store::StoreConfig::new(data.clone(), "127.0.0.1:0".parse().unwrap());
+    valet_store::Store::open(config, keyring, std::sync::Arc::new(ledger)).unwrap();
+    for path in [data.clone(), data.join("blobs"), data.join("tmp")] {
+        assert_eq!(mode(&path), 0o700, "{}", path.display());
+    }
+}
+
+/// The access line's `bytes` is the body actually sent (a listing's page said `bytes=0`), or
+/// for an upload the body received.
+#[tokio::test]
+async fn the_access_line_gives_the_bytes_of_every_body() {
+    let capture = valet_testkit::logs::capture();
+    let s = TestStore::start().await;
+    let writer = s.key("blob:logbytes", "write");
+    let r = s
+        .put_with(
+            &s.url(&format!("/blob/logbytes/a/one?vk={writer}")),
+            None,
+            "12345",
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    s.put("logbytes", "a/two", "x".repeat(70_000), "text/plain")
+        .await;
+    let list = s.key("blob:logbytes", "list,read");
+    let mut sent = Vec::new();
+    for (what, target) in [
+        ("listing", format!("/blob/logbytes?vk={list}")),
+        ("small", format!("/blob/logbytes/a/one?vk={list}")),
+        ("large", format!("/blob/logbytes/a/two?vk={list}")),
+        ("error", "/blob/logbytes/a/one".to_owned()),
+    ] {
+        let body = s.get_bytes(&s.url(&target)).await.unwrap();
+        assert!(!body.is_empty(), "{what}");
+        sent.push((what, target, body.len()));
+    }
+    let text = capture.text();
+    let line_of = |path: &str, route: &str, status: u16| -> String {
+        let wanted = [
+            "valet::access".to_owned(),
+            format!(" path=\"{path}\" "),
+            format!(" route=\"{route}\" "),
+            format!(" status={status} "),
+        ];
+        text.lines()
+            .find(|l| wanted.iter().all(|w| l.contains(w.as_str())))
+            .unwrap_or_else(|| panic!("no access line for {path} {route} {status} in\n{text}"))
+            .to_owned()
+    };
+    for (what, target, len) in sent {
+        let path = target.split('?').next().unwrap();
+        let (route, status) = match what {
+            "listing" => ("blob_list", 200),
+            "error" => ("blob_get", 401),
+            _ => ("blob_get", 200),
+        };
+        let line = line_of(path, route, status);
+        assert!(
+            line.contains(&format!(" bytes={len} ")),
+            "{what}: {len} in {line}"
+        );
+    }
+    let put = line_of("/blob/logbytes/a/one", "blob_put", 201);
+    assert!(
+        put.contains(" bytes=5 "),
+        "the upload's bytes received: {put}"
+    );
+}

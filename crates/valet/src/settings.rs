@@ -67,6 +67,9 @@ pub struct Settings {
     /// Bytes of small blobs the store keeps in memory.
     #[serde(with = "units::size")]
     pub blob_cache: u64,
+    /// The store's blob file mode, octal (`"600"`, `"640"`, `"644"`).
+    #[serde(deserialize_with = "octal_mode")]
+    pub blob_mode: u32,
     #[serde(default)]
     pub admin_api_key: Option<String>,
     #[serde(default)]
@@ -99,6 +102,7 @@ const KEYS: &[&str] = &[
     "workers",
     "shutdown_grace",
     "blob_cache",
+    "blob_mode",
     "admin_api_key",
     "api_keys",
     "jwt",
@@ -251,6 +255,30 @@ fn list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
             .collect(),
         OneOrMany::Many(v) => v,
     })
+}
+
+/// A file mode written in octal digits, as a string (`"0640"`, `"640"`) or, from the
+/// environment (`VALET_BLOB_MODE=640`), a number whose decimal digits are the octal ones.
+fn octal_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        Digits(u64),
+        Text(String),
+    }
+    let text = match Text::deserialize(d)? {
+        Text::Digits(n) => n.to_string(),
+        Text::Text(s) => s,
+    };
+    let digits = text.trim().trim_start_matches("0o");
+    u32::from_str_radix(digits, 8)
+        .ok()
+        .filter(|mode| *mode <= 0o777)
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "'{text}' is not a file mode in octal, like \"600\""
+            ))
+        })
 }
 
 /// The admin API key: the setting, else the one in `DATA/admin-api-key`, else a new one

@@ -308,6 +308,23 @@ fn a_bad_configuration_is_refused_naming_the_setting() {
     assert!(stderr.contains("skew"), "{stderr}");
     let stderr = serve_fails(&["--data", d], &[("VALET_GATE_ADDR", "nowhere")]);
     assert!(stderr.contains("gate_addr"), "{stderr}");
+    // Not octal; a mode that lets others write blobs.
+    for mode in ["9", "rw-r--r--", "1777"] {
+        let stderr = serve_fails(&["--data", d], &[("VALET_BLOB_MODE", mode)]);
+        assert!(stderr.contains("blob_mode"), "{mode}: {stderr}");
+    }
+    let stderr = serve_fails(
+        &[
+            "--data",
+            d,
+            "--gate-addr",
+            "127.0.0.1:0",
+            "--store-addr",
+            "127.0.0.1:0",
+        ],
+        &[("VALET_BLOB_MODE", "666")],
+    );
+    assert!(stderr.contains("blob_mode"), "666: {stderr}");
     let stderr = serve_fails(&["--config", "/nonexistent/valet.toml"], &[]);
     assert!(stderr.contains("/nonexistent/valet.toml"), "{stderr}");
 }

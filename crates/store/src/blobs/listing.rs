@@ -74,7 +74,14 @@ struct Walk<'a> {
 impl Walk<'_> {
     fn folder(&mut self, dir: &Path, folder_path: &str) -> Result<(), StoreError> {
         let mut entries: Vec<(String, bool)> = Vec::new();
-        for entry in fs::read_dir(dir).map_err(StoreError::from_io)? {
+        let listed = match fs::read_dir(dir) {
+            // Removed by a delete since its parent was read: nothing in it to list.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !folder_path.is_empty() => {
+                return Ok(())
+            }
+            other => other.map_err(StoreError::from_io)?,
+        };
+        for entry in listed {
             let entry = entry.map_err(StoreError::from_io)?;
             let Ok(name) = entry.file_name().into_string() else {
                 continue;
@@ -112,20 +119,40 @@ impl Walk<'_> {
                     self.more = true;
                     return Ok(());
                 }
-                self.items.push(item(
-                    &dir.join(path.rsplit('/').next().unwrap_or_default()),
-                    path,
-                )?);
+                let file = dir.join(path.rsplit('/').next().unwrap_or_default());
+                match item(&file, path) {
+                    Ok(item) => self.items.push(item),
+                    // Deleted since the folder was read: not in the listing.
+                    Err(ItemError::Gone) => {}
+                    Err(ItemError::Failed(e)) => return Err(e),
+                }
             }
         }
         Ok(())
     }
 }
 
-fn item(file: &Path, path: String) -> Result<ListingItem, StoreError> {
-    let f = fs::File::open(file).map_err(StoreError::from_io)?;
-    let stat = f.metadata().map_err(StoreError::from_io)?;
-    let meta = BlobMeta::of_file(&f, &stat).map_err(StoreError::from_io)?;
+/// Why a listed file has no item.
+enum ItemError {
+    /// It was deleted after its folder was read.
+    Gone,
+    /// Anything else.
+    Failed(StoreError),
+}
+
+impl From<std::io::Error> for ItemError {
+    fn from(e: std::io::Error) -> ItemError {
+        ItemError::Failed(StoreError::from_io(e))
+    }
+}
+
+fn item(file: &Path, path: String) -> Result<ListingItem, ItemError> {
+    let f = fs::File::open(file).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => ItemError::Gone,
+        _ => ItemError::from(e),
+    })?;
+    let stat = f.metadata()?;
+    let meta = BlobMeta::of_file(&f, &stat)?;
     Ok(ListingItem {
         path,
         size: meta.size,

@@ -12,10 +12,10 @@ mod listing;
 mod meta;
 mod upload;
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::hash::{Hash, Hasher};
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -64,6 +64,10 @@ pub enum BlobData {
 pub struct BlobFolder {
     blobs: PathBuf,
     tmp: PathBuf,
+    /// The mode of blob files (see [`crate::StoreConfig::blob_mode`]).
+    file_mode: u32,
+    /// The mode of the folders: the file mode with search (`x`) wherever it has read.
+    dir_mode: u32,
     /// Serialises check-then-rename per path (striped), so that `If-Match` is atomic against
     /// other writers in this process.
     locks: Vec<Mutex<()>>,
@@ -73,17 +77,28 @@ pub struct BlobFolder {
 
 impl BlobFolder {
     /// Opens (creating) `DATA/blobs` and `DATA/tmp`, removing temporary files left by a crash.
-    /// Up to `hot_bytes` of small blobs are kept in memory (zero: none), their hits and misses
-    /// counted into `counters`.
+    /// Blob files get `file_mode` and every folder of the tier (`DATA` itself included) the
+    /// same with search permission wherever it has read (`0o600` gives `0o700`); folders an
+    /// older version made wider are narrowed here, which also keeps other users out of the
+    /// files they hold, whatever those files' own modes. Up to `hot_bytes` of small blobs are
+    /// kept in memory (zero: none), their hits and misses counted into `counters`.
     pub fn open(
         data_dir: &Path,
+        file_mode: u32,
         hot_bytes: u64,
         counters: CacheCounters,
     ) -> io::Result<BlobFolder> {
+        let dir_mode = folder_mode(file_mode);
         let blobs = data_dir.join("blobs");
         let tmp = data_dir.join("tmp");
-        fs::create_dir_all(&blobs)?;
-        fs::create_dir_all(&tmp)?;
+        for dir in [data_dir, &blobs, &tmp] {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(dir_mode)
+                .create(dir)?;
+            // An existing folder keeps its mode through `create`: set it.
+            fs::set_permissions(dir, fs::Permissions::from_mode(dir_mode))?;
+        }
         let mut removed = 0;
         for entry in fs::read_dir(&tmp)? {
             fs::remove_file(entry?.path())?;
@@ -95,6 +110,8 @@ impl BlobFolder {
         Ok(BlobFolder {
             blobs,
             tmp,
+            file_mode,
+            dir_mode,
             locks: (0..64).map(|_| Mutex::new(())).collect(),
             metadata: MetaCache::default(),
             hot: HotBlobs::new(hot_bytes, counters),
@@ -133,7 +150,7 @@ impl BlobFolder {
         if let Some(hot) = self.hot.lookup(&file_path) {
             return Ok((BlobData::Memory(hot.data), hot.meta));
         }
-        let (file, stat) = open_regular(&file_path)?;
+        let (file, stat) = open_regular(&file_path).map_err(|e| self.tier_intact(e))?;
         let meta = self
             .metadata
             .get(&file, &stat)
@@ -144,6 +161,18 @@ impl BlobFolder {
             }
         }
         Ok((BlobData::File(file), meta))
+    }
+
+    /// `err`, unless it is `not_found` and the data tier's own folders are gone: then no blob
+    /// is missing, the store is broken (someone removed `DATA/blobs` or `DATA/tmp`), and an
+    /// operator must hear of it rather than clients being told their blobs do not exist.
+    fn tier_intact(&self, err: StoreError) -> StoreError {
+        match err {
+            StoreError::NotFound if !(self.blobs.is_dir() && self.tmp.is_dir()) => {
+                StoreError::Internal("the data folder's blobs/ or tmp/ is missing".into())
+            }
+            other => other,
+        }
     }
 
     /// How many small blobs are held in memory, and the bytes they count for.
@@ -169,7 +198,10 @@ impl BlobFolder {
                     .map_err(StoreError::from_io)?;
                 Ok(Some((stat, meta)))
             }
-            Err(StoreError::NotFound) => Ok(None),
+            Err(StoreError::NotFound) => match self.tier_intact(StoreError::NotFound) {
+                StoreError::NotFound => Ok(None),
+                e => Err(e),
+            },
             Err(e) => Err(e),
         }
     }
@@ -180,7 +212,8 @@ impl BlobFolder {
         content_type: String,
         check_md5: bool,
     ) -> Result<Upload, StoreError> {
-        Upload::create(&self.tmp, content_type, check_md5).map_err(StoreError::from_io)
+        Upload::create(&self.tmp, self.file_mode, content_type, check_md5)
+            .map_err(StoreError::from_io)
     }
 
     /// Makes a finished upload visible at `path`, atomically. Blocking: call off the runtime.
@@ -228,7 +261,11 @@ impl BlobFolder {
     ) -> Result<(), StoreError> {
         let parent = target.parent().expect("blob paths have a parent");
         for attempt in 0..3 {
-            fs::create_dir_all(parent).map_err(conflict_or_io)?;
+            DirBuilder::new()
+                .recursive(true)
+                .mode(self.dir_mode)
+                .create(parent)
+                .map_err(conflict_or_io)?;
             match place(target) {
                 Ok(()) => {
                     File::open(parent)
@@ -261,7 +298,11 @@ impl BlobFolder {
         if pre.evaluate(Some(&current), false) != Verdict::Proceed {
             return Err(StoreError::PreconditionFailed("If-Match"));
         }
-        fs::remove_file(&target).map_err(StoreError::from_io)?;
+        fs::remove_file(&target).map_err(|e| match e.kind() {
+            // Deleted by another process since it was looked at.
+            io::ErrorKind::NotFound => StoreError::NotFound,
+            _ => StoreError::from_io(e),
+        })?;
         self.forget(&stat);
         let root = self.container_dir(container);
         let mut dir = target.parent();
@@ -286,6 +327,12 @@ impl BlobFolder {
     }
 }
 
+/// A folder's mode for blob files of `file_mode`: search wherever there is read, so that
+/// whoever may read a blob may reach it, and nobody else.
+pub fn folder_mode(file_mode: u32) -> u32 {
+    file_mode | ((file_mode & 0o444) >> 2)
+}
+
 /// Opens a regular file without following a symbolic link at the last component.
 fn open_regular(path: &Path) -> Result<(File, std::fs::Metadata), StoreError> {
     let file = OpenOptions::new()
@@ -293,8 +340,8 @@ fn open_regular(path: &Path) -> Result<(File, std::fs::Metadata), StoreError> {
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .map_err(|e| match e.raw_os_error() {
-            // A parent is a file, or the blob is a symbolic link: there is no such blob.
-            Some(libc::ENOTDIR | libc::ELOOP) => StoreError::NotFound,
+            // No such file, a parent is a file, or the blob is a symbolic link: no such blob.
+            Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP) => StoreError::NotFound,
             _ => StoreError::from_io(e),
         })?;
     let stat = file.metadata().map_err(StoreError::from_io)?;
@@ -330,7 +377,7 @@ mod tests {
 
     /// A folder in `dir` with the default small-blob cache.
     fn cached_folder(dir: &Path) -> BlobFolder {
-        BlobFolder::open(dir, DEFAULT_BLOB_CACHE, CacheCounters::default()).unwrap()
+        BlobFolder::open(dir, 0o600, DEFAULT_BLOB_CACHE, CacheCounters::default()).unwrap()
     }
 
     /// Commits `bytes` at `path`, replacing what is there.
@@ -452,7 +499,7 @@ mod tests {
             "one hit; the large blob counts as neither"
         );
 
-        let off = BlobFolder::open(dir.path(), 0, CacheCounters::default()).unwrap();
+        let off = BlobFolder::open(dir.path(), 0o600, 0, CacheCounters::default()).unwrap();
         assert_eq!(read_all(&off, &container, &small), (small_bytes, false));
         assert_eq!(off.hot.usage(), (0, 0));
     }
@@ -529,7 +576,7 @@ mod tests {
     fn memory_stays_within_the_budget() {
         let dir = tempfile::tempdir().unwrap();
         let budget = 256 * 1024;
-        let folder = BlobFolder::open(dir.path(), budget, CacheCounters::default()).unwrap();
+        let folder = BlobFolder::open(dir.path(), 0o600, budget, CacheCounters::default()).unwrap();
         let container = Name::parse("files").unwrap();
         for i in 0..200 {
             let path = BlobPath::parse(&format!("b{i}")).unwrap();

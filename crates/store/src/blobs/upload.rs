@@ -30,6 +30,7 @@ pub struct Upload {
 impl Upload {
     pub(super) fn create(
         tmp_dir: &Path,
+        mode: u32,
         content_type: String,
         check_md5: bool,
     ) -> io::Result<Upload> {
@@ -45,7 +46,7 @@ impl Upload {
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o644)
+            .mode(mode)
             .open(&path)?;
         Ok(Upload {
             file,

@@ -53,7 +53,6 @@ pub async fn get_blob(
     let body = if head {
         ResponseBody::Empty
     } else {
-        ctx.bytes = len;
         let sent = ctx.store.metrics.bytes_out.clone();
         match data {
             BlobData::File(file) => {

@@ -35,7 +35,8 @@ pub struct Ctx {
     pub file_sender: Option<FileSender>,
     /// The key used, once admitted.
     pub key_id: Option<KeyId>,
-    /// Body bytes moved.
+    /// Body bytes moved, for the access log: an upload's received (set by its handler);
+    /// for every other request the router sets it from the response body's length.
     pub bytes: u64,
 }
 

@@ -13,7 +13,7 @@ use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
-use valet_key::{BlobPath, Name, Op, Scope};
+use valet_key::{BlobPath, MediaType, MediaTypeError, Name, Op, Scope};
 
 use super::get::X_VALET_SHA256;
 use super::Ctx;
@@ -52,6 +52,21 @@ fn expected_digests(headers: &HeaderMap) -> Result<Expected, StoreError> {
     Ok(Expected { md5, sha256 })
 }
 
+/// The upload's media type, if it names one: exactly one `Content-Type` header, one media
+/// type by RFC 9110's grammar (see [`MediaType`]), never guessed at.
+fn media_type(headers: &HeaderMap) -> Result<Option<MediaType>, StoreError> {
+    let mut values = headers.get_all(header::CONTENT_TYPE).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        // Two headers are one list (RFC 9110 §5.3): a client may read either type.
+        return Err(MediaTypeError::List.into());
+    }
+    let text = value.to_str().map_err(|_| MediaTypeError::Character)?;
+    Ok(Some(MediaType::parse(text)?))
+}
+
 fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, StoreError> {
     headers
         .get(header::CONTENT_LENGTH)
@@ -77,18 +92,26 @@ pub async fn put_blob(
     let grant = admit(&ctx.store, &ctx.key()?, Op::Create, &resource, ctx.client).await?;
     ctx.key_id = Some(grant.key_id);
     let headers = &ctx.parts.headers;
+    // A key that may not read learns nothing of what is there: no condition on the current
+    // version, and the same answer whether it existed or not (below). Only create-only's
+    // refusal to overwrite says that something exists, which is what `create` means.
+    let may_read = grant.ops.permits(Op::Read);
+    if !may_read && Preconditions::compare_current(headers) {
+        return Err(StoreError::ConditionNeedsRead("upload"));
+    }
     let pre = Preconditions::from_headers(headers);
     let mode = if pre.is_create_only() || !grant.ops.permits(Op::Write) {
         CommitMode::CreateOnly
     } else {
         CommitMode::Overwrite(pre)
     };
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
-    if !grant.permits_content_type(content_type) {
+    let content_type = media_type(headers)?;
+    if !grant.permits_media_type(content_type.as_ref()) {
         return Err(StoreError::ContentTypeNotAllowed(
-            content_type.unwrap_or("(none)").to_owned(),
+            content_type
+                .as_ref()
+                .map_or("(none)", MediaType::as_str)
+                .to_owned(),
         ));
     }
     let limit = grant.max_bytes.unwrap_or(u64::MAX);
@@ -96,9 +119,11 @@ pub async fn put_blob(
         return Err(StoreError::TooLarge { limit });
     }
     let expected = expected_digests(headers)?;
-    let content_type = content_type
-        .unwrap_or("application/octet-stream")
-        .to_owned();
+    // The canonical form is what is stored and served back: exactly what the limit checked.
+    let content_type = content_type.map_or_else(
+        || "application/octet-stream".to_owned(),
+        |t| t.as_str().to_owned(),
+    );
     let mut upload = ctx
         .store
         .blobs
@@ -127,7 +152,9 @@ pub async fn put_blob(
         "content_type": meta.content_type,
     });
     let mut response = Response::new(ResponseBody::full(body.to_string()));
-    *response.status_mut() = if committed.replaced {
+    // `200` for a replacement only to a key that may read what it replaced: to any other,
+    // `201` either way, or the status would tell whether the blob existed.
+    *response.status_mut() = if committed.replaced && may_read {
         StatusCode::OK
     } else {
         StatusCode::CREATED

@@ -8,7 +8,7 @@ use valet_gate::config::{ApiKeyConfig, GateConfig};
 use valet_gate::Gate;
 use valet_http::{ServeOptions, Site};
 use valet_key::Keyring;
-use valet_ledger::{Ledger, SqliteLedger};
+use valet_ledger::{Ledger, SqliteLedger, SqliteOptions};
 use valet_store::{Store, StoreConfig};
 
 use crate::cli::ServeArgs;
@@ -26,8 +26,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let keyring_path = settings.keyring_path();
     let keyring = valet_keyring::load_or_create(&keyring_path)?;
     let ledger_path = settings.data.join("ledger.sqlite");
+    // A key is honoured for the skew past its expiry: its uses must be remembered as long.
+    let options = SqliteOptions::default();
+    let grace = options.forget_grace.max(settings.skew);
     let ledger: Arc<dyn Ledger> = Arc::new(
-        SqliteLedger::open(&ledger_path)
+        SqliteLedger::open_with(&ledger_path, options.with_forget_grace(grace))
             .with_context(|| format!("opening the ledger {}", ledger_path.display()))?,
     );
     let ledger_for_pruning = ledger.clone();
@@ -120,6 +123,7 @@ fn open_store(
     config.cors_origins = settings.cors_origins.clone();
     config.shutdown_grace = settings.shutdown_grace;
     config.blob_cache = settings.blob_cache;
+    config.blob_mode = settings.blob_mode;
     config.tls = tls;
     Store::open(config, keyring, ledger).context("opening the blob folder")
 }
