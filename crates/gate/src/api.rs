@@ -376,7 +376,7 @@ async fn current_key(gate: &Arc<Gate>, text: &str, id: &str) -> Result<Token, Ga
             key_id,
             subject: subject.as_deref(),
             issued_at,
-            expires,
+            key_expires: expires,
             max_uses,
         })
     })
