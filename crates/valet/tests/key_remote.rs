@@ -300,16 +300,13 @@ fn server_errors_and_usage_errors_have_their_exit_codes() {
 
     // A delegate path that names no resource: bad_path, with the fault itself named once.
     for (path, why) in [
-        (
-            "/files/a%01b",
-            "bad path: the path contains a control character",
-        ),
+        ("/files/a%01b", "bad path: the path has a control character"),
         (
             "/files/%2e%2e/b",
-            "bad path: the path has a '.' or '..' segment",
+            "bad path: the path has a '.' or '..' segment, in some encoding",
         ),
-        ("/files/a%2fb", "bad path: the path contains an encoded '/'"),
-        ("/files/a%5cb", "bad path: the path contains a backslash"),
+        ("/files/a%2fb", "bad path: the path has an encoded '/'"),
+        ("/files/a%5cb", "bad path: the path has a backslash"),
         (
             "/files/a%252541",
             "bad path: the path contains a percent-encoded sequence (double encoding)",
