@@ -47,6 +47,9 @@ pub struct StoreConfig {
     /// Bytes of small blobs (up to 64 KiB each) kept in memory and served without touching
     /// their files; zero turns it off. Default: 8 MiB. See `docs/STORE.md`.
     pub blob_cache: u64,
+    /// What each connection may hold and for how long: first bytes, idleness, stalled
+    /// responses, connections per worker, HTTP/2 streams and uploads per connection.
+    pub limits: valet_http::ConnectionLimits,
 }
 
 impl StoreConfig {
@@ -56,6 +59,7 @@ impl StoreConfig {
             tls: self.tls.clone(),
             header_timeout: self.header_timeout,
             shutdown_grace: self.shutdown_grace,
+            limits: self.limits,
         }
     }
 }
@@ -76,6 +80,7 @@ impl StoreConfig {
             min_upload_rate: 1024,
             upload_rate_grace: Duration::from_secs(30),
             blob_cache: crate::blobs::DEFAULT_BLOB_CACHE,
+            limits: valet_http::ConnectionLimits::default(),
         }
     }
 }
