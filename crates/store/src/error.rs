@@ -63,6 +63,12 @@ pub enum StoreError {
     /// The body's digest differs from `Content-MD5` or `x-valet-sha256`.
     #[error("the body does not match its {0}")]
     ChecksumMismatch(&'static str),
+    /// The connection already has as many uploads in flight as it may
+    /// (`ConnectionLimits::max_uploads`): each holds a temporary file.
+    #[error(
+        "this connection already has {0} uploads in flight; finish one or use another connection"
+    )]
+    TooManyUploads(usize),
     /// The disk is full.
     #[error("the store is out of space")]
     InsufficientStorage,
@@ -103,6 +109,7 @@ impl StoreError {
                 (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable")
             }
             StoreError::ChecksumMismatch(_) => (StatusCode::BAD_REQUEST, "checksum_mismatch"),
+            StoreError::TooManyUploads(_) => (StatusCode::SERVICE_UNAVAILABLE, "too_many_uploads"),
             StoreError::InsufficientStorage => {
                 (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
             }
@@ -135,6 +142,9 @@ impl StoreError {
         // RFC 9110: a 401 names the scheme that would work.
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Valet"));
+        }
+        if let StoreError::TooManyUploads(_) = self {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if let StoreError::RangeNotSatisfiable { size } = self {
             let value = HeaderValue::from_str(&format!("bytes */{size}")).expect("ascii");

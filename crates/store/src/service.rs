@@ -52,7 +52,8 @@ pub async fn handle(
         store: store.clone(),
         parts,
         client: client.ip(),
-        file_sender: connection.file_sender,
+        file_sender: connection.file_sender.clone(),
+        connection,
         key_id: None,
         bytes: 0,
     };
