@@ -18,6 +18,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::conn::{Activity, Deadlines, Expiry, UploadSlot, Watched};
@@ -241,38 +242,61 @@ impl Drop for OpenGuard {
     }
 }
 
-/// Failed accepts (out of descriptors, mostly): each waits longer, doubling up to a second,
-/// and a burst of them is logged once, with the count of the others when accepting works
-/// again. Without it the loop would spin and write a line per failure.
+/// Failed accepts (out of descriptors, mostly): each waits longer, doubling up to a second
+/// (back to the shortest wait once an accept works), and a burst of them (failures less than
+/// [`AcceptBackoff::BURST_GAP`] apart, whatever worked between them) is logged once, then once
+/// more with the count of the others when accepting has worked for that long. Without it the
+/// loop would spin and write a line per failure.
 #[derive(Debug, Default)]
 struct AcceptBackoff {
     delay: Duration,
+    last_failure: Option<Instant>,
     suppressed: u64,
 }
 
 impl AcceptBackoff {
     const FIRST: Duration = Duration::from_millis(5);
     const MOST: Duration = Duration::from_secs(1);
+    const BURST_GAP: Duration = Duration::from_secs(5);
 
     async fn failed(&mut self, error: &io::Error) {
-        if self.delay.is_zero() {
-            tracing::warn!(%error, "accept failed: backing off until it works again");
-            self.delay = Self::FIRST;
-        } else {
-            self.suppressed += 1;
-            self.delay = (self.delay * 2).min(Self::MOST);
+        let now = Instant::now();
+        match self.last_failure {
+            Some(last) if now - last < Self::BURST_GAP => self.suppressed += 1,
+            _ => {
+                self.report();
+                tracing::warn!(%error, "accept failed: backing off until it works again");
+            }
         }
+        self.last_failure = Some(now);
+        self.delay = if self.delay.is_zero() {
+            Self::FIRST
+        } else {
+            (self.delay * 2).min(Self::MOST)
+        };
         tokio::time::sleep(self.delay).await;
     }
 
     fn succeeded(&mut self) {
-        if !self.delay.is_zero() {
+        let Some(last) = self.last_failure else {
+            return;
+        };
+        self.delay = Duration::ZERO;
+        if last.elapsed() >= Self::BURST_GAP {
+            self.report();
+            self.last_failure = None;
+        }
+    }
+
+    /// The end of a burst: how many failures were not logged.
+    fn report(&mut self) {
+        if self.suppressed > 0 {
             tracing::warn!(
                 suppressed = self.suppressed,
-                "accepting again after {} more failed accepts",
+                "accepting again; {} more failed accepts in that burst",
                 self.suppressed
             );
-            *self = AcceptBackoff::default();
+            self.suppressed = 0;
         }
     }
 }

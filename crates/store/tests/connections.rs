@@ -70,10 +70,12 @@ async fn one_h2_connection_holds_a_bounded_number_of_temporary_files() {
     let mut stored = false;
     for attempt in 0..40 {
         client = client.ready().await.unwrap();
-        let request =
-            http::Request::put(format!("http://{}/blob/uploads/again{attempt}?vk={key}", s.addr))
-                .body(())
-                .unwrap();
+        let request = http::Request::put(format!(
+            "http://{}/blob/uploads/again{attempt}?vk={key}",
+            s.addr
+        ))
+        .body(())
+        .unwrap();
         let (response, mut body) = client.send_request(request, false).unwrap();
         body.send_data(Bytes::from_static(b"next"), true).unwrap();
         if response.await.unwrap().status() == 201 {

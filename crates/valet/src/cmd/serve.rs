@@ -84,6 +84,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let options = ServeOptions {
             tls,
             shutdown_grace: settings.shutdown_grace,
+            limits: settings.connection_limits(),
             ..ServeOptions::default()
         };
         sites.push(gate.site(options, listeners));
@@ -120,6 +121,7 @@ fn open_store(
     config.cors_origins = settings.cors_origins.clone();
     config.shutdown_grace = settings.shutdown_grace;
     config.blob_cache = settings.blob_cache;
+    config.limits = settings.connection_limits();
     config.tls = tls;
     Store::open(config, keyring, ledger).context("opening the blob folder")
 }
