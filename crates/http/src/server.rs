@@ -517,13 +517,18 @@ pub fn bind_listeners(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net
 }
 
 type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
-type Worker = Pin<Box<dyn Future<Output = Result<(), ServeError>> + Send>>;
+/// One site's worker: serves until its shutdown, then returns how many connections the end of
+/// the grace period cut.
+type Worker = Pin<Box<dyn Future<Output = Result<usize, ServeError>> + Send>>;
+/// Starts a site's worker on a listener, counting its open connections in the shared tally.
+type Start = Arc<dyn Fn(TcpListener, Shutdown, Arc<AtomicUsize>) -> Worker + Send + Sync>;
 
 /// One thing [`run`] serves: a handler on its listeners, one listener per worker.
 pub struct Site {
     name: &'static str,
     listeners: Vec<std::net::TcpListener>,
-    start: Arc<dyn Fn(TcpListener, Shutdown) -> Worker + Send + Sync>,
+    grace: Duration,
+    start: Start,
 }
 
 impl std::fmt::Debug for Site {
@@ -543,14 +548,18 @@ impl Site {
         options: ServeOptions,
         listeners: Vec<std::net::TcpListener>,
     ) -> Site {
+        let grace = options.shutdown_grace;
         let options = Arc::new(options);
         Site {
             name,
             listeners,
-            start: Arc::new(move |listener, shutdown| {
+            grace,
+            start: Arc::new(move |listener, shutdown, open| {
                 let handler = handler.clone();
                 let options = options.clone();
-                Box::pin(async move { serve(handler, &options, listener, shutdown).await })
+                Box::pin(
+                    async move { serve_counted(handler, &options, listener, shutdown, open).await },
+                )
             }),
         }
     }
@@ -559,13 +568,16 @@ impl Site {
 /// Serves every site until `shutdown` completes, with one thread and single-threaded runtime
 /// per worker (worker `i` serves each site's listener `i`); `background` runs on a separate
 /// thread meanwhile. After `shutdown`, every worker stops accepting and gives its in-flight
-/// requests the grace period. Blocks until all workers are done.
+/// requests the grace period. Blocks until all workers are done. Logs the drain (how many
+/// connections, for how long at most) and the stop (how many connections the grace cut).
 pub fn run(
     sites: Vec<Site>,
     background: impl Future<Output = ()> + Send + 'static,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let open = Arc::new(AtomicUsize::new(0));
+    let grace = sites.iter().map(|s| s.grace).max().unwrap_or_default();
     let worker_count = sites.iter().map(|s| s.listeners.len()).max().unwrap_or(0);
     let mut per_worker: Vec<Vec<_>> = (0..worker_count).map(|_| Vec::new()).collect();
     for site in sites {
@@ -576,9 +588,10 @@ pub fn run(
     let mut workers = Vec::with_capacity(worker_count);
     for (i, jobs) in per_worker.into_iter().enumerate() {
         let stopped = stopped.clone();
+        let open = open.clone();
         let worker = std::thread::Builder::new()
             .name(format!("valet-worker-{i}"))
-            .spawn(move || run_worker(jobs, stopped))?;
+            .spawn(move || run_worker(jobs, stopped, open))?;
         workers.push(worker);
     }
     let coordinator = tokio::runtime::Builder::new_current_thread()
@@ -589,28 +602,40 @@ pub fn run(
         shutdown.await;
         background.abort();
     });
+    let connections = open.load(Ordering::Relaxed);
+    tracing::info!(
+        connections,
+        grace = ?grace,
+        "draining {connections} connections (grace period {grace:?})"
+    );
     let _ = stop.send(true);
     let mut result = Ok(());
+    let mut cut = 0;
     for worker in workers {
         match worker.join() {
-            Ok(Ok(())) => {}
+            Ok(Ok(n)) => cut += n,
             Ok(Err(e)) => result = Err(e),
             Err(_) => result = Err(ServeError::Io(io::Error::other("a worker panicked"))),
         }
     }
+    if cut == 0 {
+        tracing::info!(cut, "stopped: every connection finished");
+    } else {
+        tracing::info!(
+            cut,
+            "stopped: the grace period ran out, {cut} connections cut"
+        );
+    }
     result
 }
 
-type Job = (
-    &'static str,
-    std::net::TcpListener,
-    Arc<dyn Fn(TcpListener, Shutdown) -> Worker + Send + Sync>,
-);
+type Job = (&'static str, std::net::TcpListener, Start);
 
 fn run_worker(
     jobs: Vec<Job>,
     stopped: tokio::sync::watch::Receiver<bool>,
-) -> Result<(), ServeError> {
+    open: Arc<AtomicUsize>,
+) -> Result<usize, ServeError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -622,12 +647,16 @@ fn run_worker(
             let stop: Shutdown = Box::pin(async move {
                 let _ = stopped.wait_for(|stop| *stop).await;
             });
-            tasks.push((name, tokio::spawn(start(listener, stop))));
+            tasks.push((name, tokio::spawn(start(listener, stop, open.clone()))));
         }
-        let mut result = Ok(());
+        let mut result = Ok(0);
         for (name, task) in tasks {
             match task.await {
-                Ok(Ok(())) => {}
+                Ok(Ok(cut)) => {
+                    if let Ok(total) = &mut result {
+                        *total += cut;
+                    }
+                }
                 Ok(Err(e)) => result = Err(e),
                 Err(_) => {
                     let why = format!("the {name} worker panicked");

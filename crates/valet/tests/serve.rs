@@ -103,6 +103,16 @@ impl Server {
     }
 }
 
+/// The stderr of a process that has exited, once the thread keeping it has read the last
+/// line (the stop's).
+fn settled_log(process: &Running) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !process.stderr().contains("stopped: ") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    process.stderr()
+}
+
 fn curl(args: &[&str]) -> (String, String) {
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "20"])
@@ -264,6 +274,15 @@ fn sigterm_lets_transfers_finish_within_the_grace_and_leaves_no_partial_blob() {
     );
     let mut rest = String::new();
     let _ = upload.read_to_string(&mut rest);
+    // The signal, the drain and the stop, each on a line of its own.
+    let log = settled_log(&server.process);
+    for line in [
+        "SIGTERM received: shutting down",
+        "draining 1 connections (grace period 1s)",
+        "stopped: the grace period ran out, 1 connections cut",
+    ] {
+        assert_eq!(log.matches(line).count(), 1, "{line:?} once in: {log}");
+    }
 }
 
 #[test]
@@ -315,6 +334,19 @@ fn out_of_descriptors_the_store_logs_once_per_burst_and_recovers() {
         "{} accept-failure lines: {log}",
         failures(&log)
     );
+    // A stop with nothing in flight says so.
+    Command::new("kill")
+        .args(["-TERM", &process.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(process.child.wait().unwrap().success());
+    let log = settled_log(&process);
+    for line in [
+        "draining 0 connections",
+        "stopped: every connection finished",
+    ] {
+        assert_eq!(log.matches(line).count(), 1, "{line:?} once in: {log}");
+    }
 }
 
 #[test]

@@ -195,11 +195,15 @@ async fn shutdown_signal() {
     {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("installing the SIGTERM handler");
-        tokio::select! {
-            _ = interrupt => {}
-            _ = term.recv() => {}
-        }
+        let signal = tokio::select! {
+            _ = interrupt => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        tracing::info!(signal, "{signal} received: shutting down");
     }
     #[cfg(not(unix))]
-    let _ = interrupt.await;
+    {
+        let _ = interrupt.await;
+        tracing::info!(signal = "SIGINT", "SIGINT received: shutting down");
+    }
 }
