@@ -120,7 +120,7 @@ async fn route(
     let path = uri.path();
     match path {
         "/healthz" if parts.method == Method::GET || parts.method == Method::HEAD => {
-            return ("healthz", Ok(Response::new(GateBody::full("ok\n"))))
+            return ("healthz", Ok(healthz()))
         }
         "/metrics" if parts.method == Method::GET => return ("metrics", Ok(metrics(gate))),
         "/openapi.json" if parts.method == Method::GET => return ("openapi", Ok(openapi())),
@@ -175,6 +175,16 @@ async fn route(
         }
     };
     (route.name, result)
+}
+
+/// `ok`, as plain text: what a load balancer's health check reads.
+fn healthz() -> Response<GateBody> {
+    let mut response = Response::new(GateBody::full("ok\n"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(valet_http::hygiene::TEXT_PLAIN),
+    );
+    response
 }
 
 fn openapi() -> Response<GateBody> {

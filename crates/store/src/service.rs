@@ -115,7 +115,7 @@ async fn route(
     }
     match path {
         "/healthz" if method == Method::GET || method == Method::HEAD => {
-            return ("healthz", Ok(Response::new(ResponseBody::full("ok\n"))))
+            return ("healthz", Ok(healthz()))
         }
         "/metrics" if method == Method::GET => return ("metrics", Ok(metrics(&ctx.store))),
         "/openapi.json" if method == Method::GET => return ("openapi", Ok(openapi())),
@@ -154,6 +154,16 @@ async fn route(
         ),
         _ => ("blob", Err(StoreError::MethodNotAllowed)),
     }
+}
+
+/// `ok`, as plain text: what a load balancer's health check reads.
+fn healthz() -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full("ok\n"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(valet_http::hygiene::TEXT_PLAIN),
+    );
+    response
 }
 
 fn openapi() -> Response<ResponseBody> {

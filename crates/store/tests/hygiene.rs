@@ -133,6 +133,11 @@ async fn health_and_metrics() {
     let s = TestStore::start().await;
     let r = s.http.get(s.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(r.text().await.unwrap(), "ok\n");
+    let r = s.http.head(s.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "text/plain; charset=utf-8");
     s.put("files", "a", "hello", "text/plain").await;
     let key = s.key("blob:files/a", "read");
     s.http
