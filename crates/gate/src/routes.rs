@@ -78,8 +78,9 @@ pub(crate) struct Matched<'r, 'p> {
 pub(crate) enum NoRoute {
     /// No pattern matches the path.
     NotFound,
-    /// A pattern matches, but not with this method.
-    MethodNotAllowed,
+    /// A pattern matches, but not with this method: the methods the matching routes take,
+    /// for `Allow`.
+    MethodNotAllowed(String),
 }
 
 #[derive(Debug)]
@@ -214,7 +215,8 @@ impl RouteTable {
         method: &Method,
         path: &'p str,
     ) -> Result<Matched<'r, 'p>, NoRoute> {
-        let mut miss = NoRoute::NotFound;
+        let mut allowed: Vec<&Method> = Vec::new();
+        let mut matched_path = false;
         for route in &self.routes {
             let Some(captures) = route.pattern.matches(path) else {
                 continue;
@@ -222,9 +224,19 @@ impl RouteTable {
             if route.allows(method) {
                 return Ok(Matched { route, captures });
             }
-            miss = NoRoute::MethodNotAllowed;
+            matched_path = true;
+            // A route that matches the path but not the method has a list of methods.
+            for m in route.methods.iter().flatten() {
+                if !allowed.contains(&m) {
+                    allowed.push(m);
+                }
+            }
         }
-        Err(miss)
+        if !matched_path {
+            return Err(NoRoute::NotFound);
+        }
+        let allow: Vec<&str> = allowed.iter().map(|m| m.as_str()).collect();
+        Err(NoRoute::MethodNotAllowed(allow.join(", ")))
     }
 }
 

@@ -124,8 +124,14 @@ async fn route(
         }
         "/metrics" if parts.method == Method::GET => return ("metrics", Ok(metrics(gate))),
         "/openapi.json" if parts.method == Method::GET => return ("openapi", Ok(openapi())),
-        "/healthz" | "/metrics" | "/openapi.json" => {
-            return ("other", Err(GateError::MethodNotAllowed))
+        "/healthz" => {
+            return (
+                "other",
+                Err(GateError::MethodNotAllowed("GET, HEAD".into())),
+            )
+        }
+        "/metrics" | "/openapi.json" => {
+            return ("other", Err(GateError::MethodNotAllowed("GET".into())))
         }
         _ => {}
     }
@@ -147,7 +153,9 @@ async fn route(
                 Err(GateError::NotFound(format!("no route for {path}"))),
             )
         }
-        Err(NoRoute::MethodNotAllowed) => return ("other", Err(GateError::MethodNotAllowed)),
+        Err(NoRoute::MethodNotAllowed(allow)) => {
+            return ("other", Err(GateError::MethodNotAllowed(allow)))
+        }
     };
     let route = matched.route;
     let principal = match gate.auth.authenticate(&parts.headers) {

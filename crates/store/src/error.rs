@@ -36,9 +36,9 @@ pub enum StoreError {
     /// No such blob, or no such route.
     #[error("not found")]
     NotFound,
-    /// The route exists but not with this method.
-    #[error("method not allowed")]
-    MethodNotAllowed,
+    /// The route exists but not with this method; the methods it takes, for `Allow`.
+    #[error("method not allowed: this route takes {0}")]
+    MethodNotAllowed(&'static str),
     /// The path collides with an existing blob or folder (`a` and `a/b` cannot both exist).
     #[error("{0}")]
     Conflict(String),
@@ -95,7 +95,9 @@ impl StoreError {
             StoreError::BadPath(_) => (StatusCode::BAD_REQUEST, "bad_path"),
             StoreError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             StoreError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
-            StoreError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            StoreError::MethodNotAllowed(_) => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+            }
             StoreError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             StoreError::PreconditionFailed(_) => {
                 (StatusCode::PRECONDITION_FAILED, "precondition_failed")
@@ -142,6 +144,10 @@ impl StoreError {
         // RFC 9110: a 401 names the scheme that would work.
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Valet"));
+        }
+        // RFC 9110: a 405 lists the methods the route takes.
+        if let StoreError::MethodNotAllowed(allow) = self {
+            headers.insert(header::ALLOW, HeaderValue::from_static(allow));
         }
         if let StoreError::TooManyUploads(_) = self {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

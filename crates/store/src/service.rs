@@ -34,6 +34,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("OPTIONS", "/blob/{container}"),
 ];
 
+/// What each route takes, for the `Allow` header of a `405` (RFC 9110). `OPTIONS` (CORS
+/// preflight) is answered on every path.
+const ALLOW_HEALTHZ: &str = "GET, HEAD, OPTIONS";
+const ALLOW_GET: &str = "GET, OPTIONS";
+const ALLOW_BLOB: &str = "GET, HEAD, PUT, DELETE, OPTIONS";
+
 /// The OpenAPI 3.1 description of the store, served at `GET /openapi.json`.
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
@@ -119,8 +125,9 @@ async fn route(
         }
         "/metrics" if method == Method::GET => return ("metrics", Ok(metrics(&ctx.store))),
         "/openapi.json" if method == Method::GET => return ("openapi", Ok(openapi())),
-        "/healthz" | "/metrics" | "/openapi.json" => {
-            return ("other", Err(StoreError::MethodNotAllowed))
+        "/healthz" => return ("other", Err(StoreError::MethodNotAllowed(ALLOW_HEALTHZ))),
+        "/metrics" | "/openapi.json" => {
+            return ("other", Err(StoreError::MethodNotAllowed(ALLOW_GET)))
         }
         _ => {}
     }
@@ -152,7 +159,8 @@ async fn route(
             "blob_list",
             handlers::list_blobs(ctx, target.container).await,
         ),
-        _ => ("blob", Err(StoreError::MethodNotAllowed)),
+        (_, Some(_)) => ("blob", Err(StoreError::MethodNotAllowed(ALLOW_BLOB))),
+        (_, None) => ("blob", Err(StoreError::MethodNotAllowed(ALLOW_GET))),
     }
 }
 

@@ -349,3 +349,66 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
     assert!(read.is_ok(), "the store kept a stalled connection open");
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }
+
+/// Every route of the store, with methods it does not take: `405 method_not_allowed` with an
+/// `Allow` header (RFC 9110) naming exactly the methods the route takes, before any key is
+/// looked at; and every method `Allow` names is one the route table serves.
+#[tokio::test]
+async fn every_405_names_the_methods_its_route_takes() {
+    let s = TestStore::start().await;
+    let blob = "GET, HEAD, PUT, DELETE, OPTIONS";
+    let cases: [(&str, &str, &str, &[&str]); 5] = [
+        (
+            "/healthz",
+            "/healthz",
+            "GET, HEAD, OPTIONS",
+            &["POST", "PUT", "DELETE", "PATCH"],
+        ),
+        (
+            "/metrics",
+            "/metrics",
+            "GET, OPTIONS",
+            &["POST", "PUT", "DELETE", "HEAD"],
+        ),
+        (
+            "/openapi.json",
+            "/openapi.json",
+            "GET, OPTIONS",
+            &["POST", "PUT", "DELETE", "HEAD"],
+        ),
+        (
+            "/blob/files/a.txt",
+            "/blob/{container}/{path}",
+            blob,
+            &["POST", "PATCH", "PROPFIND", "MKCOL"],
+        ),
+        (
+            "/blob/files",
+            "/blob/{container}",
+            "GET, OPTIONS",
+            &["POST", "PUT", "DELETE", "HEAD", "PATCH"],
+        ),
+    ];
+    for (path, template, allow, wrong) in cases {
+        for method in wrong {
+            let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+            let r = s
+                .http
+                .request(method.clone(), s.url(path))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 405, "{method} {path}");
+            assert_eq!(r.headers()["allow"], allow, "{method} {path}");
+            if method != reqwest::Method::HEAD {
+                assert_eq!(error_code(r).await, "method_not_allowed", "{method} {path}");
+            }
+        }
+        for taken in allow.split(", ").filter(|m| *m != "OPTIONS") {
+            assert!(
+                valet_store::ROUTES.contains(&(taken, template)),
+                "{taken} {template} is in Allow but not served"
+            );
+        }
+    }
+}
