@@ -15,7 +15,9 @@
 //! room). A body that is itself waiting (an upstream, the disk) returns `Pending` and is not
 //! stalled; a body whose chunk is waiting on the peer's window is, and only that case is cut.
 
+use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -52,6 +54,14 @@ pub(crate) struct Activity {
     state: Mutex<State>,
     deadlines: Deadlines,
     max_uploads: usize,
+    /// When the connection started: the origin of `last_write`.
+    started: Instant,
+    /// When bytes last went out, in milliseconds since `started` ([`Metered`]).
+    last_write: AtomicU64,
+    /// Whether writes count as activity: on HTTP/1 only, where every byte out is a
+    /// response's (hyper drops a response body once it yielded its last chunk, possibly
+    /// megabytes still to be written to a slow reader). HTTP/2 writes PINGs of its own.
+    writes_count: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -88,6 +98,22 @@ impl Activity {
             }),
             deadlines,
             max_uploads,
+            started: Instant::now(),
+            last_write: AtomicU64::new(0),
+            writes_count: AtomicBool::new(false),
+        }
+    }
+
+    /// Bytes went out.
+    fn wrote(&self) {
+        let millis = self.started.elapsed().as_millis() as u64;
+        self.last_write.store(millis, Ordering::Relaxed);
+    }
+
+    /// The connection speaks HTTP/1: its writes are response bytes.
+    pub(crate) fn count_writes(&self) {
+        if !self.writes_count.load(Ordering::Relaxed) {
+            self.writes_count.store(true, Ordering::Relaxed);
         }
     }
 
@@ -151,7 +177,12 @@ impl Activity {
             } else {
                 (d.first_request, Expiry::NoRequest)
             };
-            let deadline = state.idle_since + limit;
+            let mut since = state.idle_since;
+            if self.writes_count.load(Ordering::Relaxed) {
+                let wrote = Duration::from_millis(self.last_write.load(Ordering::Relaxed));
+                since = since.max(self.started + wrote);
+            }
+            let deadline = since + limit;
             return if now >= deadline {
                 Err(expiry)
             } else {
@@ -208,6 +239,75 @@ pub struct UploadSlot {
 impl Drop for UploadSlot {
     fn drop(&mut self) {
         self.activity.lock().uploads -= 1;
+    }
+}
+
+/// A connection's I/O that notes when bytes go out ([`Activity::count_writes`]); reads and
+/// writes pass through untouched (what `SendfileIo` below it relies on).
+#[derive(Debug)]
+pub(crate) struct Metered<I> {
+    inner: I,
+    activity: Arc<Activity>,
+}
+
+impl<I> Metered<I> {
+    pub(crate) fn new(inner: I, activity: &Arc<Activity>) -> Metered<I> {
+        Metered {
+            inner,
+            activity: activity.clone(),
+        }
+    }
+
+    fn note(&self, written: &Poll<io::Result<usize>>) {
+        if matches!(written, Poll::Ready(Ok(1..))) {
+            self.activity.wrote();
+        }
+    }
+}
+
+impl<I: hyper::rt::Read + Unpin> hyper::rt::Read for Metered<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<I: hyper::rt::Write + Unpin> hyper::rt::Write for Metered<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.note(&written);
+        written
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.note(&written);
+        written
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 

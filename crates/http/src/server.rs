@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use crate::conn::{Activity, Deadlines, Expiry, UploadSlot, Watched};
+use crate::conn::{Activity, Deadlines, Expiry, Metered, UploadSlot, Watched};
 use crate::sendfile::{self, FileSender, SendfileIo};
 use crate::TlsFiles;
 
@@ -330,12 +330,14 @@ impl<H: Handler> SiteConn<H> {
             None if sendfile::SUPPORTED => {
                 let (io, sender) = SendfileIo::new(stream);
                 let service = service(self.handler.clone(), client, Some(sender), &activity);
+                let io = Metered::new(io, &activity);
                 let conn = self.builder.serve_connection(io, service);
                 watch(conn, &activity, stopping, client).await
             }
             None => {
                 let service = service(self.handler.clone(), client, None, &activity);
-                let conn = self.builder.serve_connection(TokioIo::new(stream), service);
+                let io = Metered::new(TokioIo::new(stream), &activity);
+                let conn = self.builder.serve_connection(io, service);
                 watch(conn, &activity, stopping, client).await
             }
             Some(acceptor) => {
@@ -344,9 +346,8 @@ impl<H: Handler> SiteConn<H> {
                     return;
                 };
                 let service = service(self.handler.clone(), client, None, &activity);
-                let conn = self
-                    .builder
-                    .serve_connection(TokioIo::new(tls_stream), service);
+                let io = Metered::new(TokioIo::new(tls_stream), &activity);
+                let conn = self.builder.serve_connection(io, service);
                 watch(conn, &activity, stopping, client).await
             }
         };
@@ -422,6 +423,9 @@ fn service<H: Handler>(
     let activity = activity.clone();
     service_fn(move |request: Request<Incoming>| {
         let guard = activity.open_stream();
+        if request.version() <= Version::HTTP_11 {
+            activity.count_writes();
+        }
         let connection = Connection {
             client,
             file_sender: sender

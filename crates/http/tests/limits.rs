@@ -257,3 +257,34 @@ async fn curl_over_h2_prior_knowledge_downloads_a_large_body_intact() {
     assert_eq!(out.stdout.len(), len);
     assert!(out.stdout.iter().enumerate().all(|(i, b)| *b == byte_at(i)));
 }
+
+#[tokio::test]
+async fn a_slow_http1_reader_gets_the_bytes_still_queued_after_the_body_ended() {
+    // hyper drops a body once it yielded its last chunk; what is still queued for a slow
+    // reader (socket and hyper buffers, megabytes) keeps the connection busy, not idle.
+    let server = start(|o| o.limits.idle_timeout = Duration::from_millis(300)).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    let mut stream = socket.connect(server.addr).await.unwrap();
+    let len = 16 << 20;
+    let request = format!("GET /big?len={len} HTTP/1.1\r\nHost: x\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0; 64 * 1024];
+    loop {
+        let n = stream.read(&mut buf).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        let head_end = got.windows(4).position(|w| w == b"\r\n\r\n");
+        if head_end.is_some_and(|at| got.len() - at - 4 >= len) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let at = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let body = &got[at..];
+    assert_eq!(body.len(), len, "the whole body, not cut as idle");
+    assert!(body.iter().enumerate().all(|(i, b)| *b == byte_at(i)));
+}
