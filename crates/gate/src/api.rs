@@ -128,9 +128,10 @@ pub(crate) async fn handle(
             let request: RevocationBody = read_json(body).await?;
             revoke_many(gate, &principal, request).await
         }
-        (_, ["keys"] | ["keys", _] | ["keys", _, "complete"] | ["revocations"]) => {
-            Err(GateError::MethodNotAllowed)
+        (_, ["keys"] | ["keys", _, "complete"] | ["revocations"]) => {
+            Err(GateError::MethodNotAllowed("POST".into()))
         }
+        (_, ["keys", _]) => Err(GateError::MethodNotAllowed("GET, DELETE".into())),
         _ => Err(GateError::NotFound(format!("no API endpoint {path}"))),
     }
 }

@@ -42,7 +42,8 @@ pub(crate) async fn delegate(
     principal: &Principal,
     parts: &Parts,
 ) -> Result<Response<GateBody>, GateError> {
-    let mut op = op_for(&parts.method, route.create_only).ok_or(GateError::MethodNotAllowed)?;
+    let mut op = op_for(&parts.method, route.create_only)
+        .ok_or_else(|| GateError::MethodNotAllowed("GET, HEAD, PUT, DELETE".into()))?;
     let scope = resource(route, captures, principal)?;
     if !matches!(
         scope,

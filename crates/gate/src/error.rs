@@ -46,9 +46,9 @@ pub enum GateError {
     /// No such route or key.
     #[error("{0}")]
     NotFound(String),
-    /// The route exists but not with this method.
-    #[error("method not allowed")]
-    MethodNotAllowed,
+    /// The route exists but not with this method; the methods it takes, for `Allow`.
+    #[error("method not allowed: this route takes {0}")]
+    MethodNotAllowed(String),
     /// A proxied body is larger than the route allows.
     #[error("the request body is larger than this route allows ({limit} bytes)")]
     TooLarge {
@@ -86,7 +86,9 @@ impl GateError {
             GateError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             GateError::BadPath(_) => (StatusCode::BAD_REQUEST, "bad_path"),
             GateError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            GateError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            GateError::MethodNotAllowed(_) => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+            }
             GateError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             GateError::UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
             GateError::UpstreamUnavailable => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
@@ -118,6 +120,12 @@ impl GateError {
             }
             GateError::RateLimited { retry_after } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            }
+            // RFC 9110: a 405 lists the methods the route takes.
+            GateError::MethodNotAllowed(allow) => {
+                if let Ok(value) = HeaderValue::from_str(&allow) {
+                    headers.insert(header::ALLOW, value);
+                }
             }
             _ => {}
         }

@@ -84,8 +84,9 @@ pub(crate) struct Matched<'r, 'p> {
 pub(crate) enum NoRoute {
     /// No pattern matches the path.
     NotFound,
-    /// A pattern matches, but not with this method.
-    MethodNotAllowed,
+    /// A pattern matches, but not with this method: the methods the matching routes take,
+    /// for `Allow`.
+    MethodNotAllowed(String),
     /// The path reads as this earlier route's once case, a trailing `/`, `.` or space, an
     /// encoded `;` and the like are ignored, but matches it only loosely.
     Ambiguous(&'static str),
@@ -292,12 +293,19 @@ impl RouteTable {
         method: &Method,
         path: &'p str,
     ) -> Result<Matched<'r, 'p>, NoRoute> {
-        let mut miss = NoRoute::NotFound;
+        let mut allowed: Vec<&Method> = Vec::new();
+        let mut matched_path = false;
         for route in &self.routes {
             let captures = route.pattern.matches(path);
             if !route.allows(method) {
                 if captures.is_some() {
-                    miss = NoRoute::MethodNotAllowed;
+                    matched_path = true;
+                    // A route that matches the path but not the method has a list of methods.
+                    for m in route.methods.iter().flatten() {
+                        if !allowed.contains(&m) {
+                            allowed.push(m);
+                        }
+                    }
                 }
                 continue;
             }
@@ -308,7 +316,11 @@ impl RouteTable {
                 return Err(NoRoute::Ambiguous(route.name));
             }
         }
-        Err(miss)
+        if !matched_path {
+            return Err(NoRoute::NotFound);
+        }
+        let allow: Vec<&str> = allowed.iter().map(|m| m.as_str()).collect();
+        Err(NoRoute::MethodNotAllowed(allow.join(", ")))
     }
 }
 

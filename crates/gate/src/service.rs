@@ -120,12 +120,18 @@ async fn route(
     let path = uri.path();
     match path {
         "/healthz" if parts.method == Method::GET || parts.method == Method::HEAD => {
-            return ("healthz", Ok(Response::new(GateBody::full("ok\n"))))
+            return ("healthz", Ok(healthz()))
         }
         "/metrics" if parts.method == Method::GET => return ("metrics", Ok(metrics(gate))),
         "/openapi.json" if parts.method == Method::GET => return ("openapi", Ok(openapi(gate))),
-        "/healthz" | "/metrics" | "/openapi.json" => {
-            return ("other", Err(GateError::MethodNotAllowed))
+        "/healthz" => {
+            return (
+                "other",
+                Err(GateError::MethodNotAllowed("GET, HEAD".into())),
+            )
+        }
+        "/metrics" | "/openapi.json" => {
+            return ("other", Err(GateError::MethodNotAllowed("GET".into())))
         }
         _ => {}
     }
@@ -153,7 +159,9 @@ async fn route(
                 Err(GateError::NotFound(format!("no route for {path}"))),
             )
         }
-        Err(NoRoute::MethodNotAllowed) => return ("other", Err(GateError::MethodNotAllowed)),
+        Err(NoRoute::MethodNotAllowed(allow)) => {
+            return ("other", Err(GateError::MethodNotAllowed(allow)))
+        }
         Err(NoRoute::Ambiguous(earlier)) => {
             let why = format!(
                 "the path reads as {earlier}'s when case, a trailing '/', '.' or space, or an \
@@ -193,6 +201,16 @@ async fn route(
         }
     };
     (route.name, result)
+}
+
+/// `ok`, as plain text: what a load balancer's health check reads.
+fn healthz() -> Response<GateBody> {
+    let mut response = Response::new(GateBody::full("ok\n"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(valet_http::hygiene::TEXT_PLAIN),
+    );
+    response
 }
 
 fn openapi(gate: &Gate) -> Response<GateBody> {

@@ -53,7 +53,7 @@ fn every_variant() -> Vec<GateError> {
         GateError::BadRequest("ttl: not a duration".into()),
         GateError::BadPath("the path contains an encoded '/'".into()),
         GateError::NotFound("no route for /x".into()),
-        GateError::MethodNotAllowed,
+        GateError::MethodNotAllowed("GET".into()),
         GateError::TooLarge { limit: 10 },
         GateError::UpstreamTimeout(Duration::from_secs(1)),
         GateError::UpstreamUnavailable,
@@ -76,7 +76,7 @@ fn every_variant() -> Vec<GateError> {
             | GateError::BadRequest(_)
             | GateError::BadPath(_)
             | GateError::NotFound(_)
-            | GateError::MethodNotAllowed
+            | GateError::MethodNotAllowed(_)
             | GateError::TooLarge { .. }
             | GateError::UpstreamTimeout(_)
             | GateError::UpstreamUnavailable
@@ -365,5 +365,87 @@ async fn every_code_but_internal_is_produced_over_http() {
             metric(&metrics, &line) >= 1.0,
             "{line} missing in\n{metrics}"
         );
+    }
+}
+
+/// Every route of the gate (its own and configured ones, delegate and proxy), with methods
+/// it does not take: `405 method_not_allowed` with an `Allow` header (RFC 9110) naming
+/// exactly the methods the route takes; the gate's own routes' `Allow` matches `ROUTES`.
+#[tokio::test]
+async fn every_405_names_the_methods_its_route_takes() {
+    let stack = Stack::start().await;
+    let id = "00000000000000000000000000000000";
+    let own: [(&str, &str, &str, &[&str]); 7] = [
+        (
+            "/healthz",
+            "/healthz",
+            "GET, HEAD",
+            &["POST", "PUT", "DELETE", "PATCH"],
+        ),
+        ("/metrics", "/metrics", "GET", &["POST", "PUT", "HEAD"]),
+        (
+            "/openapi.json",
+            "/openapi.json",
+            "GET",
+            &["POST", "DELETE", "HEAD"],
+        ),
+        (
+            "/v1/keys",
+            "/v1/keys",
+            "POST",
+            &["GET", "PUT", "DELETE", "PATCH"],
+        ),
+        (
+            &format!("/v1/keys/{id}"),
+            "/v1/keys/{id}",
+            "GET, DELETE",
+            &["POST", "PUT", "PATCH"],
+        ),
+        (
+            &format!("/v1/keys/{id}/complete"),
+            "/v1/keys/{id}/complete",
+            "POST",
+            &["GET", "PUT"],
+        ),
+        (
+            "/v1/revocations",
+            "/v1/revocations",
+            "POST",
+            &["GET", "DELETE"],
+        ),
+    ];
+    // Configured: a delegate route (GET, HEAD, PUT, DELETE by default) and a proxy route
+    // limited to GET.
+    let configured: [(&str, &str, &[&str]); 2] = [
+        (
+            "/files/a.txt",
+            "GET, HEAD, PUT, DELETE",
+            &["POST", "PATCH", "OPTIONS"],
+        ),
+        ("/v2/thing", "GET", &["POST", "PUT", "DELETE", "HEAD"]),
+    ];
+    let all = own
+        .iter()
+        .map(|(path, _, allow, wrong)| (path.to_string(), *allow, *wrong))
+        .chain(configured.iter().map(|(p, a, w)| (p.to_string(), *a, *w)));
+    for (path, allow, wrong) in all {
+        for method in wrong {
+            let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+            let request = stack
+                .http
+                .request(method.clone(), stack.gate_url(&path))
+                .bearer_auth(ADMIN);
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 405, "{method} {path}");
+            assert_eq!(response.headers()["allow"], allow, "{method} {path}");
+        }
+    }
+    for (_, template, allow, _) in own {
+        for taken in allow.split(", ") {
+            assert!(
+                valet_gate::ROUTES.contains(&(taken, template)),
+                "{taken} {template} is in Allow but not served"
+            );
+        }
     }
 }

@@ -624,6 +624,15 @@ async fn health_and_metrics_need_no_credentials() {
         .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/plain; charset=utf-8"
+    );
+    assert_eq!(response.text().await.unwrap(), "ok\n");
+    let head = stack.http.head(stack.gate_url("/healthz")).send().await;
+    let head = head.unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["content-type"], "text/plain; charset=utf-8");
     let text = stack.metrics_text().await;
     assert!(text.contains("valet_gate_requests_total"), "{text}");
 }

@@ -14,3 +14,6 @@ pub fn protect(headers: &mut HeaderMap) {
         HeaderValue::from_static("nosniff"),
     );
 }
+
+/// The content type of plain-text answers (`/healthz`).
+pub const TEXT_PLAIN: &str = "text/plain; charset=utf-8";

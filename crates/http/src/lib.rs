@@ -3,7 +3,9 @@
 //!
 //! - [`bind_listeners`]: `SO_REUSEPORT` listeners, one per worker.
 //! - [`serve`]: one worker's accept loop: `TCP_NODELAY`, optional TLS (rustls, HTTP/2 or
-//!   HTTP/1.1 by ALPN), a header timeout, graceful shutdown with a grace period.
+//!   HTTP/1.1 by ALPN), a header timeout, graceful shutdown with a grace period, and the
+//!   bounds of [`ConnectionLimits`] (first bytes, idleness, stalled responses, connections,
+//!   streams and uploads per connection), kept by each connection's watch (`conn`).
 //! - [`run`]: one single-threaded runtime per core, each serving every [`Site`] (gate, store or
 //!   both) on its own listeners, as nginx runs one worker per core: a connection lives on one
 //!   thread from accept to close, so a request never wakes another thread.
@@ -11,11 +13,16 @@
 //! - [`sendfile`]: zero-copy file bodies on plain HTTP/1 connections.
 //! - [`hygiene`]: the headers every response carries.
 
+mod conn;
 pub mod hygiene;
 pub mod metrics;
 pub mod sendfile;
 mod server;
 mod tls;
 
-pub use server::{bind_listeners, run, serve, Connection, Handler, ServeError, ServeOptions, Site};
+pub use conn::{UploadSlot, Watched};
+pub use server::{
+    bind_listeners, run, serve, Connection, ConnectionLimits, Handler, ServeError, ServeOptions,
+    Site,
+};
 pub use tls::{ClientTlsStream, TlsClient, TlsClientError, TlsFiles};

@@ -53,6 +53,9 @@ pub struct StoreConfig {
     /// permission wherever there is read (`0o700`, `0o750`, `0o755`). The owner always reads
     /// and writes; nobody else may ever write or execute ([`StoreConfig::check_blob_mode`]).
     pub blob_mode: u32,
+    /// What each connection may hold and for how long: first bytes, idleness, stalled
+    /// responses, connections per worker, HTTP/2 streams and uploads per connection.
+    pub limits: valet_http::ConnectionLimits,
 }
 
 /// Blob files readable and writable by their owner only, folders `0o700`: another local user
@@ -85,6 +88,7 @@ impl StoreConfig {
             tls: self.tls.clone(),
             header_timeout: self.header_timeout,
             shutdown_grace: self.shutdown_grace,
+            limits: self.limits,
         }
     }
 }
@@ -106,6 +110,7 @@ impl StoreConfig {
             upload_rate_grace: Duration::from_secs(30),
             blob_cache: crate::blobs::DEFAULT_BLOB_CACHE,
             blob_mode: DEFAULT_BLOB_MODE,
+            limits: valet_http::ConnectionLimits::default(),
         }
     }
 }

@@ -36,9 +36,9 @@ pub enum StoreError {
     /// No such blob, or no such route.
     #[error("not found")]
     NotFound,
-    /// The route exists but not with this method.
-    #[error("method not allowed")]
-    MethodNotAllowed,
+    /// The route exists but not with this method; the methods it takes, for `Allow`.
+    #[error("method not allowed: this route takes {0}")]
+    MethodNotAllowed(&'static str),
     /// The path collides with an existing blob or folder (`a` and `a/b` cannot both exist).
     #[error("{0}")]
     Conflict(String),
@@ -75,6 +75,12 @@ pub enum StoreError {
     /// The body's digest differs from `Content-MD5` or `x-valet-sha256`.
     #[error("the body does not match its {0}")]
     ChecksumMismatch(&'static str),
+    /// The connection already has as many uploads in flight as it may
+    /// (`ConnectionLimits::max_uploads`): each holds a temporary file.
+    #[error(
+        "this connection already has {0} uploads in flight; finish one or use another connection"
+    )]
+    TooManyUploads(usize),
     /// The disk is full.
     #[error("the store is out of space")]
     InsufficientStorage,
@@ -101,7 +107,9 @@ impl StoreError {
             StoreError::BadPath(_) => (StatusCode::BAD_REQUEST, "bad_path"),
             StoreError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             StoreError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
-            StoreError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            StoreError::MethodNotAllowed(_) => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+            }
             StoreError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             StoreError::PreconditionFailed(_) => {
                 (StatusCode::PRECONDITION_FAILED, "precondition_failed")
@@ -117,6 +125,7 @@ impl StoreError {
                 (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable")
             }
             StoreError::ChecksumMismatch(_) => (StatusCode::BAD_REQUEST, "checksum_mismatch"),
+            StoreError::TooManyUploads(_) => (StatusCode::SERVICE_UNAVAILABLE, "too_many_uploads"),
             StoreError::InsufficientStorage => {
                 (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
             }
@@ -155,6 +164,13 @@ impl StoreError {
         // RFC 9110: a 401 names the scheme that would work.
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Valet"));
+        }
+        // RFC 9110: a 405 lists the methods the route takes.
+        if let StoreError::MethodNotAllowed(allow) = self {
+            headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        if let StoreError::TooManyUploads(_) = self {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if let StoreError::RangeNotSatisfiable { size } = self {
             let value = HeaderValue::from_str(&format!("bytes */{size}")).expect("ascii");

@@ -34,6 +34,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("OPTIONS", "/blob/{container}"),
 ];
 
+/// What each route takes, for the `Allow` header of a `405` (RFC 9110). `OPTIONS` (CORS
+/// preflight) is answered on every path.
+const ALLOW_HEALTHZ: &str = "GET, HEAD, OPTIONS";
+const ALLOW_GET: &str = "GET, OPTIONS";
+const ALLOW_BLOB: &str = "GET, HEAD, PUT, DELETE, OPTIONS";
+
 /// The OpenAPI 3.1 description of the store, served at `GET /openapi.json`.
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
@@ -52,7 +58,8 @@ pub async fn handle(
         store: store.clone(),
         parts,
         client: client.ip(),
-        file_sender: connection.file_sender,
+        file_sender: connection.file_sender.clone(),
+        connection,
         key_id: None,
         bytes: 0,
     };
@@ -121,12 +128,13 @@ async fn route(
     }
     match path {
         "/healthz" if method == Method::GET || method == Method::HEAD => {
-            return ("healthz", Ok(Response::new(ResponseBody::full("ok\n"))))
+            return ("healthz", Ok(healthz()))
         }
         "/metrics" if method == Method::GET => return ("metrics", Ok(metrics(&ctx.store))),
         "/openapi.json" if method == Method::GET => return ("openapi", Ok(openapi())),
-        "/healthz" | "/metrics" | "/openapi.json" => {
-            return ("other", Err(StoreError::MethodNotAllowed))
+        "/healthz" => return ("other", Err(StoreError::MethodNotAllowed(ALLOW_HEALTHZ))),
+        "/metrics" | "/openapi.json" => {
+            return ("other", Err(StoreError::MethodNotAllowed(ALLOW_GET)))
         }
         _ => {}
     }
@@ -158,8 +166,19 @@ async fn route(
             "blob_list",
             handlers::list_blobs(ctx, target.container).await,
         ),
-        _ => ("blob", Err(StoreError::MethodNotAllowed)),
+        (_, Some(_)) => ("blob", Err(StoreError::MethodNotAllowed(ALLOW_BLOB))),
+        (_, None) => ("blob", Err(StoreError::MethodNotAllowed(ALLOW_GET))),
     }
+}
+
+/// `ok`, as plain text: what a load balancer's health check reads.
+fn healthz() -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full("ok\n"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(valet_http::hygiene::TEXT_PLAIN),
+    );
+    response
 }
 
 fn openapi() -> Response<ResponseBody> {

@@ -133,6 +133,11 @@ async fn health_and_metrics() {
     let s = TestStore::start().await;
     let r = s.http.get(s.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(r.text().await.unwrap(), "ok\n");
+    let r = s.http.head(s.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "text/plain; charset=utf-8");
     s.put("files", "a", "hello", "text/plain").await;
     let key = s.key("blob:files/a", "read");
     s.http
@@ -499,4 +504,66 @@ async fn the_access_line_gives_the_bytes_of_every_body() {
         put.contains(" bytes=5 "),
         "the upload's bytes received: {put}"
     );
+}
+/// Every route of the store, with methods it does not take: `405 method_not_allowed` with an
+/// `Allow` header (RFC 9110) naming exactly the methods the route takes, before any key is
+/// looked at; and every method `Allow` names is one the route table serves.
+#[tokio::test]
+async fn every_405_names_the_methods_its_route_takes() {
+    let s = TestStore::start().await;
+    let blob = "GET, HEAD, PUT, DELETE, OPTIONS";
+    let cases: [(&str, &str, &str, &[&str]); 5] = [
+        (
+            "/healthz",
+            "/healthz",
+            "GET, HEAD, OPTIONS",
+            &["POST", "PUT", "DELETE", "PATCH"],
+        ),
+        (
+            "/metrics",
+            "/metrics",
+            "GET, OPTIONS",
+            &["POST", "PUT", "DELETE", "HEAD"],
+        ),
+        (
+            "/openapi.json",
+            "/openapi.json",
+            "GET, OPTIONS",
+            &["POST", "PUT", "DELETE", "HEAD"],
+        ),
+        (
+            "/blob/files/a.txt",
+            "/blob/{container}/{path}",
+            blob,
+            &["POST", "PATCH", "PROPFIND", "MKCOL"],
+        ),
+        (
+            "/blob/files",
+            "/blob/{container}",
+            "GET, OPTIONS",
+            &["POST", "PUT", "DELETE", "HEAD", "PATCH"],
+        ),
+    ];
+    for (path, template, allow, wrong) in cases {
+        for method in wrong {
+            let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+            let r = s
+                .http
+                .request(method.clone(), s.url(path))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 405, "{method} {path}");
+            assert_eq!(r.headers()["allow"], allow, "{method} {path}");
+            if method != reqwest::Method::HEAD {
+                assert_eq!(error_code(r).await, "method_not_allowed", "{method} {path}");
+            }
+        }
+        for taken in allow.split(", ").filter(|m| *m != "OPTIONS") {
+            assert!(
+                valet_store::ROUTES.contains(&(taken, template)),
+                "{taken} {template} is in Allow but not served"
+            );
+        }
+    }
 }

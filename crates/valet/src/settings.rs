@@ -70,6 +70,21 @@ pub struct Settings {
     /// The store's blob file mode, octal (`"600"`, `"640"`, `"644"`).
     #[serde(deserialize_with = "octal_mode")]
     pub blob_mode: u32,
+    /// How long a new connection may stay silent (and then take for its TLS handshake).
+    #[serde(with = "units::duration")]
+    pub first_byte_timeout: Duration,
+    /// How long a connection may stay open with no request in flight.
+    #[serde(with = "units::duration")]
+    pub idle_timeout: Duration,
+    /// How long a response may wait on a peer that takes none of its bytes.
+    #[serde(with = "units::duration")]
+    pub send_timeout: Duration,
+    /// Connections each worker keeps open at most.
+    pub max_connections: usize,
+    /// HTTP/2 streams per connection.
+    pub max_streams: u32,
+    /// Uploads in flight per connection (store only).
+    pub max_uploads_per_connection: usize,
     #[serde(default)]
     pub admin_api_key: Option<String>,
     #[serde(default)]
@@ -103,6 +118,12 @@ const KEYS: &[&str] = &[
     "shutdown_grace",
     "blob_cache",
     "blob_mode",
+    "first_byte_timeout",
+    "idle_timeout",
+    "send_timeout",
+    "max_connections",
+    "max_streams",
+    "max_uploads_per_connection",
     "admin_api_key",
     "api_keys",
     "jwt",
@@ -183,6 +204,18 @@ impl Settings {
         self.keyring
             .clone()
             .unwrap_or_else(|| self.data.join("keyring"))
+    }
+
+    /// What each connection of either server may hold, and for how long.
+    pub fn connection_limits(&self) -> valet_http::ConnectionLimits {
+        valet_http::ConnectionLimits {
+            first_byte_timeout: self.first_byte_timeout,
+            idle_timeout: self.idle_timeout,
+            send_timeout: self.send_timeout,
+            max_connections: self.max_connections,
+            max_streams: self.max_streams,
+            max_uploads: self.max_uploads_per_connection,
+        }
     }
 
     /// The TLS files, if both are given.

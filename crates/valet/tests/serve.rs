@@ -103,6 +103,16 @@ impl Server {
     }
 }
 
+/// The stderr of a process that has exited, once the thread keeping it has read the last
+/// line (the stop's).
+fn settled_log(process: &Running) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !process.stderr().contains("stopped: ") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    process.stderr()
+}
+
 fn curl(args: &[&str]) -> (String, String) {
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "20"])
@@ -269,6 +279,79 @@ fn sigterm_lets_transfers_finish_within_the_grace_and_leaves_no_partial_blob() {
     );
     let mut rest = String::new();
     let _ = upload.read_to_string(&mut rest);
+    // The signal, the drain and the stop, each on a line of its own.
+    let log = settled_log(&server.process);
+    for line in [
+        "SIGTERM received: shutting down",
+        "draining 1 connections (grace period 1s)",
+        "stopped: the grace period ran out, 1 connections cut",
+    ] {
+        assert_eq!(log.matches(line).count(), 1, "{line:?} once in: {log}");
+    }
+}
+
+#[test]
+fn out_of_descriptors_the_store_logs_once_per_burst_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    // 64 descriptors for the whole process: a few dozen silent connections exhaust them.
+    let mut process = Running::spawn(
+        Command::new("prlimit")
+            .args(["--nofile=64:64", "--", env!("CARGO_BIN_EXE_valet")])
+            .args(["serve", "--role", "store", "--workers", "1"])
+            .args(["--data", data.to_str().unwrap(), "--store-addr", &addr])
+            .env("VALET_FIRST_BYTE_TIMEOUT", "2s")
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped()),
+    );
+    process.wait_listening(&[&addr], Duration::from_secs(20));
+    let silent: Vec<TcpStream> = (0..150)
+        .map(|_| TcpStream::connect(&addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let failures = |log: &str| log.matches("accept failed").count();
+    let log = process.stderr();
+    assert_eq!(failures(&log), 1, "one line for the burst: {log}");
+    // The first-byte deadline frees the descriptors; the rest of the backlog is served.
+    drop(silent);
+    let url = format!("http://{addr}/healthz");
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut served = false;
+    // Each accept that works after the burst's gap may write the burst's count.
+    while !(served
+        && process
+            .stderr()
+            .contains("more failed accepts in that burst"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not recovered: {}",
+            process.stderr()
+        );
+        served |= curl(&["--max-time", "2", &url]).0 == "ok\n";
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = process.stderr();
+    assert!(
+        failures(&log) <= 3,
+        "{} accept-failure lines: {log}",
+        failures(&log)
+    );
+    // A stop with nothing in flight says so.
+    Command::new("kill")
+        .args(["-TERM", &process.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(process.child.wait().unwrap().success());
+    let log = settled_log(&process);
+    for line in [
+        "draining 0 connections",
+        "stopped: every connection finished",
+    ] {
+        assert_eq!(log.matches(line).count(), 1, "{line:?} once in: {log}");
+    }
 }
 
 #[test]

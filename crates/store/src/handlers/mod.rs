@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use http::request::Parts;
 use valet_http::sendfile::FileSender;
+use valet_http::Connection;
 use valet_key::{BlobPath, BlobTarget, KeyId, Name, Scope};
 
 pub use delete::delete_blob;
@@ -33,6 +34,8 @@ pub struct Ctx {
     pub client: IpAddr,
     /// Sends file bytes without copying, where the connection can.
     pub file_sender: Option<FileSender>,
+    /// The connection the request came on: its upload slots.
+    pub connection: Connection,
     /// The key used, once admitted.
     pub key_id: Option<KeyId>,
     /// Body bytes moved, for the access log: an upload's received (set by its handler);

@@ -86,6 +86,14 @@ pub async fn put_blob(
     path: BlobPath,
     body: &mut Incoming,
 ) -> Result<Response<ResponseBody>, StoreError> {
+    // Claimed before the key is admitted (a refusal spends no use) and held until the
+    // temporary file is gone: one HTTP/2 connection cannot hold a file per stream.
+    let _slot = ctx
+        .connection
+        .begin_upload()
+        .ok_or(StoreError::TooManyUploads(
+            ctx.store.config.limits.max_uploads,
+        ))?;
     let resource = Scope::blob(container.clone(), path.clone());
     // `create` is the weaker right: every writer has it, and a key with only `create` makes
     // this upload create-only.

@@ -87,6 +87,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let options = ServeOptions {
             tls,
             shutdown_grace: settings.shutdown_grace,
+            limits: settings.connection_limits(),
             ..ServeOptions::default()
         };
         sites.push(gate.site(options, listeners));
@@ -124,6 +125,7 @@ fn open_store(
     config.shutdown_grace = settings.shutdown_grace;
     config.blob_cache = settings.blob_cache;
     config.blob_mode = settings.blob_mode;
+    config.limits = settings.connection_limits();
     config.tls = tls;
     Store::open(config, keyring, ledger).context("opening the blob folder")
 }
@@ -197,11 +199,15 @@ async fn shutdown_signal() {
     {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("installing the SIGTERM handler");
-        tokio::select! {
-            _ = interrupt => {}
-            _ = term.recv() => {}
-        }
+        let signal = tokio::select! {
+            _ = interrupt => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        tracing::info!(signal, "{signal} received: shutting down");
     }
     #[cfg(not(unix))]
-    let _ = interrupt.await;
+    {
+        let _ = interrupt.await;
+        tracing::info!(signal = "SIGINT", "SIGINT received: shutting down");
+    }
 }
