@@ -118,7 +118,7 @@ fn path_parameter(route: &Route, name: &str, rest: bool) -> Value {
         "name": name,
         "in": "path",
         "required": true,
-        "schema": {"type": "string"},
+        "schema": capture_schema(route, rest),
     });
     let text = if rest {
         parameter["x-valet-rest"] = json!(true);
@@ -131,6 +131,38 @@ fn path_parameter(route: &Route, name: &str, rest: bool) -> Value {
     parameter["description"] = json!(text);
     parameter
 }
+
+/// What a capture may hold, as the OpenAPI serialisation of a path parameter sends it (one
+/// segment: a `/` in a value is sent encoded, which the gate refuses). A delegate's capture
+/// becomes part of a blob path, so it follows the key crate's rules for a segment; a proxy's
+/// is refused only for what could name another path (`GATE.md`, "One reading of the path").
+fn capture_schema(route: &Route, rest: bool) -> Value {
+    match route.action {
+        Action::Delegate(_) => json!({
+            "type": "string",
+            "minLength": 1,
+            "maxLength": valet_key::MAX_SEGMENT_LEN,
+            "pattern": DELEGATE_SEGMENT_PATTERN,
+        }),
+        Action::Proxy(_) => {
+            let repeat = if rest { "*" } else { "+" };
+            json!({
+                "type": "string",
+                "pattern": format!("{PROXY_SEGMENT_START}{repeat}$"),
+            })
+        }
+    }
+}
+
+/// A delegate's capture: [`valet_key::SEGMENT_PATTERN`] (what a blob path's segment may be),
+/// less `%u` and `%U`, which the gate refuses in any path since IIS reads `%u002e` as `.`
+/// (`request_path`). `the_delegate_pattern_is_the_key_crates_less_percent_u` keeps the two in step.
+const DELEGATE_SEGMENT_PATTERN: &str =
+    r"^(?!\.\.?$)(?:[^/\\\u0000-\u001f\u007f-\u009f%]|%(?![0-9A-Fa-f]{2}|[uU])){1,255}$";
+
+/// A proxied segment: not `.` or `..` (also before a `;`), with no `/`, backslash or control
+/// character; the `*` or `+` and the end are added per capture.
+const PROXY_SEGMENT_START: &str = r"^(?!\.\.?(?:;|$))(?:[^/\\\u0000-\u001f\u007f%]|%(?![uU]))";
 
 fn response(name: &str) -> Value {
     json!({"$ref": format!("#/components/responses/{name}")})
@@ -222,4 +254,16 @@ fn proxy_operation(method: &Method) -> Value {
         });
     }
     op
+}
+
+#[cfg(test)]
+mod pattern_tests {
+    use super::DELEGATE_SEGMENT_PATTERN;
+
+    #[test]
+    fn the_delegate_pattern_is_the_key_crates_less_percent_u() {
+        let key =
+            valet_key::SEGMENT_PATTERN.replace("%(?![0-9A-Fa-f]{2})", "%(?![0-9A-Fa-f]{2}|[uU])");
+        assert_eq!(DELEGATE_SEGMENT_PATTERN, key);
+    }
 }

@@ -35,7 +35,10 @@ pub use keyring::{IssueError, Keyring, KeyringError, SigningKey, Tag, KEYRING_FO
 pub use media_range::{MediaRange, MediaType, MediaTypeError, MAX_MEDIA_TYPE_LEN};
 pub use name::{Name, MAX_NAME_LEN, MIN_NAME_LEN};
 pub use op::{Op, Ops};
-pub use path::{BlobPath, BlobPrefix, TableKey, MAX_PATH_LEN, MAX_SEGMENT_LEN, MAX_TABLE_KEY_LEN};
+pub use path::{
+    BlobPath, BlobPrefix, TableKey, MAX_PATH_LEN, MAX_SEGMENT_LEN, MAX_TABLE_KEY_LEN,
+    SEGMENT_PATTERN,
+};
 pub use scope::{BlobTarget, RowRange, Scope, ScopeKind};
 pub use token::{redact, EffectiveLimits, Token, MAX_CAVEATS, MAX_TOKEN_LEN, TOKEN_PREFIX};
 pub use url_path::{blob_url_path, decode_url_path, UrlPathError};

@@ -16,6 +16,12 @@ pub const MAX_PATH_LEN: usize = 1024;
 /// The longest segment of a blob path accepted, in bytes: what file systems allow for one
 /// name (`NAME_MAX` on Linux), since every segment becomes a folder's or a file's name.
 pub const MAX_SEGMENT_LEN: usize = 255;
+/// One segment of a blob path as an ECMA-262 regular expression, for the OpenAPI documents
+/// (the store's `{path}`, the gate's delegate captures): what [`BlobPath::parse`] accepts of a
+/// segment, but for the length, which it counts in bytes and a pattern in characters. Kept here,
+/// beside the rules it describes, so that the documents and the rules change together.
+pub const SEGMENT_PATTERN: &str =
+    r"^(?!\.\.?$)(?:[^/\\\u0000-\u001f\u007f-\u009f%]|%(?![0-9A-Fa-f]{2})){1,255}$";
 /// The longest partition or row key accepted, in bytes.
 pub const MAX_TABLE_KEY_LEN: usize = 256;
 

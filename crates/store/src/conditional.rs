@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::{header, HeaderMap, HeaderValue};
 
 use crate::blobs::BlobMeta;
+use crate::error::StoreError;
 
 /// `*` or a list of entity tags.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,16 +42,31 @@ pub enum Verdict {
 }
 
 impl Preconditions {
-    /// Reads the precondition headers; invalid dates are ignored, as RFC 9110 requires.
-    pub fn from_headers(headers: &HeaderMap) -> Preconditions {
-        Preconditions {
-            if_match: headers.get(header::IF_MATCH).map(parse_tags),
-            if_none_match: headers.get(header::IF_NONE_MATCH).map(parse_tags),
+    /// Reads the precondition headers. Invalid dates are ignored, as RFC 9110 requires; an
+    /// `If-Match` or `If-None-Match` that is neither `*` nor a list of entity tags is refused
+    /// (`bad_request`) rather than read as a list of none, which would quietly turn a
+    /// client's mistyped condition into "no tag matches".
+    pub fn from_headers(headers: &HeaderMap) -> Result<Preconditions, StoreError> {
+        let tags = |name: header::HeaderName| {
+            headers
+                .get(&name)
+                .map(|value| {
+                    parse_tags(value).ok_or_else(|| {
+                        StoreError::BadRequest(format!(
+                            "{name} is not `*` or a list of entity tags (\"tag\" or W/\"tag\")"
+                        ))
+                    })
+                })
+                .transpose()
+        };
+        Ok(Preconditions {
+            if_match: tags(header::IF_MATCH)?,
+            if_none_match: tags(header::IF_NONE_MATCH)?,
             if_modified_since: headers.get(header::IF_MODIFIED_SINCE).and_then(parse_date),
             if_unmodified_since: headers
                 .get(header::IF_UNMODIFIED_SINCE)
                 .and_then(parse_date),
-        }
+        })
     }
 
     /// Whether the request sends a condition on the blob's current version: `If-Match` (even
@@ -131,30 +147,57 @@ fn matches(tags: &EntityTags, etag: &str, strong: bool) -> bool {
     }
 }
 
-/// Parses `*` or a comma-separated list of (possibly weak) quoted entity tags.
-fn parse_tags(value: &HeaderValue) -> EntityTags {
-    let text = value.to_str().unwrap_or_default().trim();
-    if text == "*" {
-        return EntityTags::Any;
+/// Parses `*` or a comma-separated list of (possibly weak) quoted entity tags (RFC 9110
+/// §8.8.3: `etagc` is `!`, `#`-`~` or obs-text), empty list elements allowed; `None` for
+/// anything else.
+fn parse_tags(value: &HeaderValue) -> Option<EntityTags> {
+    let is_ows = |b: u8| b == b' ' || b == b'\t';
+    let etagc = |b: u8| b == 0x21 || (0x23..=0x7e).contains(&b) || b >= 0x80;
+    let text = value.as_bytes().trim_ascii();
+    if text == b"*" {
+        return Some(EntityTags::Any);
     }
     let mut tags = Vec::new();
     let mut rest = text;
     loop {
-        rest = rest.trim_start_matches([' ', '\t', ',']);
-        let (weak, body) = match rest.strip_prefix("W/") {
-            Some(b) => ("W/", b),
+        // Empty list elements (`, ,`) are allowed and skipped.
+        while let [b, tail @ ..] = rest {
+            if !is_ows(*b) && *b != b',' {
+                break;
+            }
+            rest = tail;
+        }
+        if rest.is_empty() {
+            return Some(EntityTags::List(tags));
+        }
+        let (weak, quoted) = match rest.strip_prefix(b"W/") {
+            Some(tail) => ("W/", tail),
             None => ("", rest),
         };
-        let Some(after_quote) = body.strip_prefix('"') else {
-            break;
-        };
-        let Some(end) = after_quote.find('"') else {
-            break;
-        };
-        tags.push(format!("{weak}\"{}\"", &after_quote[..end]));
-        rest = &after_quote[end + 1..];
+        let inner = quoted.strip_prefix(b"\"")?;
+        // A tag may hold a `,`; it ends at the next `"`.
+        let end = inner.iter().position(|&b| b == b'"')?;
+        if !inner[..end].iter().all(|&b| etagc(b)) {
+            return None;
+        }
+        // obs-text is kept byte for byte; an ETag of ours is always ASCII.
+        tags.push(format!(
+            "{weak}\"{}\"",
+            String::from_utf8_lossy(&inner[..end])
+        ));
+        rest = &inner[end + 1..];
+        while let [b, tail @ ..] = rest {
+            if !is_ows(*b) {
+                break;
+            }
+            rest = tail;
+        }
+        match rest {
+            [] => return Some(EntityTags::List(tags)),
+            [b',', ..] => {}
+            _ => return None,
+        }
     }
-    EntityTags::List(tags)
 }
 
 fn parse_date(value: &HeaderValue) -> Option<SystemTime> {
@@ -185,15 +228,36 @@ mod tests {
         for (k, v) in pairs {
             h.insert(k.clone(), HeaderValue::from_str(v).unwrap());
         }
-        Preconditions::from_headers(&h)
+        Preconditions::from_headers(&h).unwrap()
     }
 
     #[test]
     fn entity_tag_lists_parse() {
-        let v = HeaderValue::from_static(r#""a", W/"b",  "c,d""#);
+        let v = HeaderValue::from_static(r#""a", W/"b",  "c,d", ,"#);
         let want = vec!["\"a\"".to_owned(), "W/\"b\"".into(), "\"c,d\"".into()];
-        assert_eq!(parse_tags(&v), EntityTags::List(want));
-        assert_eq!(parse_tags(&HeaderValue::from_static("*")), EntityTags::Any);
+        assert_eq!(parse_tags(&v), Some(EntityTags::List(want)));
+        assert_eq!(
+            parse_tags(&HeaderValue::from_static("*")),
+            Some(EntityTags::Any)
+        );
+        assert_eq!(
+            parse_tags(&HeaderValue::from_static("")),
+            Some(EntityTags::List(vec![]))
+        );
+    }
+
+    #[test]
+    fn what_is_not_an_entity_tag_list_is_refused() {
+        for bad in [
+            "0", "abc", "\"a", "a\"", "W/a", "\"a b\"", "*, \"a\"", "\"a\"x", "w/\"a\"",
+        ] {
+            assert_eq!(parse_tags(&HeaderValue::from_static(bad)), None, "{bad}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("nope"));
+        let err = Preconditions::from_headers(&h).unwrap_err();
+        assert_eq!(err.status_and_code().1, "bad_request");
+        assert!(err.to_string().contains("if-none-match"), "{err}");
     }
 
     #[test]

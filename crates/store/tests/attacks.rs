@@ -979,7 +979,7 @@ async fn a_key_that_cannot_read_learns_nothing_of_what_is_stored() {
         ("if-match", "*"),
         ("if-none-match", right.as_str()),
         ("if-none-match", wrong.as_str()),
-        ("if-none-match", "W/\"x\", *"),
+        ("if-none-match", "W/\"x\", \"y\""),
         ("if-unmodified-since", date),
         ("if-modified-since", date),
         ("if-unmodified-since", "not a date"),
@@ -1420,4 +1420,54 @@ async fn keys_never_reach_the_logs_or_the_metrics() {
         !logs.contains("vk="),
         "a query string reached the logs:\n{logs}"
     );
+}
+
+/// An `If-Match` or `If-None-Match` that is not `*` or a list of entity tags used to be read as
+/// a list of none, so a mistyped condition silently became "no tag matches". It is refused with
+/// `400 bad_request`, on every method that reads conditions, before a counted key spends a use.
+#[tokio::test]
+async fn a_malformed_entity_tag_condition_is_refused_before_a_use_is_spent() {
+    let s = TestStore::start().await;
+    s.put("files", "tagged", "contents", "text/plain").await;
+    let once = |ops: &str| {
+        s.key_with(
+            "blob:files",
+            ops,
+            KeySpec::limited(Limits {
+                max_uses: Some(1),
+                ..Limits::default()
+            }),
+        )
+    };
+    for header in ["if-match", "if-none-match"] {
+        for bad in ["0", "tag", "\"open", "W/x", "*, \"a\"", "\"a b\""] {
+            for method in [Method::GET, Method::HEAD, Method::PUT, Method::DELETE] {
+                let key = once("read,write,delete");
+                let url = s.url(&format!("/blob/files/tagged?vk={key}"));
+                let r = s
+                    .http
+                    .request(method.clone(), &url)
+                    .header(header, bad)
+                    .body("x")
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 400, "{method} {header}: {bad}");
+                if method != Method::HEAD {
+                    assert_eq!(
+                        error_code(r).await,
+                        "bad_request",
+                        "{method} {header}: {bad}"
+                    );
+                }
+                // The key's one use is still there.
+                let r = s.http.get(&url).send().await.unwrap();
+                assert_eq!(
+                    r.status(),
+                    200,
+                    "{method} {header}: {bad}, then a plain GET"
+                );
+            }
+        }
+    }
 }

@@ -35,6 +35,23 @@ fn the_documented_security_is_the_key_in_the_query_or_the_valet_header() {
     assert_eq!(schemes["vk"]["in"], "query");
     assert_eq!(schemes["vk"]["name"], "vk");
     assert_eq!(schemes["valet"]["scheme"], "Valet");
+    // The key travels one way or the other, never both: only the security schemes name it, so
+    // no operation has a `vk` parameter of its own beside them.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (name, op) in item.as_object().unwrap() {
+            let params = item["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .chain(op["parameters"].as_array().into_iter().flatten());
+            for param in params {
+                assert_ne!(
+                    param["name"], "vk",
+                    "{name} {path}: vk is a security scheme"
+                );
+            }
+        }
+    }
     for public in ["/healthz", "/metrics", "/openapi.json"] {
         assert_eq!(
             doc["paths"][public]["get"]["security"],
@@ -94,4 +111,14 @@ async fn the_document_is_served_without_a_key() {
     assert_eq!(r.headers()["content-type"], "application/json");
     let served: Value = r.json().await.unwrap();
     assert_eq!(served, document());
+}
+
+/// The document says what the store checks: the path pattern is the key crate's own description
+/// of a segment, so that the rules and the document cannot drift apart.
+#[test]
+fn the_path_parameter_is_described_by_the_key_crates_rules() {
+    let doc = document();
+    let schema = &doc["components"]["parameters"]["BlobPath"]["schema"];
+    assert_eq!(schema["pattern"], valet_key::SEGMENT_PATTERN);
+    assert_eq!(schema["maxLength"], valet_key::MAX_SEGMENT_LEN);
 }

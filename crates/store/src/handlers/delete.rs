@@ -15,13 +15,14 @@ pub async fn delete_blob(
     container: Name,
     path: BlobPath,
 ) -> Result<Response<ResponseBody>, StoreError> {
+    // A malformed condition is refused before the key spends a use.
+    let pre = Preconditions::from_headers(&ctx.parts.headers)?;
     let resource = Scope::blob(container.clone(), path.clone());
     let grant = admit(&ctx.store, &ctx.key()?, Op::Delete, &resource, ctx.client).await?;
     ctx.key_id = Some(grant.key_id);
     if !grant.ops.permits(Op::Read) && Preconditions::compare_current(&ctx.parts.headers) {
         return Err(StoreError::ConditionNeedsRead("delete"));
     }
-    let pre = Preconditions::from_headers(&ctx.parts.headers);
     let blobs = ctx.store.blobs.clone();
     tokio::task::spawn_blocking(move || blobs.delete(&container, &path, &pre))
         .await

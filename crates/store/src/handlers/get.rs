@@ -22,13 +22,15 @@ pub async fn get_blob(
     path: BlobPath,
     head: bool,
 ) -> Result<Response<ResponseBody>, StoreError> {
+    // A malformed condition is refused before the key spends a use.
+    let preconditions = Preconditions::from_headers(&ctx.parts.headers)?;
     let resource = Scope::blob(container, path);
     let grant = admit(&ctx.store, &ctx.key()?, Op::Read, &resource, ctx.client).await?;
     ctx.key_id = Some(grant.key_id);
     let (container, path) = blob_of(&resource);
     let (data, meta) = ctx.store.blobs.open_blob(container, path)?;
     let headers = &ctx.parts.headers;
-    match Preconditions::from_headers(headers).evaluate(Some(&meta), true) {
+    match preconditions.evaluate(Some(&meta), true) {
         Verdict::Proceed => {}
         Verdict::NotModified => return Ok(not_modified(&meta)),
         Verdict::Failed => {

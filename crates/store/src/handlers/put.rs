@@ -94,6 +94,8 @@ pub async fn put_blob(
         .ok_or(StoreError::TooManyUploads(
             ctx.store.config.limits.max_uploads,
         ))?;
+    // A malformed condition is refused before the key spends a use.
+    let pre = Preconditions::from_headers(&ctx.parts.headers)?;
     let resource = Scope::blob(container.clone(), path.clone());
     // `create` is the weaker right: every writer has it, and a key with only `create` makes
     // this upload create-only.
@@ -107,7 +109,6 @@ pub async fn put_blob(
     if !may_read && Preconditions::compare_current(headers) {
         return Err(StoreError::ConditionNeedsRead("upload"));
     }
-    let pre = Preconditions::from_headers(headers);
     let mode = if pre.is_create_only() || !grant.ops.permits(Op::Write) {
         CommitMode::CreateOnly
     } else {
