@@ -396,8 +396,11 @@ fn assert_narrower(narrow: &Grant, root: &Grant) {
         narrow.ops,
         root.ops
     );
-    assert!(narrow.expires <= root.expires);
-    assert!(narrow.not_before >= root.not_before);
+    assert!(narrow.valid_until <= root.valid_until);
+    // What the ledger keeps (use counts, revocations by time) is the root's, whatever caveat
+    // the request came with.
+    assert_eq!(narrow.key_expires, root.key_expires);
+    assert_eq!(narrow.issued_at, root.issued_at);
     assert!(
         cap_within(narrow.max_bytes, root.max_bytes),
         "max_bytes widened"

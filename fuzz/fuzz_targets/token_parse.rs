@@ -105,7 +105,9 @@ fn check(text: &str) {
             assert_eq!(by_text, by_token);
             if let Ok(grant) = by_text {
                 assert!(claims.ops.permits(op), "granted {op} beyond the claims");
-                assert!(grant.expires <= claims.expires);
+                assert!(grant.valid_until <= claims.expires);
+                assert_eq!(grant.key_expires, claims.expires);
+                assert_eq!(grant.issued_at, claims.not_before);
                 assert!(grant.ops.within(claims.ops));
             }
         }
