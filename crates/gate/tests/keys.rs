@@ -550,12 +550,8 @@ async fn revocations_by_subject_and_time() {
         )
         .await;
     let revoke = |who: &'static str, body: serde_json::Value| {
-        let request = stack
-            .http
-            .post(stack.gate_url("/v1/revocations"))
-            .bearer_auth(who)
-            .json(&body);
-        async move { request.send().await.unwrap() }
+        let stack = &stack;
+        async move { stack.revoke_many(who, &body).await }
     };
     // Alice may revoke her own keys, not Bob's, and not everyone's.
     assert_eq!(
@@ -813,13 +809,8 @@ async fn revocations_have_their_own_rate_limit_and_refused_ones_write_nothing() 
     assert_eq!(response.headers()["retry-after"], "1");
     assert_eq!(code(response).await, (429, "rate_limited".into()));
     let many = stack
-        .http
-        .post(stack.gate_url("/v1/revocations"))
-        .bearer_auth(ALICE)
-        .json(&json!({"subject": "alice", "before": "now"}))
-        .send()
-        .await
-        .unwrap();
+        .revoke_many(ALICE, &json!({"subject": "alice", "before": "now"}))
+        .await;
     assert_eq!(code(many).await, (429, "rate_limited".into()));
     let complete = |key: &serde_json::Value| {
         stack.gate_url(&format!(
@@ -933,14 +924,7 @@ async fn null_and_wrong_types_are_refused_in_every_optional_field() {
     ];
     for who in [ADMIN, ALICE] {
         for body in &bodies {
-            let response = stack
-                .http
-                .post(stack.gate_url("/v1/revocations"))
-                .bearer_auth(who)
-                .json(body)
-                .send()
-                .await
-                .unwrap();
+            let response = stack.revoke_many(who, body).await;
             let status = response.status();
             let json: serde_json::Value = response.json().await.unwrap();
             assert_eq!(status, 400, "{body}: {json}");
@@ -982,14 +966,7 @@ async fn wide_revocations_need_may_revoke() {
     ];
     for who in [ALICE, ROBOT] {
         for body in &bodies {
-            let response = stack
-                .http
-                .post(stack.gate_url("/v1/revocations"))
-                .bearer_auth(who)
-                .json(body)
-                .send()
-                .await
-                .unwrap();
+            let response = stack.revoke_many(who, body).await;
             assert_eq!(code(response).await, (403, "forbidden".into()), "{body}");
         }
     }
@@ -1147,12 +1124,8 @@ async fn a_key_issued_after_a_revocation_before_now_works() {
     put_blob(&stack, "users/alice/r", "r").await;
     let body = json!({"resource": "blob:users/alice/r", "ops": ["read"]});
     let revoke = |who: &'static str, body: serde_json::Value| {
-        let request = stack
-            .http
-            .post(stack.gate_url("/v1/revocations"))
-            .bearer_auth(who)
-            .json(&body);
-        async move { request.send().await.unwrap().status() }
+        let stack = &stack;
+        async move { stack.revoke_many(who, &body).await.status() }
     };
     for round in 0..3 {
         let earlier = stack.issue_ok(ALICE, body.clone()).await;

@@ -250,6 +250,17 @@ impl Stack {
             .unwrap()
     }
 
+    /// `POST /v1/revocations` as `api_key` with `body`.
+    pub async fn revoke_many(&self, api_key: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.http
+            .post(self.gate_url("/v1/revocations"))
+            .bearer_auth(api_key)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Issues and returns the 201 body, panicking otherwise.
     pub async fn issue_ok(&self, api_key: &str, body: serde_json::Value) -> serde_json::Value {
         let response = self.issue(api_key, body).await;
