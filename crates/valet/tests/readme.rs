@@ -163,7 +163,10 @@ fn the_quickstart_is_extracted_with_every_step_a_new_user_takes() {
     }
     // The two setup commands stay exactly as they are.
     assert!(README.contains("```sh\ncargo run --release -p valet -- serve\n```"));
-    assert!(README.contains("```sh\ncargo test --workspace --locked\n```"));
+    assert!(README.contains("```sh\nbash scripts/test.sh\n```"));
+    // CI runs exactly the README's test command.
+    let ci = include_str!("../../../.ci/run");
+    assert!(ci.contains("\nbash scripts/test.sh 2>&1"), "{ci}");
 }
 
 #[test]
