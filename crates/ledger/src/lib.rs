@@ -26,6 +26,7 @@
 
 mod group;
 mod sqlite;
+mod view;
 
 pub use sqlite::{SqliteLedger, SqliteOptions};
 
@@ -129,9 +130,10 @@ pub enum Revocation {
 /// Why the ledger could not do what was asked. Callers must fail closed.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
-    /// The database failed: locked, unwritable, corrupt, gone.
+    /// The database failed: locked, unwritable, corrupt, gone, unreachable, or (PostgreSQL)
+    /// the node cannot vouch that its revocations are current.
     #[error("ledger unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(Unavailable),
     /// [`Ledger::record_issued`] was given a key id that is already recorded with other
     /// details. Key ids are random 128-bit values, so this means a bug or a replayed request,
     /// never a coincidence.
@@ -140,6 +142,94 @@ pub enum LedgerError {
         /// The key id recorded twice.
         key_id: KeyId,
     },
+}
+
+/// The error a driver reported, kept whole for whoever wants to look into it.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why the ledger is unavailable: what it was doing, and the driver's error that stopped it.
+///
+/// Its text is the whole story on one line (what, the driver's error and each error under it,
+/// and a hint where the driver's words are terse), because that is what reaches an operator's
+/// log or a CLI's message: `cannot count a use of key … in /var/lib/valet/ledger.sqlite:
+/// database is locked (another connection held the lock …)`. The driver's error itself is
+/// kept, for code that needs to tell causes apart, by [`Unavailable::cause`], not by
+/// [`std::error::Error::source`]: a reporter that walks the source chain would print it twice.
+/// Nothing in it names a password: a PostgreSQL ledger is named by host, port and database only.
+#[derive(Debug)]
+pub struct Unavailable {
+    context: String,
+    cause: Option<BoxError>,
+    hint: Option<String>,
+}
+
+impl Unavailable {
+    /// `context` (what the ledger was doing) failed because of `cause`.
+    pub fn new(context: impl Into<String>, cause: impl Into<BoxError>) -> Unavailable {
+        Unavailable {
+            context: context.into(),
+            cause: Some(cause.into()),
+            hint: None,
+        }
+    }
+
+    /// `context` failed, for a reason of the ledger's own (no driver error behind it).
+    pub fn because(context: impl Into<String>) -> Unavailable {
+        Unavailable {
+            context: context.into(),
+            cause: None,
+            hint: None,
+        }
+    }
+
+    /// The same, with a hint for the operator appended to the message.
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Unavailable {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// The driver's error, if one caused this.
+    pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.cause.as_deref()
+    }
+}
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.context)?;
+        let mut next: Option<&(dyn std::error::Error + 'static)> = match &self.cause {
+            Some(cause) => Some(cause.as_ref()),
+            None => None,
+        };
+        let mut last = String::new();
+        while let Some(err) = next {
+            let text = err.to_string();
+            // Some drivers repeat their source's text in their own: say it once.
+            if !last.contains(&text) {
+                write!(f, ": {text}")?;
+            }
+            last = text;
+            next = err.source();
+        }
+        if let Some(hint) = &self.hint {
+            write!(f, " ({hint})")?;
+        }
+        Ok(())
+    }
+}
+
+/// A message alone, for callers (and tests) that have no driver error to keep.
+impl From<&str> for Unavailable {
+    fn from(context: &str) -> Unavailable {
+        Unavailable::because(context)
+    }
+}
+
+/// See `From<&str>`.
+impl From<String> for Unavailable {
+    fn from(context: String) -> Unavailable {
+        Unavailable::because(context)
+    }
 }
 
 /// Uses and revocations of keys, and the record of issued ones.
