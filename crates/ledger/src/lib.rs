@@ -25,9 +25,11 @@
 //!   the caller must refuse the request.
 
 mod group;
+mod postgres;
 mod sqlite;
 mod view;
 
+pub use postgres::{PgLedger, PgOptions, FEED_APPLICATION_NAME};
 pub use sqlite::{SqliteLedger, SqliteOptions};
 
 use valet_key::{KeyId, UnixTime};

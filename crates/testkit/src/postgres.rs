@@ -311,7 +311,9 @@ fn watch_and_stop(bin: &Path, data: &Path, dir: &Path, as_postgres: bool) {
         pid = std::process::id(),
         dir = dir.display()
     );
-    Command::new("sh")
+    // Never waited for: it outlives this process by design (it waits for this process to end).
+    #[allow(clippy::zombie_processes)]
+    let _watcher = Command::new("sh")
         .args(["-c", &script])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
