@@ -3,15 +3,19 @@
 //! A valet key is self-contained, so a store can check it without the gate, but some facts
 //! cannot live in the key itself: how often it has been used, whether it has been revoked, and
 //! (for the gate's status API) which keys were issued at all. The ledger holds them. It is
-//! shared by every store and gate node (one SQLite file for a single machine; PostgreSQL later,
-//! behind the same [`Ledger`] trait).
+//! shared by every store and gate node: one SQLite file for a single machine
+//! ([`SqliteLedger`]), or a PostgreSQL database for many ([`PgLedger`]), behind the same
+//! [`Ledger`] trait; [`open`] picks one from a location.
 //!
 //! Guarantees:
 //! - **Exact use counting.** [`Ledger::admit`] consumes one use atomically; with `max_uses = 1`
 //!   and any number of concurrent requests, exactly one is admitted. A use is consumed when a
 //!   request is admitted, before any byte moves: a transfer that fails later still used it.
-//! - **Revocation is immediate.** A revocation written through any `Ledger` on the same database
-//!   is seen by the next `admit` of every other, in this process or another.
+//! - **Revocation is immediate, or bounded.** A revocation written through any `Ledger` on the
+//!   same database is seen by the next `admit` of every other, in this process or another
+//!   ([`SqliteLedger`]: within [`SqliteOptions::freshness`] for a key without a use cap;
+//!   [`PgLedger`]: by notification, typically within milliseconds, for a key without a use cap,
+//!   and at once for one with a cap).
 //!   [`Ledger::revocation`] answers the same question without consuming a use, by the same
 //!   rule as `admit`, always on the latest committed revocations.
 //! - **Issued keys are durable.** [`Ledger::record_issued`] returns only once the record is
@@ -22,14 +26,97 @@
 //! - **Bounded growth.** [`Ledger::forget_expired`] drops uses, revocations by id and issued
 //!   records of keys past their expiry (plus a grace period for clock skew).
 //! - **Fail closed.** If the database cannot be read or written, `admit` returns an error and
-//!   the caller must refuse the request.
+//!   the caller must refuse the request. A [`PgLedger`] that cannot confirm its revocations are
+//!   current for longer than [`PgOptions::staleness`] fails every `admit` the same way.
 
 mod group;
+mod postgres;
 mod sqlite;
+mod view;
 
+pub use postgres::{PgLedger, PgOptions, FEED_APPLICATION_NAME};
 pub use sqlite::{SqliteLedger, SqliteOptions};
 
-use valet_key::{KeyId, UnixTime};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use valet_key::{KeyId, UnixTime, DEFAULT_SKEW_SECONDS};
+
+/// What [`open`] needs besides the location: the options both backends share.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct OpenOptions {
+    /// How long rows are kept past a key's expiry (see [`SqliteOptions::forget_grace`]).
+    pub forget_grace: Duration,
+    /// PostgreSQL: how long a node may go without confirming its revocations before it
+    /// refuses keyed requests (see [`PgOptions::staleness`]). SQLite reads the file itself.
+    pub staleness: Duration,
+}
+
+impl Default for OpenOptions {
+    fn default() -> OpenOptions {
+        OpenOptions {
+            forget_grace: Duration::from_secs(DEFAULT_SKEW_SECONDS),
+            staleness: PgOptions::default().staleness,
+        }
+    }
+}
+
+impl OpenOptions {
+    /// These options with another grace period.
+    pub fn with_forget_grace(mut self, grace: Duration) -> OpenOptions {
+        self.forget_grace = grace;
+        self
+    }
+
+    /// These options with another staleness bound.
+    pub fn with_staleness(mut self, staleness: Duration) -> OpenOptions {
+        self.staleness = staleness;
+        self
+    }
+}
+
+/// Which backend a ledger location names: `postgres://…` or `postgresql://…` a PostgreSQL
+/// database, `sqlite:PATH` (or `sqlite://PATH`) or a bare path a SQLite file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend<'a> {
+    /// A PostgreSQL URL, as given.
+    Postgres(&'a str),
+    /// A SQLite file.
+    Sqlite(&'a Path),
+}
+
+impl Backend<'_> {
+    /// The backend `location` names.
+    pub fn of(location: &str) -> Backend<'_> {
+        if location.starts_with("postgres://") || location.starts_with("postgresql://") {
+            return Backend::Postgres(location);
+        }
+        let path = location
+            .strip_prefix("sqlite://")
+            .or_else(|| location.strip_prefix("sqlite:"))
+            .unwrap_or(location);
+        Backend::Sqlite(Path::new(path))
+    }
+}
+
+/// Opens the ledger at `location` (see [`Backend::of`]): the one place that chooses a
+/// backend, for the binary's `--ledger` and its offline admin commands.
+pub fn open(location: &str, options: &OpenOptions) -> Result<Arc<dyn Ledger>, LedgerError> {
+    Ok(match Backend::of(location) {
+        Backend::Postgres(url) => Arc::new(PgLedger::open_with(
+            url,
+            PgOptions::default()
+                .with_forget_grace(options.forget_grace)
+                .with_staleness(options.staleness),
+        )?),
+        Backend::Sqlite(path) => Arc::new(SqliteLedger::open_with(
+            path,
+            SqliteOptions::default().with_forget_grace(options.forget_grace),
+        )?),
+    })
+}
 
 /// What the ledger needs to know about a key to admit a request made with it.
 #[derive(Debug, Clone, Copy)]
@@ -129,9 +216,10 @@ pub enum Revocation {
 /// Why the ledger could not do what was asked. Callers must fail closed.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
-    /// The database failed: locked, unwritable, corrupt, gone.
+    /// The database failed: locked, unwritable, corrupt, gone, unreachable, or (PostgreSQL)
+    /// the node cannot vouch that its revocations are current.
     #[error("ledger unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(Unavailable),
     /// [`Ledger::record_issued`] was given a key id that is already recorded with other
     /// details. Key ids are random 128-bit values, so this means a bug or a replayed request,
     /// never a coincidence.
@@ -140,6 +228,94 @@ pub enum LedgerError {
         /// The key id recorded twice.
         key_id: KeyId,
     },
+}
+
+/// The error a driver reported, kept whole for whoever wants to look into it.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why the ledger is unavailable: what it was doing, and the driver's error that stopped it.
+///
+/// Its text is the whole story on one line (what, the driver's error and each error under it,
+/// and a hint where the driver's words are terse), because that is what reaches an operator's
+/// log or a CLI's message: `cannot count a use of key … in /var/lib/valet/ledger.sqlite:
+/// database is locked (another connection held the lock …)`. The driver's error itself is
+/// kept, for code that needs to tell causes apart, by [`Unavailable::cause`], not by
+/// [`std::error::Error::source`]: a reporter that walks the source chain would print it twice.
+/// Nothing in it names a password: a PostgreSQL ledger is named by host, port and database only.
+#[derive(Debug)]
+pub struct Unavailable {
+    context: String,
+    cause: Option<BoxError>,
+    hint: Option<String>,
+}
+
+impl Unavailable {
+    /// `context` (what the ledger was doing) failed because of `cause`.
+    pub fn new(context: impl Into<String>, cause: impl Into<BoxError>) -> Unavailable {
+        Unavailable {
+            context: context.into(),
+            cause: Some(cause.into()),
+            hint: None,
+        }
+    }
+
+    /// `context` failed, for a reason of the ledger's own (no driver error behind it).
+    pub fn because(context: impl Into<String>) -> Unavailable {
+        Unavailable {
+            context: context.into(),
+            cause: None,
+            hint: None,
+        }
+    }
+
+    /// The same, with a hint for the operator appended to the message.
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Unavailable {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// The driver's error, if one caused this.
+    pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.cause.as_deref()
+    }
+}
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.context)?;
+        let mut next: Option<&(dyn std::error::Error + 'static)> = match &self.cause {
+            Some(cause) => Some(cause.as_ref()),
+            None => None,
+        };
+        let mut last = String::new();
+        while let Some(err) = next {
+            let text = err.to_string();
+            // Some drivers repeat their source's text in their own: say it once.
+            if !last.contains(&text) {
+                write!(f, ": {text}")?;
+            }
+            last = text;
+            next = err.source();
+        }
+        if let Some(hint) = &self.hint {
+            write!(f, " ({hint})")?;
+        }
+        Ok(())
+    }
+}
+
+/// A message alone, for callers (and tests) that have no driver error to keep.
+impl From<&str> for Unavailable {
+    fn from(context: &str) -> Unavailable {
+        Unavailable::because(context)
+    }
+}
+
+/// See `From<&str>`.
+impl From<String> for Unavailable {
+    fn from(context: String) -> Unavailable {
+        Unavailable::because(context)
+    }
 }
 
 /// Uses and revocations of keys, and the record of issued ones.

@@ -1,6 +1,5 @@
 //! The ledger in one SQLite file: [`SqliteLedger`].
 
-use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -11,7 +10,10 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Tran
 use valet_key::{KeyId, UnixTime, DEFAULT_SKEW_SECONDS};
 
 use crate::group::GroupCommit;
-use crate::{Admission, IssuedKey, KeyStatus, KeyUse, Ledger, LedgerError, Revocation};
+use crate::view::View;
+use crate::{
+    Admission, IssuedKey, KeyStatus, KeyUse, Ledger, LedgerError, Revocation, Unavailable,
+};
 
 /// The schema this build writes, kept in `PRAGMA user_version`. A migration from an older
 /// version goes in [`migrate`]; a newer version is refused.
@@ -248,48 +250,6 @@ impl fmt::Debug for SqliteLedger {
     }
 }
 
-/// All revocations, in memory.
-#[derive(Debug, Default)]
-struct View {
-    keys: HashSet<KeyId>,
-    subjects: HashMap<String, u64>,
-    /// Keys issued before this are revoked (0: none).
-    all_before: u64,
-}
-
-impl View {
-    /// Whether `key` is revoked, and how: the one decision behind both [`Ledger::admit`] and
-    /// [`Ledger::revocation`].
-    fn revocation(&self, key: &KeyUse<'_>) -> Option<Revocation> {
-        let issued = key.issued_at.0;
-        if self.keys.contains(&key.key_id) {
-            return Some(Revocation::Key);
-        }
-        if let Some(&before) = key.subject.and_then(|subject| self.subjects.get(subject)) {
-            if issued < before {
-                return Some(Revocation::Subject {
-                    before: UnixTime(before),
-                });
-            }
-        }
-        if issued < self.all_before {
-            return Some(Revocation::All {
-                before: UnixTime(self.all_before),
-            });
-        }
-        None
-    }
-
-    fn revoke_subject(&mut self, subject: &str, before: u64) {
-        match self.subjects.get_mut(subject) {
-            Some(known) => *known = (*known).max(before),
-            None => {
-                self.subjects.insert(subject.to_owned(), before);
-            }
-        }
-    }
-}
-
 /// The reader connection and the revocation view it keeps current.
 struct ReadSide {
     conn: Connection,
@@ -363,23 +323,32 @@ fn sql_int(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-/// What went wrong, with a hint where SQLite's own words are terse.
-fn describe(err: &rusqlite::Error, options: &SqliteOptions) -> String {
-    let hint = match err.sqlite_error_code() {
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => format!(
-            " (another connection held the lock longer than the {:?} busy timeout)",
+/// A hint where SQLite's own words are terse.
+fn hint(err: &rusqlite::Error, options: &SqliteOptions) -> Option<String> {
+    match err.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Some(format!(
+            "another connection held the lock longer than the {:?} busy timeout",
             options.busy_timeout
-        ),
+        )),
         Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
-            " (the file is damaged or is not a valet ledger)".to_owned()
+            Some("the file is damaged or is not a valet ledger".to_owned())
         }
         Some(ErrorCode::ReadOnly | ErrorCode::PermissionDenied | ErrorCode::CannotOpen) => {
-            " (check that the file and its directory are writable)".to_owned()
+            Some("check that the file and its directory are writable".to_owned())
         }
-        Some(ErrorCode::DiskFull) => " (the disk is full)".to_owned(),
-        _ => String::new(),
-    };
-    format!("{err}{hint}")
+        Some(ErrorCode::DiskFull) => Some("the disk is full".to_owned()),
+        _ => None,
+    }
+}
+
+/// `context` failed with `err`, kept as the cause, with a hint where one helps.
+fn sql_unavailable(context: String, err: rusqlite::Error, options: &SqliteOptions) -> LedgerError {
+    let hint = hint(&err, options);
+    let unavailable = Unavailable::new(context, err);
+    LedgerError::Unavailable(match hint {
+        Some(hint) => unavailable.with_hint(hint),
+        None => unavailable,
+    })
 }
 
 impl SqliteLedger {
@@ -392,23 +361,29 @@ impl SqliteLedger {
     /// Opens the ledger at `path`, creating the file (owner-only on unix) and its schema if
     /// absent.
     pub fn open_with(path: &Path, options: SqliteOptions) -> Result<SqliteLedger, LedgerError> {
-        let fail = |what: &str, err: String| {
-            LedgerError::Unavailable(format!("{what} {}: {err}", path.display()))
-        };
-        create_owner_only(path)
-            .map_err(|err| fail("cannot create ledger database", err.to_string()))?;
-        let mut writer = connect(path, &options)
-            .map_err(|err| fail("cannot open ledger database", describe(&err, &options)))?;
+        let context = |what: &str| format!("{what} {}", path.display());
+        let fail = |what: &str, err: rusqlite::Error| sql_unavailable(context(what), err, &options);
+        create_owner_only(path).map_err(|err| {
+            LedgerError::Unavailable(Unavailable::new(
+                context("cannot create ledger database"),
+                err,
+            ))
+        })?;
+        let mut writer =
+            connect(path, &options).map_err(|err| fail("cannot open ledger database", err))?;
         init_schema(&mut writer).map_err(|err| match err {
-            SchemaError::Sql(err) => fail("cannot open ledger database", describe(&err, &options)),
-            SchemaError::Foreign(why) => fail("cannot open ledger database", why),
+            SchemaError::Sql(err) => fail("cannot open ledger database", err),
+            SchemaError::Foreign(why) => LedgerError::Unavailable(Unavailable::because(format!(
+                "{}: {why}",
+                context("cannot open ledger database")
+            ))),
         })?;
         let reader = connect(path, &options)
             .and_then(|conn| {
                 conn.pragma_update(None, "cache_size", READER_CACHE_SIZE)?;
                 Ok(conn)
             })
-            .map_err(|err| fail("cannot open ledger database", describe(&err, &options)))?;
+            .map_err(|err| fail("cannot open ledger database", err))?;
         let mut read = ReadSide {
             conn: reader,
             view: View::default(),
@@ -418,16 +393,16 @@ impl SqliteLedger {
             checked_at: None,
         };
         read.refresh()
-            .map_err(|err| fail("cannot read revocations from", describe(&err, &options)))?;
+            .map_err(|err| fail("cannot read revocations from", err))?;
         Ok(SqliteLedger {
             path: path.to_owned(),
             options,
             writer: Mutex::new(writer),
             reader: Mutex::new(read),
             issuing: GroupCommit::new(MAX_ISSUE_BATCH, || {
-                Err(LedgerError::Unavailable(
-                    "the transaction recording this key panicked".to_owned(),
-                ))
+                Err(LedgerError::Unavailable(Unavailable::because(
+                    "the transaction recording this key panicked",
+                )))
             }),
         })
     }
@@ -437,12 +412,12 @@ impl SqliteLedger {
         &self.path
     }
 
-    fn unavailable(&self, what: fmt::Arguments<'_>, err: &rusqlite::Error) -> LedgerError {
-        LedgerError::Unavailable(format!(
-            "{what} in {}: {}",
-            self.path.display(),
-            describe(err, &self.options)
-        ))
+    fn unavailable(&self, what: fmt::Arguments<'_>, err: rusqlite::Error) -> LedgerError {
+        sql_unavailable(
+            format!("{what} in {}", self.path.display()),
+            err,
+            &self.options,
+        )
     }
 
     /// The writer connection. A panic while it was held left no transaction open ([`WriteTx`]
@@ -492,15 +467,26 @@ impl SqliteLedger {
                     false => Err(LedgerError::Conflict { key_id: key.key_id }),
                 })
                 .collect(),
-            Err(err) => batch
-                .iter()
-                .map(|key| {
-                    Err(self.unavailable(
-                        format_args!("cannot record key {} as issued", key.key_id),
-                        &err,
-                    ))
-                })
-                .collect(),
+            Err(err) => {
+                // One error for every record of the batch: shared, not copied.
+                let hint = hint(&err, &self.options);
+                let err = std::sync::Arc::new(err);
+                batch
+                    .iter()
+                    .map(|key| {
+                        let context = format!(
+                            "cannot record key {} as issued in {}",
+                            key.key_id,
+                            self.path.display()
+                        );
+                        let unavailable = Unavailable::new(context, err.clone());
+                        Err(LedgerError::Unavailable(match &hint {
+                            Some(hint) => unavailable.with_hint(hint.clone()),
+                            None => unavailable,
+                        }))
+                    })
+                    .collect()
+            }
         }
     }
 
@@ -655,7 +641,7 @@ impl Ledger for SqliteLedger {
                 .is_none_or(|at| at.elapsed() >= self.options.freshness);
             if stale || key.max_uses.is_some() {
                 read.refresh().map_err(|err| {
-                    self.unavailable(format_args!("cannot read revocations"), &err)
+                    self.unavailable(format_args!("cannot read revocations"), err)
                 })?;
                 read.checked_at = Some(Instant::now());
             }
@@ -669,7 +655,7 @@ impl Ledger for SqliteLedger {
             Some(max_uses) => self.consume(key, max_uses).map_err(|err| {
                 self.unavailable(
                     format_args!("cannot count a use of key {}", key.key_id),
-                    &err,
+                    err,
                 )
             }),
         }
@@ -683,7 +669,7 @@ impl Ledger for SqliteLedger {
     ) -> Result<bool, LedgerError> {
         let fresh = self
             .write(|tx| write_revoked_key(tx, key_id, expires, now))
-            .map_err(|err| self.unavailable(format_args!("cannot revoke key {key_id}"), &err))?;
+            .map_err(|err| self.unavailable(format_args!("cannot revoke key {key_id}"), err))?;
         self.reader().view.keys.insert(key_id);
         Ok(fresh)
     }
@@ -696,7 +682,7 @@ impl Ledger for SqliteLedger {
     ) -> Result<(), LedgerError> {
         self.write(|tx| write_revoked_subject(tx, subject, before, now))
             .map_err(|err| {
-                self.unavailable(format_args!("cannot revoke subject {subject:?}"), &err)
+                self.unavailable(format_args!("cannot revoke subject {subject:?}"), err)
             })?;
         self.reader().view.revoke_subject(subject, before.0);
         Ok(())
@@ -704,7 +690,7 @@ impl Ledger for SqliteLedger {
 
     fn revoke_all_before(&self, before: UnixTime, now: UnixTime) -> Result<(), LedgerError> {
         self.write(|tx| write_revoked_all(tx, before, now))
-            .map_err(|err| self.unavailable(format_args!("cannot revoke all keys"), &err))?;
+            .map_err(|err| self.unavailable(format_args!("cannot revoke all keys"), err))?;
         let mut read = self.reader();
         read.view.all_before = read.view.all_before.max(before.0);
         Ok(())
@@ -712,7 +698,7 @@ impl Ledger for SqliteLedger {
 
     fn status(&self, key_id: KeyId) -> Result<KeyStatus, LedgerError> {
         read_status(&self.reader().conn, key_id).map_err(|err| {
-            self.unavailable(format_args!("cannot read the status of key {key_id}"), &err)
+            self.unavailable(format_args!("cannot read the status of key {key_id}"), err)
         })
     }
 
@@ -724,14 +710,14 @@ impl Ledger for SqliteLedger {
 
     fn issued(&self, key_id: KeyId) -> Result<Option<IssuedKey>, LedgerError> {
         read_issued(&self.reader().conn, key_id).map_err(|err| {
-            self.unavailable(format_args!("cannot read the record of key {key_id}"), &err)
+            self.unavailable(format_args!("cannot read the record of key {key_id}"), err)
         })
     }
 
     fn revocation(&self, key: &KeyUse<'_>) -> Result<Option<Revocation>, LedgerError> {
         let mut read = self.reader();
         read.refresh()
-            .map_err(|err| self.unavailable(format_args!("cannot read revocations"), &err))?;
+            .map_err(|err| self.unavailable(format_args!("cannot read revocations"), err))?;
         read.checked_at = Some(Instant::now());
         Ok(read.view.revocation(key))
     }
@@ -742,9 +728,7 @@ impl Ledger for SqliteLedger {
         loop {
             let pruned = self
                 .write(|tx| delete_expired(tx, cutoff, PRUNE_BATCH))
-                .map_err(|err| {
-                    self.unavailable(format_args!("cannot forget expired keys"), &err)
-                })?;
+                .map_err(|err| self.unavailable(format_args!("cannot forget expired keys"), err))?;
             rows += pruned.rows;
             if !pruned.more {
                 return Ok(rows);

@@ -12,6 +12,8 @@
 //! - [`raw_http`]: requests sent byte for byte over a `TcpStream` (so that no client library
 //!   normalises them) and their answers read back: status, head, body, JSON error code.
 //! - [`data`]: reproducible, random-looking bodies to send and compare.
+//! - [`postgres`]: a real PostgreSQL server shared by a test binary (`VALET_TEST_POSTGRES`, or
+//!   a private cluster started from the machine's binaries), a database of its own per test.
 //! - [`process`]: a server process under test: free loopback addresses, its output kept as
 //!   text, waiting until it is ready.
 //!
@@ -20,5 +22,6 @@
 pub mod data;
 pub mod logs;
 pub mod openapi;
+pub mod postgres;
 pub mod process;
 pub mod raw_http;

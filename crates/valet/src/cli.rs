@@ -50,6 +50,10 @@ pub struct ServeArgs {
     /// [default: ./valet-data].
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// The ledger: a PostgreSQL URL (postgres://user:password@host/db) shared by many nodes,
+    /// or a SQLite file [default: DATA/ledger.sqlite].
+    #[arg(long)]
+    pub ledger: Option<String>,
     /// Where the gate listens [default: 127.0.0.1:8080].
     #[arg(long)]
     pub gate_addr: Option<std::net::SocketAddr>,
@@ -188,6 +192,9 @@ pub enum KeyCommand {
             conflicts_with = "gate"
         )]
         data: PathBuf,
+        /// The ledger to read, if not DATA/ledger.sqlite: a PostgreSQL URL or a SQLite file.
+        #[arg(long, env = "VALET_LEDGER", conflicts_with = "gate")]
+        ledger: Option<String>,
         /// The key id (32 hex digits) or the token.
         key: String,
         #[command(flatten)]
@@ -331,6 +338,9 @@ pub struct RevokeArgs {
         conflicts_with = "gate"
     )]
     pub data: PathBuf,
+    /// The ledger to write, if not DATA/ledger.sqlite: a PostgreSQL URL or a SQLite file.
+    #[arg(long, env = "VALET_LEDGER", conflicts_with = "gate")]
+    pub ledger: Option<String>,
     #[command(flatten)]
     pub remote: GateArgs,
     /// The key to revoke: its id (32 hex digits) or the token itself.

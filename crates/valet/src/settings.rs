@@ -60,6 +60,13 @@ pub struct Settings {
     pub tls_key: Option<PathBuf>,
     #[serde(with = "units::duration")]
     pub skew: Duration,
+    /// The ledger: a PostgreSQL URL or a SQLite file (default: DATA/ledger.sqlite).
+    #[serde(default)]
+    pub ledger: Option<String>,
+    /// PostgreSQL ledger: how long a node may go without confirming its revocations are
+    /// current before it refuses keyed requests.
+    #[serde(with = "units::duration")]
+    pub ledger_staleness: Duration,
     #[serde(default)]
     pub workers: Option<usize>,
     #[serde(with = "units::duration")]
@@ -114,6 +121,8 @@ const KEYS: &[&str] = &[
     "tls_cert",
     "tls_key",
     "skew",
+    "ledger",
+    "ledger_staleness",
     "workers",
     "shutdown_grace",
     "blob_cache",
@@ -157,12 +166,19 @@ struct Flags {
     #[serde(skip_serializing_if = "Option::is_none")]
     skew: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    ledger: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     workers: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     shutdown_grace: Option<String>,
 }
 
 impl Settings {
+    /// Where the ledger is: `ledger`, or the SQLite file in the data folder.
+    pub fn ledger_location(&self) -> String {
+        ledger_location(self.ledger.as_deref(), &self.data)
+    }
+
     /// Reads every layer.
     pub fn load(args: &ServeArgs) -> anyhow::Result<Settings> {
         let mut figment = Figment::from(Toml::string(DEFAULTS));
@@ -189,6 +205,7 @@ impl Settings {
             tls_cert: args.tls_cert.clone(),
             tls_key: args.tls_key.clone(),
             skew: args.skew.clone(),
+            ledger: args.ledger.clone(),
             workers: args.workers,
             shutdown_grace: args.shutdown_grace.clone(),
         };
@@ -371,4 +388,12 @@ fn write_owner_only(path: &Path, text: &str) -> anyhow::Result<()> {
     file.write_all(text.as_bytes())?;
     file.sync_all()?;
     Ok(())
+}
+
+/// `ledger` if given, else the SQLite file in the data folder `data`.
+pub fn ledger_location(ledger: Option<&str>, data: &std::path::Path) -> String {
+    match ledger {
+        Some(location) if !location.is_empty() => location.to_owned(),
+        _ => data.join("ledger.sqlite").display().to_string(),
+    }
 }

@@ -14,7 +14,7 @@ use valet_key::{
     UnixTime, Verifier,
 };
 use valet_keyring as keyring_file;
-use valet_ledger::{Ledger, SqliteLedger};
+use valet_ledger::{Ledger, OpenOptions};
 
 use crate::cli::{AttenuateArgs, IssueArgs, KeyCommand, LimitArgs, RevokeArgs, VerifyArgs};
 use crate::exit;
@@ -48,7 +48,9 @@ pub fn run(cmd: KeyCommand) -> anyhow::Result<ExitCode> {
         KeyCommand::Status { key, remote, .. } if remote.gate.is_some() => {
             return remote::status(&remote, &key)
         }
-        KeyCommand::Status { data, key, .. } => status(&data, &key)?,
+        KeyCommand::Status {
+            data, key, ledger, ..
+        } => status(&data, ledger.as_deref(), &key)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -222,15 +224,27 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn ledger(data: &std::path::Path) -> anyhow::Result<SqliteLedger> {
-    let path = data.join("ledger.sqlite");
-    if !path.exists() {
-        anyhow::bail!(
-            "no ledger at {} (is --data the store's data folder?)",
-            path.display()
-        );
+/// The ledger given by `--ledger`, or the SQLite file in the data folder `data`.
+fn ledger(
+    data: &std::path::Path,
+    ledger: Option<&str>,
+) -> anyhow::Result<std::sync::Arc<dyn Ledger>> {
+    let location = crate::settings::ledger_location(ledger, data);
+    match valet_ledger::Backend::of(&location) {
+        valet_ledger::Backend::Sqlite(path) => {
+            if !path.exists() {
+                anyhow::bail!(
+                    "no ledger at {} (is --data the store's data folder?)",
+                    path.display()
+                );
+            }
+            valet_ledger::open(&location, &OpenOptions::default())
+                .with_context(|| format!("opening {}", path.display()))
+        }
+        valet_ledger::Backend::Postgres(_) => {
+            valet_ledger::open(&location, &OpenOptions::default()).context("opening the ledger")
+        }
     }
-    SqliteLedger::open(&path).with_context(|| format!("opening {}", path.display()))
 }
 
 /// A key id from its hex form, or from a token (whose expiry then bounds the record).
@@ -277,7 +291,7 @@ fn until_reached(before: UnixTime) {
 }
 
 fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
-    let ledger = ledger(&args.data)?;
+    let ledger = ledger(&args.data, args.ledger.as_deref())?;
     let now = keyring_file::now();
     match (args.key, args.subject, args.before) {
         (Some(key), None, None) => {
@@ -311,9 +325,9 @@ fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn status(data: &std::path::Path, key: &str) -> anyhow::Result<()> {
+fn status(data: &std::path::Path, ledger_at: Option<&str>, key: &str) -> anyhow::Result<()> {
     let (id, _) = key_reference(key)?;
-    let status = ledger(data)?.status(id)?;
+    let status = ledger(data, ledger_at)?.status(id)?;
     let out = json!({"id": id.to_string(), "uses": status.uses, "revoked": status.revoked});
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())

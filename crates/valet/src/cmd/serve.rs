@@ -8,7 +8,7 @@ use valet_gate::config::{ApiKeyConfig, GateConfig};
 use valet_gate::Gate;
 use valet_http::{ServeOptions, Site};
 use valet_key::Keyring;
-use valet_ledger::{Ledger, SqliteLedger, SqliteOptions};
+use valet_ledger::{Ledger, OpenOptions};
 use valet_store::{Store, StoreConfig};
 
 use crate::cli::ServeArgs;
@@ -25,14 +25,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating the data folder {}", settings.data.display()))?;
     let keyring_path = settings.keyring_path();
     let keyring = valet_keyring::load_or_create(&keyring_path)?;
-    let ledger_path = settings.data.join("ledger.sqlite");
-    // A key is honoured for the skew past its expiry: its uses must be remembered as long.
-    let options = SqliteOptions::default();
-    let grace = options.forget_grace.max(settings.skew);
-    let ledger: Arc<dyn Ledger> = Arc::new(
-        SqliteLedger::open_with(&ledger_path, options.with_forget_grace(grace))
-            .with_context(|| format!("opening the ledger {}", ledger_path.display()))?,
-    );
+    let ledger = open_ledger(&settings)?;
     let ledger_for_pruning = ledger.clone();
     let workers = settings
         .workers
@@ -171,6 +164,39 @@ fn welcome(settings: &Settings, gate_url: &str, admin_key: &str) {
          curl -H \"Authorization: Bearer {admin_key}\" -d '{{\"resource\":\"blob:files/README.md\",\"ops\":[\"read\"],\"ttl\":\"10m\"}}' {gate_url}/v1/keys\n",
         file = key_file.display()
     );
+}
+
+/// The ledger the settings name (see `valet_ledger::open`), named in messages without any
+/// password.
+fn open_ledger(settings: &Settings) -> anyhow::Result<Arc<dyn Ledger>> {
+    let location = settings.ledger_location();
+    // A key is honoured for the skew past its expiry: its uses must be remembered as long.
+    let defaults = OpenOptions::default();
+    let options = OpenOptions::default()
+        .with_forget_grace(defaults.forget_grace.max(settings.skew))
+        .with_staleness(settings.ledger_staleness);
+    let ledger = valet_ledger::open(&location, &options).or_else(|err| {
+        match valet_ledger::Backend::of(&location) {
+            valet_ledger::Backend::Postgres(_) => Err(err).context("opening the ledger"),
+            valet_ledger::Backend::Sqlite(path) => {
+                Err(err).with_context(|| format!("opening the ledger {}", path.display()))
+            }
+        }
+    })?;
+    tracing::info!(ledger = %ledger_name(&location), "ledger open");
+    Ok(ledger)
+}
+
+/// How the ledger is named in logs: a PostgreSQL URL without its user and password.
+fn ledger_name(location: &str) -> String {
+    match valet_ledger::Backend::of(location) {
+        valet_ledger::Backend::Postgres(url) => {
+            let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+            let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+            format!("{scheme}://{rest}")
+        }
+        valet_ledger::Backend::Sqlite(path) => path.display().to_string(),
+    }
 }
 
 /// Once a minute, lets the ledger drop the rows of keys past their expiry (and grace): every
