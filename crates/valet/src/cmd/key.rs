@@ -23,6 +23,10 @@ use crate::human;
 pub fn run(cmd: KeyCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         KeyCommand::NewKeyring { out } => {
+            if let Some(folder) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(folder)
+                    .with_context(|| format!("creating the folder {}", folder.display()))?;
+            }
             let ring = keyring_file::create(&out)?;
             let id = ring.active()?.id();
             eprintln!("created {} with active signing key {id}", out.display());
