@@ -113,7 +113,13 @@ impl Gate {
     pub fn reload_keyring_if_changed(&self) {
         match self.keys.reload_if_changed() {
             Ok(Reload::Unchanged) => {}
-            Ok(Reload::Reloaded(ids)) => tracing::info!(?ids, "keyring reloaded"),
+            Ok(Reload::Reloaded { ids, active }) => tracing::info!(
+                ?ids,
+                ?active,
+                "keyring reloaded: keys {}; active {}",
+                ids.join(", "),
+                active.as_deref().unwrap_or("none")
+            ),
             Err(e) => tracing::warn!(error = %e, "keyring changed but could not be read"),
         }
     }

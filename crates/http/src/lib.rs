@@ -1,7 +1,8 @@
 //! What every Valet server shares: the gate and the store differ in what they answer, not in
 //! how they accept connections.
 //!
-//! - [`bind_listeners`]: `SO_REUSEPORT` listeners, one per worker.
+//! - [`bind_listeners`]: one listening socket, a handle of it per worker; a port another
+//!   process holds is refused ([`BindError::InUse`]).
 //! - [`serve`]: one worker's accept loop: `TCP_NODELAY`, optional TLS (rustls, HTTP/2 or
 //!   HTTP/1.1 by ALPN), a header timeout, graceful shutdown with a grace period, and the
 //!   bounds of [`ConnectionLimits`] (first bytes, idleness, stalled responses, connections,
@@ -22,7 +23,7 @@ mod tls;
 
 pub use conn::{UploadSlot, Watched};
 pub use server::{
-    bind_listeners, run, serve, Connection, ConnectionLimits, Handler, ServeError, ServeOptions,
-    Site,
+    bind_listeners, run, serve, BindError, Connection, ConnectionLimits, Handler, ServeError,
+    ServeOptions, Site,
 };
 pub use tls::{ClientTlsStream, TlsClient, TlsClientError, TlsFiles};

@@ -497,27 +497,76 @@ async fn tls_handshake(
     }
 }
 
-/// Binds `count` listeners to `addr` with `SO_REUSEPORT`, so that the kernel spreads incoming
-/// connections across them. With port 0, all share the port the first one got.
-pub fn bind_listeners(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
-    let mut addr = addr;
-    let mut listeners = Vec::with_capacity(count);
-    for _ in 0..count.max(1) {
-        let socket = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )?;
-        socket.set_reuse_address(true)?;
-        socket.set_reuse_port(true)?;
-        socket.set_nonblocking(true)?;
-        socket.bind(&addr.into())?;
-        socket.listen(1024)?;
-        let listener: std::net::TcpListener = socket.into();
-        addr = listener.local_addr()?;
-        listeners.push(listener);
+/// Why [`bind_listeners`] could not listen.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// Another socket, of any process, is bound to the address.
+    #[error(
+        "{addr} is already in use: another process listens there (another `valet serve`?); \
+         stop it or choose another address"
+    )]
+    InUse {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// Any other failure to create, bind or share the socket.
+    #[error("cannot listen on {addr}")]
+    Io {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: io::Error,
+    },
+}
+
+/// `count` listeners for `addr`, one per worker, all handles of one listening socket: its
+/// descriptor duplicated, so that every worker's runtime accepts from the same kernel queue
+/// and a connection stays on the worker that accepted it. With port 0, the port the OS
+/// chose. Fails with [`BindError::InUse`] if any socket is bound to the address.
+///
+/// Why one socket and not one `SO_REUSEPORT` socket per worker: a reuse-port group is open
+/// to every later socket of the same user that sets the option too, and Linux has no way to
+/// close it, so a second `valet serve` on the same port started without an error and took
+/// its share of the connections. A probe bind before joining would be racy (two processes
+/// can both pass it) and would still let any other reuse-port process in. One socket bound
+/// without the option is race-free: the bind fails if anyone holds the port, and once it
+/// is bound nobody can join. The cost is at accept only: a new connection makes every idle
+/// worker's epoll ready, one `accept` wins and the others see `WouldBlock` (a few
+/// microseconds per connection, nothing per request on a kept-alive one); the idle worker
+/// tends to win, which spreads the load at least as well as reuse-port's hashing.
+pub fn bind_listeners(
+    addr: SocketAddr,
+    count: usize,
+) -> Result<Vec<std::net::TcpListener>, BindError> {
+    let failed = |source: io::Error| match source.kind() {
+        io::ErrorKind::AddrInUse => BindError::InUse { addr, source },
+        _ => BindError::Io { addr, source },
+    };
+    let listener = bind_one(addr).map_err(failed)?;
+    let mut listeners = Vec::with_capacity(count.max(1));
+    for _ in 1..count.max(1) {
+        listeners.push(listener.try_clone().map_err(failed)?);
     }
+    listeners.push(listener);
     Ok(listeners)
+}
+
+/// A non-blocking listening socket on `addr`. `SO_REUSEADDR` lets a restart bind while the
+/// previous run's connections are in `TIME_WAIT`; it never lets two sockets listen on one
+/// address.
+fn bind_one(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }
 
 type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -670,4 +719,43 @@ fn run_worker(
         }
         result
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_port_is_refused_naming_the_address() {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = held.local_addr().unwrap();
+        let err = bind_listeners(addr, 2).unwrap_err();
+        assert!(matches!(err, BindError::InUse { .. }), "{err:?}");
+        assert!(err.to_string().contains(&addr.to_string()), "{err}");
+    }
+
+    #[test]
+    fn nobody_can_join_the_workers_listeners() {
+        let ours = bind_listeners("127.0.0.1:0".parse().unwrap(), 3).unwrap();
+        assert_eq!(ours.len(), 3);
+        let addr = ours[0].local_addr().unwrap();
+        assert!(ours.iter().all(|l| l.local_addr().unwrap() == addr));
+        let err = bind_listeners(addr, 1).unwrap_err();
+        assert!(matches!(err, BindError::InUse { .. }), "{err:?}");
+        // Not even a socket that asks to share the port.
+        let intruder =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        intruder.set_reuse_address(true).unwrap();
+        intruder.set_reuse_port(true).unwrap();
+        assert_eq!(
+            intruder.bind(&addr.into()).unwrap_err().kind(),
+            io::ErrorKind::AddrInUse
+        );
+        // Every handle accepts from the one queue.
+        for listener in &ours {
+            let _client = std::net::TcpStream::connect(addr).unwrap();
+            listener.set_nonblocking(false).unwrap();
+            listener.accept().unwrap();
+        }
+    }
 }

@@ -1,7 +1,11 @@
 //! The keyring: the secrets that sign and verify keys, and the tag chain they start.
 //!
-//! One key is active and signs new keys; older keys stay in the ring to verify what they
-//! signed until they are retired, after which everything they signed is `key_invalid`. Each
+//! One key is active and signs new keys; every other key in the ring verifies only: older keys,
+//! to verify what they signed until they are retired (after which everything they signed is
+//! `key_invalid`), and a staged key ([`Keyring::stage`]), which verifies before any gate signs
+//! with it. Staging a key on every node, then promoting it ([`Keyring::promote`]), is how a
+//! rotation reaches many nodes without one of them refusing a key another has signed; see
+//! docs/DEPLOYMENT.md. Each
 //! secret is turned into a pre-keyed HMAC state once, when the ring is loaded, so that
 //! verification pays for the message blocks only.
 //!
@@ -82,8 +86,8 @@ pub enum KeyringError {
     /// There is no active key to sign with.
     #[error("the keyring has no active signing key")]
     NoActiveKey,
-    /// The active key cannot be retired; rotate first.
-    #[error("'{0}' is the active key: rotate before retiring it")]
+    /// The active key cannot be retired; promote another (or rotate) first.
+    #[error("'{0}' is the active key: promote another key (or rotate) before retiring it")]
     RetireActive(String),
 }
 
@@ -138,6 +142,19 @@ impl SigningKey {
     /// When the key was made.
     pub fn created(&self) -> UnixTime {
         self.created
+    }
+
+    /// A short digest of the secret, 16 hex digits, to tell whether two nodes hold the same
+    /// key under an id (copies of one keyring) or different secrets that share it (keyrings
+    /// made apart). A truncated SHA-256 of the secret with a label of its own: nothing of it
+    /// is a tag, and it tells nothing about the secret.
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::new()
+            .chain_update(b"valet-keyring fingerprint\n")
+            .chain_update(self.secret)
+            .finalize();
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// The chain's first tag: `HMAC(secret, claims)`.
@@ -197,8 +214,18 @@ impl Keyring {
     }
 
     /// Adds a fresh key and makes it the active one; the previous active key becomes
-    /// verify-only. Returns the new key's id.
+    /// verify-only. Returns the new key's id. On one node only: with several, a node that has
+    /// not yet seen the new key would refuse what it signs; [`Keyring::stage`] then
+    /// [`Keyring::promote`] instead.
     pub fn rotate(&mut self, rng: &mut impl rand_core::CryptoRngCore, now: UnixTime) -> String {
+        let id = self.stage(rng, now);
+        self.active = Some(id.clone());
+        id
+    }
+
+    /// Adds a fresh verify-only key: it verifies at once and signs nothing until promoted.
+    /// Returns its id, `k` and one more than the highest number among the `kN` ids.
+    pub fn stage(&mut self, rng: &mut impl rand_core::CryptoRngCore, now: UnixTime) -> String {
         let next = self
             .keys
             .iter()
@@ -211,11 +238,26 @@ impl Keyring {
         rng.fill_bytes(&mut secret);
         let key = SigningKey::new(id.clone(), secret, now).expect("generated ids are valid");
         self.keys.push(key);
-        self.active = Some(id.clone());
         id
     }
 
-    /// Removes a verify-only key: every token it signed stops verifying.
+    /// Makes the key `id` the one that signs; the one that signed until now verifies only.
+    /// Returns that previous one's id (`None` if there was none, or it is `id`).
+    pub fn promote(&mut self, id: &str) -> Result<Option<String>, KeyringError> {
+        if self.find(id).is_none() {
+            return Err(KeyringError::UnknownKey(id.to_owned()));
+        }
+        let previous = self.active.replace(id.to_owned());
+        Ok(previous.filter(|p| p != id))
+    }
+
+    /// Whether `id` is the key that signs.
+    pub fn is_active(&self, id: &str) -> bool {
+        self.active.as_deref() == Some(id)
+    }
+
+    /// Removes a verify-only key: every token it signed stops verifying. (A staged key never
+    /// promoted signed none: retiring it withdraws it.)
     pub fn retire(&mut self, id: &str) -> Result<(), KeyringError> {
         if self.active.as_deref() == Some(id) {
             return Err(KeyringError::RetireActive(id.to_owned()));

@@ -106,6 +106,105 @@ fn verify_only_keys_verify_and_retired_keys_do_not() {
     assert!(Verifier::new(ring).authorize(&new.to_string(), &a).is_ok());
 }
 
+/// A counter as the random source: the rings it makes are the same from run to run.
+struct Counter(u8);
+
+impl rand_core::RngCore for Counter {
+    fn next_u32(&mut self) -> u32 {
+        rand_core::impls::next_u32_via_fill(self)
+    }
+    fn next_u64(&mut self) -> u64 {
+        rand_core::impls::next_u64_via_fill(self)
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        for b in dest {
+            self.0 = self.0.wrapping_add(1);
+            *b = self.0;
+        }
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
+}
+
+impl rand_core::CryptoRng for Counter {}
+
+#[test]
+fn a_staged_key_verifies_at_once_and_signs_only_once_promoted() {
+    let mut rng = Counter(0);
+    let mut gate = Keyring::generate(&mut rng, NOW);
+    let before = gate.issue(claims("blob:photos/a", "read")).unwrap();
+    let staged = gate.stage(&mut rng, NOW);
+    assert_eq!(staged, "k2");
+    assert!(!gate.is_active("k2") && gate.is_active("k1"));
+    assert_eq!(
+        gate.active().unwrap().id(),
+        "k1",
+        "staging changes no signer"
+    );
+    assert_eq!(
+        gate.issue(claims("blob:photos/a", "read"))
+            .unwrap()
+            .signing_key(),
+        "k1"
+    );
+    // A store with the staged ring (through its file: the format is unchanged) verifies
+    // both what k1 signed and what k2 will sign.
+    let store = Keyring::from_json(&gate.to_json()).unwrap();
+    assert_eq!(store.active().unwrap().id(), "k1");
+    assert_eq!(gate.promote("k2").unwrap().as_deref(), Some("k1"));
+    assert_eq!(
+        gate.promote("k2").unwrap(),
+        None,
+        "promoting the signer again"
+    );
+    let after = gate.issue(claims("blob:photos/a", "read")).unwrap();
+    assert_eq!(after.signing_key(), "k2");
+    let resource = scope("blob:photos/a");
+    let a = access(Op::Read, &resource, NOW);
+    for token in [&before, &after] {
+        assert!(Verifier::new(store.clone())
+            .authorize(&token.to_string(), &a)
+            .is_ok());
+        assert!(Verifier::new(gate.clone())
+            .authorize(&token.to_string(), &a)
+            .is_ok());
+    }
+    assert_eq!(
+        gate.promote("k9").unwrap_err().to_string(),
+        "there is no signing key 'k9' in the keyring"
+    );
+    // Retired once k1's keys have expired; a staged key never promoted can be withdrawn.
+    gate.retire("k1").unwrap();
+    let withdrawn = gate.stage(&mut rng, NOW);
+    assert_eq!(withdrawn, "k3");
+    gate.retire("k3").unwrap();
+    assert_eq!(
+        gate.stage(&mut rng, NOW),
+        "k3",
+        "ids count from the keys there are"
+    );
+    assert_eq!(
+        Verifier::new(gate.clone())
+            .authorize(&before.to_string(), &a)
+            .unwrap_err(),
+        Denial::Invalid
+    );
+}
+
+#[test]
+fn fingerprints_tell_copies_from_keyrings_made_apart() {
+    let copy = Keyring::from_secrets(Some("k1"), &[("k1", [7; 32])]).unwrap();
+    let same = Keyring::from_json(&copy.to_json()).unwrap();
+    let apart = Keyring::from_secrets(Some("k1"), &[("k1", [8; 32])]).unwrap();
+    let print = |ring: &Keyring| ring.find("k1").unwrap().fingerprint();
+    assert_eq!(print(&copy), print(&same));
+    assert_ne!(print(&copy), print(&apart));
+    assert_eq!(print(&copy).len(), 16);
+    assert!(print(&copy).bytes().all(|b| b.is_ascii_hexdigit()));
+}
+
 #[test]
 fn expiry_and_not_before_honour_the_skew_exactly() {
     let t = token("blob:photos/a", "read");

@@ -39,6 +39,9 @@ pub enum KeyringFileError {
         /// Its permission bits.
         mode: u32,
     },
+    /// The change asked for does not apply to the ring: no such key, or retiring the active one.
+    #[error(transparent)]
+    Refused(KeyringError),
     /// The file's contents are not a valid keyring.
     #[error("keyring file {path}: {source}")]
     Contents {
@@ -121,12 +124,37 @@ pub fn save(path: &Path, ring: &Keyring) -> Result<(), KeyringFileError> {
     sync_parent(path)
 }
 
-/// Adds a fresh active key to the ring at `path`; the old one becomes verify-only.
+/// Adds a fresh active key to the ring at `path`; the old one becomes verify-only. For one
+/// node: with several, [`stage`] everywhere, then [`promote`].
 pub fn rotate(path: &Path) -> Result<(Keyring, String), KeyringFileError> {
+    change(path, |ring| Ok(ring.rotate(&mut OsRng, now())))
+}
+
+/// Adds a fresh verify-only key to the ring at `path` (see [`Keyring::stage`]); its id.
+pub fn stage(path: &Path) -> Result<(Keyring, String), KeyringFileError> {
+    change(path, |ring| Ok(ring.stage(&mut OsRng, now())))
+}
+
+/// Makes `id` the signing key of the ring at `path`; the id of the one it replaces.
+pub fn promote(path: &Path, id: &str) -> Result<(Keyring, Option<String>), KeyringFileError> {
+    change(path, |ring| ring.promote(id))
+}
+
+/// Removes the verify-only key `id` from the ring at `path`.
+pub fn retire(path: &Path, id: &str) -> Result<Keyring, KeyringFileError> {
+    change(path, |ring| ring.retire(id)).map(|(ring, ())| ring)
+}
+
+/// Loads the ring at `path`, applies `edit`, and replaces the file atomically with the result
+/// (nothing is written if `edit` fails).
+fn change<T>(
+    path: &Path,
+    edit: impl FnOnce(&mut Keyring) -> Result<T, KeyringError>,
+) -> Result<(Keyring, T), KeyringFileError> {
     let mut ring = load(path)?;
-    let id = ring.rotate(&mut OsRng, now());
+    let out = edit(&mut ring).map_err(KeyringFileError::Refused)?;
     save(path, &ring)?;
-    Ok((ring, id))
+    Ok((ring, out))
 }
 
 fn owner_only_options() -> OpenOptions {
@@ -213,6 +241,35 @@ mod tests {
         assert_eq!(ring.active().unwrap().id(), "k2");
         let loaded = load(&path).unwrap();
         assert!(loaded.find("k1").is_some() && loaded.find("k2").is_some());
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let leftovers = fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(leftovers, 1, "no temporary file left behind");
+    }
+
+    #[test]
+    fn staging_promoting_and_retiring_each_replace_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring");
+        create(&path).unwrap();
+        let (_, id) = stage(&path).unwrap();
+        assert_eq!(id, "k2");
+        let staged = load(&path).unwrap();
+        assert!(staged.is_active("k1") && staged.find("k2").is_some());
+        let (_, previous) = promote(&path, "k2").unwrap();
+        assert_eq!(previous.as_deref(), Some("k1"));
+        assert!(load(&path).unwrap().is_active("k2"));
+        let refused = retire(&path, "k2").unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("'k2' is the active key: promote another"),
+            "{refused}"
+        );
+        retire(&path, "k1").unwrap();
+        let left = load(&path).unwrap();
+        assert_eq!(left.keys().len(), 1);
+        assert!(left.is_active("k2"));
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let leftovers = fs::read_dir(dir.path()).unwrap().count();

@@ -24,8 +24,13 @@ pub struct KeyringWatch {
 pub enum Reload {
     /// The file has not changed.
     Unchanged,
-    /// The file changed and was read; these are its signing key ids.
-    Reloaded(Vec<String>),
+    /// The file changed and was read.
+    Reloaded {
+        /// Its signing key ids, in the order they were added.
+        ids: Vec<String>,
+        /// The one that signs, if any.
+        active: Option<String>,
+    },
 }
 
 impl KeyringWatch {
@@ -65,10 +70,11 @@ impl KeyringWatch {
         }
         let ring = load(&self.path)?;
         let ids = ring.keys().iter().map(|k| k.id().to_owned()).collect();
+        let active = ring.active().ok().map(|k| k.id().to_owned());
         *self.verifier.write().unwrap_or_else(|p| p.into_inner()) =
             Arc::new(Verifier::new(ring).with_skew(self.skew));
         *seen = Some(modified);
-        Ok(Reload::Reloaded(ids))
+        Ok(Reload::Reloaded { ids, active })
     }
 }
 
@@ -94,7 +100,10 @@ mod tests {
             .set_modified(touched)
             .unwrap();
         match watch.reload_if_changed().unwrap() {
-            Reload::Reloaded(ids) => assert_eq!(ids, ["k1", "k2"]),
+            Reload::Reloaded { ids, active } => {
+                assert_eq!(ids, ["k1", "k2"]);
+                assert_eq!(active.as_deref(), Some("k2"));
+            }
             Reload::Unchanged => panic!("the rotation was not seen"),
         }
         assert_eq!(watch.current().keyring().active().unwrap().id(), "k2");

@@ -30,4 +30,4 @@ pub use error::StoreError;
 pub use server::{run, serve, watch_keyring};
 pub use service::{OPENAPI, ROUTES};
 pub use state::Store;
-pub use valet_http::{bind_listeners, ServeError};
+pub use valet_http::{bind_listeners, BindError, ServeError};

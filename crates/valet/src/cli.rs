@@ -125,12 +125,30 @@ pub enum KeyCommand {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Add a new active signing key; the previous one stays to verify what it signed.
+    /// Add a new active signing key; the previous one stays to verify what it signed. On one
+    /// node; with several, `stage` then `promote` (docs/DEPLOYMENT.md).
     #[command(after_help = "Example:\n  valet key rotate --keyring keyring")]
     Rotate {
         /// The keyring file.
         #[arg(long, env = "VALET_KEYRING")]
         keyring: PathBuf,
+    },
+    /// Add a signing key that verifies but signs nothing until promoted: with several nodes,
+    /// copy the file to every one before promoting it (docs/DEPLOYMENT.md).
+    #[command(after_help = "Example:\n  valet key stage --keyring keyring")]
+    Stage {
+        /// The keyring file.
+        #[arg(long, env = "VALET_KEYRING")]
+        keyring: PathBuf,
+    },
+    /// Make a signing key (a staged one) the one that signs; the previous one verifies only.
+    #[command(after_help = "Example:\n  valet key promote --keyring keyring k2")]
+    Promote {
+        /// The keyring file.
+        #[arg(long, env = "VALET_KEYRING")]
+        keyring: PathBuf,
+        /// The signing key's id, as shown by `valet key list`.
+        id: String,
     },
     /// Remove a verify-only signing key: every key it signed stops working.
     #[command(after_help = "Example:\n  valet key retire --keyring keyring k1")]
@@ -141,7 +159,8 @@ pub enum KeyCommand {
         /// The signing key's id, as shown by `valet key list`.
         id: String,
     },
-    /// List a keyring's signing keys (ids and dates, never secrets).
+    /// List a keyring's signing keys: ids, states, dates and fingerprints (never secrets), to
+    /// compare the copies on several nodes.
     #[command(after_help = "Example:\n  valet key list --keyring keyring")]
     List {
         /// The keyring file.

@@ -177,11 +177,7 @@ fn gate_and_store_in_separate_processes_share_keyring_and_ledger() {
     let data = dir.path().join("shared");
     let (gate, store) = (free_addr(), free_addr());
     let d = data.to_str().unwrap();
-    let _store = Serve::start(
-        &["--role", "store", "--data", d, "--store-addr", &store],
-        &[],
-        &[&store],
-    );
+    // The gate first: it makes the keyring, which a store alone never does.
     let _gate = Serve::start(
         &[
             "--role",
@@ -195,6 +191,11 @@ fn gate_and_store_in_separate_processes_share_keyring_and_ledger() {
         ],
         &[("VALET_ADMIN_API_KEY", "vak_separate_processes_0123456789")],
         &[&gate],
+    );
+    let _store = Serve::start(
+        &["--role", "store", "--data", d, "--store-addr", &store],
+        &[],
+        &[&store],
     );
     let auth = "Authorization: Bearer vak_separate_processes_0123456789";
     let file = dir.path().join("f");

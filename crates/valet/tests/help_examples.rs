@@ -359,6 +359,9 @@ fn run_serve_example(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
+    if command.contains("--role store") {
+        give_store_keyring(work, command);
+    }
     let mut serving = Running::spawn(&mut bash);
     let wanted: Vec<&str> = if command.contains("--role store") {
         vec![store]
@@ -382,6 +385,25 @@ fn run_serve_example(
             return Some(format!("not healthy after 30s:\n{}", serving.stderr()));
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A keyring in the data folder of a `--role store` example (`--data DIR`), as the user would
+/// have copied it from the gate: a store alone never makes one.
+fn give_store_keyring(work: &Path, command: &str) {
+    let words: Vec<&str> = command.split(' ').collect();
+    let data = words
+        .windows(2)
+        .find(|pair| pair[0] == "--data")
+        .map_or("valet-data", |pair| pair[1]);
+    let data = work.join(data);
+    if !data.join("keyring").exists() {
+        std::fs::create_dir_all(&data).unwrap();
+        run_ok(
+            valet_command()
+                .args(["key", "new-keyring", "--out"])
+                .arg(data.join("keyring")),
+        );
     }
 }
 

@@ -369,6 +369,74 @@ fn rotation_and_retirement() {
 }
 
 #[test]
+fn a_staged_key_verifies_and_signs_once_promoted() {
+    let f = Fixture::new();
+    let staged = valet(&["key", "stage", "--keyring", f.ring()]);
+    assert!(staged.status.success());
+    assert_eq!(
+        String::from_utf8(staged.stderr).unwrap(),
+        format!(
+            "staged k2: it verifies but does not sign; once every node has this file, promote \
+             it: valet key promote --keyring {} k2\n",
+            f.ring()
+        )
+    );
+    assert_eq!(mode(&f.ring), 0o600);
+    let signer = |token: &str| -> String {
+        let json: serde_json::Value =
+            serde_json::from_str(&stdout(&valet(&["key", "inspect", token]))).unwrap();
+        json["signing_key"].as_str().unwrap().to_owned()
+    };
+    let old = f.issue(&["--resource", "blob:photos/a", "--ops", "read"]);
+    assert_eq!(signer(&old), "k1", "a staged key signs nothing");
+    let listed: serde_json::Value =
+        serde_json::from_str(&stdout(&valet(&["key", "list", "--keyring", f.ring()]))).unwrap();
+    let states: Vec<(&str, &str)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["id"].as_str().unwrap(), k["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(states, [("k1", "active"), ("k2", "verify-only")]);
+    assert_eq!(listed[1]["active"], false);
+    let fingerprint = listed[1]["fingerprint"].as_str().unwrap();
+    assert_eq!(fingerprint.len(), 16);
+    assert_ne!(listed[0]["fingerprint"], listed[1]["fingerprint"]);
+
+    let promoted = valet(&["key", "promote", "--keyring", f.ring(), "k2"]);
+    assert_eq!(
+        String::from_utf8(promoted.stderr).unwrap(),
+        "k2 is now the active signing key; k1 verifies only\n"
+    );
+    let new = f.issue(&["--resource", "blob:photos/a", "--ops", "read"]);
+    assert_eq!(signer(&new), "k2");
+    for token in [&old, &new] {
+        assert_eq!(f.verify("read", "blob:photos/a", token, None).0, 0);
+    }
+    let again = valet(&["key", "promote", "--keyring", f.ring(), "k2"]);
+    assert_eq!(
+        String::from_utf8(again.stderr).unwrap(),
+        "k2 is the active signing key\n"
+    );
+    let unknown = valet(&["key", "promote", "--keyring", f.ring(), "k9"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(unknown.stderr).unwrap(),
+        "valet: there is no signing key 'k9' in the keyring\n"
+    );
+    let active = valet(&["key", "retire", "--keyring", f.ring(), "k2"]);
+    assert_eq!(
+        String::from_utf8(active.stderr).unwrap(),
+        "valet: 'k2' is the active key: promote another key (or rotate) before retiring it\n"
+    );
+    let relisted = stdout(&valet(&["key", "list", "--keyring", f.ring()]));
+    assert!(
+        relisted.contains(fingerprint),
+        "fingerprints stay: {relisted}"
+    );
+}
+
+#[test]
 fn bad_input_is_refused_with_a_message() {
     let f = Fixture::new();
     let cases: [&[&str]; 7] = [

@@ -33,6 +33,7 @@ struct Server {
 
 impl Server {
     fn start(data: &Path, extra: &[&str]) -> Server {
+        give_keyring(data);
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let mut args = vec![
@@ -103,6 +104,21 @@ impl Server {
     }
 }
 
+/// A keyring in `data`, unless it has one: a store alone never makes its own (it would refuse
+/// what the gate signs), so the user gives it one, as `valet key new-keyring` does.
+fn give_keyring(data: &Path) {
+    let keyring = data.join("keyring");
+    if !keyring.exists() {
+        std::fs::create_dir_all(data).unwrap();
+        stdout(valet(&[
+            "key",
+            "new-keyring",
+            "--out",
+            keyring.to_str().unwrap(),
+        ]));
+    }
+}
+
 /// The stderr of a process that has exited, once the thread keeping it has read the last
 /// line (the stop's).
 fn settled_log(process: &Running) -> String {
@@ -126,7 +142,7 @@ fn curl(args: &[&str]) -> (String, String) {
 }
 
 #[test]
-fn first_start_creates_an_owner_only_keyring_and_curl_round_trips_a_file() {
+fn a_store_given_a_keyring_opens_its_data_folder_and_curl_round_trips_a_file() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -296,6 +312,7 @@ fn out_of_descriptors_the_store_logs_once_per_burst_and_recovers() {
     let data = dir.path().join("data");
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
+    give_keyring(&data);
     // 64 descriptors for the whole process: a few dozen silent connections exhaust them.
     let mut process = Running::spawn(
         Command::new("prlimit")

@@ -59,6 +59,13 @@ struct Store {
 
 impl Store {
     fn start(data: &Path) -> Store {
+        // A store alone never makes a keyring: the user gives it one.
+        let keyring = data.join("keyring");
+        if !keyring.exists() {
+            std::fs::create_dir_all(data).unwrap();
+            let made = valet(&["key", "new-keyring", "--out", keyring.to_str().unwrap()]);
+            assert!(made.status.success(), "{}", stderr(&made));
+        }
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let mut process = Running::spawn(

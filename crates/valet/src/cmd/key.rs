@@ -23,6 +23,10 @@ use crate::human;
 pub fn run(cmd: KeyCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         KeyCommand::NewKeyring { out } => {
+            if let Some(folder) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(folder)
+                    .with_context(|| format!("creating the folder {}", folder.display()))?;
+            }
             let ring = keyring_file::create(&out)?;
             let id = ring.active()?.id();
             eprintln!("created {} with active signing key {id}", out.display());
@@ -31,10 +35,22 @@ pub fn run(cmd: KeyCommand) -> anyhow::Result<ExitCode> {
             let (_, id) = keyring_file::rotate(&keyring)?;
             eprintln!("{id} is now the active signing key; older keys verify only");
         }
+        KeyCommand::Stage { keyring } => {
+            let (_, id) = keyring_file::stage(&keyring)?;
+            eprintln!(
+                "staged {id}: it verifies but does not sign; once every node has this file, \
+                 promote it: valet key promote --keyring {} {id}",
+                keyring.display()
+            );
+        }
+        KeyCommand::Promote { keyring, id } => match keyring_file::promote(&keyring, &id)? {
+            (_, Some(previous)) => {
+                eprintln!("{id} is now the active signing key; {previous} verifies only")
+            }
+            (_, None) => eprintln!("{id} is the active signing key"),
+        },
         KeyCommand::Retire { keyring, id } => {
-            let mut ring = keyring_file::load(&keyring)?;
-            ring.retire(&id)?;
-            keyring_file::save(&keyring, &ring)?;
+            keyring_file::retire(&keyring, &id)?;
             eprintln!("retired {id}: keys it signed no longer verify");
         }
         KeyCommand::List { keyring } => list(&keyring)?,
@@ -71,14 +87,16 @@ fn read_token(arg: String) -> anyhow::Result<Token> {
 
 fn list(path: &std::path::Path) -> anyhow::Result<()> {
     let ring = keyring_file::load(path)?;
-    let active = ring.active().ok().map(|k| k.id().to_owned());
     let keys: Vec<_> = ring
         .keys()
         .iter()
         .map(|k| {
+            let active = ring.is_active(k.id());
             json!({
                 "id": k.id(),
-                "active": Some(k.id()) == active.as_deref(),
+                "active": active,
+                "state": if active { "active" } else { "verify-only" },
+                "fingerprint": k.fingerprint(),
                 "created_at": human::rfc3339(k.created().0),
             })
         })

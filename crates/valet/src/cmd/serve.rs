@@ -1,5 +1,7 @@
 //! `valet serve`: run the gate, the store, or both, until SIGINT or SIGTERM.
 
+mod keyring;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -23,8 +25,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let tls = settings.tls()?;
     std::fs::create_dir_all(&settings.data)
         .with_context(|| format!("creating the data folder {}", settings.data.display()))?;
-    let keyring_path = settings.keyring_path();
-    let keyring = valet_keyring::load_or_create(&keyring_path)?;
+    let keyring = keyring::open(&settings)?;
     let ledger = open_ledger(&settings)?;
     let ledger_for_pruning = ledger.clone();
     let workers = settings
