@@ -64,6 +64,13 @@ fn two_store_nodes_share_use_counts_and_revocations_through_postgres() {
     let db = database();
     let dir = tempfile::tempdir().unwrap();
     let keyring = dir.path().join("keyring");
+    // Store nodes never make a keyring of their own: they share the one made here.
+    stdout(valet(&[
+        "key",
+        "new-keyring",
+        "--out",
+        keyring.to_str().unwrap(),
+    ]));
     let (a, a_url) = store_node(&dir.path().join("a"), &keyring, db.url());
     let (b, b_url) = store_node(&dir.path().join("b"), &keyring, db.url());
     let client = reqwest::blocking::Client::new();
