@@ -30,11 +30,13 @@
 //!   current for longer than [`PgOptions::staleness`] fails every `admit` the same way.
 
 mod group;
+pub mod locks;
 mod postgres;
 mod sqlite;
 mod view;
 
-pub use postgres::{PgLedger, PgOptions, FEED_APPLICATION_NAME};
+pub use locks::{LocalLocks, NameLock, NameLocks};
+pub use postgres::{PgLedger, PgNameLocks, PgOptions, FEED_APPLICATION_NAME};
 pub use sqlite::{SqliteLedger, SqliteOptions};
 
 use std::path::Path;
@@ -377,4 +379,8 @@ pub trait Ledger: Send + Sync + 'static {
     /// for [`SqliteOptions::forget_grace`], 30 s by default). Revocations by subject or by time,
     /// and revocations by id recorded without an expiry, are never forgotten.
     fn forget_expired(&self, now: UnixTime) -> Result<u64, LedgerError>;
+
+    /// Locks on names, shared by every user of this ledger (see [`locks`]): across nodes for
+    /// [`PgLedger`], within this process for [`SqliteLedger`].
+    fn name_locks(&self) -> std::sync::Arc<dyn NameLocks>;
 }

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, Config, NoTls};
 use valet_key::{KeyId, UnixTime, DEFAULT_SKEW_SECONDS};
 
+use crate::locks::{lock_key, LocalLocks, LockFuture, NameLock, NameLocks};
 use crate::view::View;
 use crate::{
     Admission, IssuedKey, KeyStatus, KeyUse, Ledger, LedgerError, Revocation, Unavailable,
@@ -203,6 +204,12 @@ struct Shared {
     /// Held across each catch-up's read and apply, and by a local revocation adding itself to
     /// the view: so that an older read is never applied over a newer one.
     catching_up: tokio::sync::Mutex<()>,
+    /// This node's side of the name locks: a waiter first takes the name's local stripe, so
+    /// that a node's own writers of one name queue here, not in sessions of the pool.
+    local_locks: LocalLocks,
+    /// Bounds the pooled sessions that hold or wait for an advisory lock to half the pool, so
+    /// that contended names never starve admissions of connections.
+    lock_sessions: Arc<tokio::sync::Semaphore>,
 }
 
 impl fmt::Debug for PgLedger {
@@ -406,6 +413,7 @@ impl PgLedger {
                     err,
                 ))
             })?;
+        let lock_sessions = Arc::new(tokio::sync::Semaphore::new((options.pool_size / 2).max(1)));
         let shared = Arc::new(Shared {
             pool,
             options,
@@ -415,6 +423,8 @@ impl PgLedger {
                 stale: AtomicBool::new(false),
             },
             catching_up: tokio::sync::Mutex::new(()),
+            local_locks: LocalLocks::default(),
+            lock_sessions,
         });
         let ledger = PgLedger {
             shared: shared.clone(),
@@ -866,7 +876,133 @@ async fn listen(
     result
 }
 
+/// Name locks on the ledger's database: PostgreSQL session advisory locks, so that every node
+/// of a deployment excludes every other, and a node that dies (or loses its connection)
+/// releases what it held with its session. See [`crate::locks`].
+pub struct PgNameLocks {
+    shared: Arc<Shared>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl fmt::Debug for PgNameLocks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgNameLocks")
+            .field("target", &self.shared.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgLedger {
+    /// Locks on names shared by every node on this database (see [`crate::locks`]).
+    pub fn name_locks(&self) -> PgNameLocks {
+        PgNameLocks {
+            shared: self.shared.clone(),
+            runtime: self.runtime().handle().clone(),
+        }
+    }
+}
+
+impl NameLocks for PgNameLocks {
+    fn lock(&self, name: &str) -> LockFuture {
+        let (shared, runtime) = (self.shared.clone(), self.runtime.clone());
+        let name = name.to_owned();
+        // Run on the ledger's runtime, whose connections these are; the caller (on any
+        // runtime) only awaits the join handle.
+        let taking = self
+            .runtime
+            .spawn(async move { take_advisory_lock(shared, runtime, &name).await });
+        Box::pin(async move {
+            let held = taking.await.map_err(|err| {
+                LedgerError::Unavailable(Unavailable::new("the name lock's task failed", err))
+            })??;
+            Ok(NameLock::new(held))
+        })
+    }
+
+    fn across_nodes(&self) -> bool {
+        true
+    }
+}
+
+/// Takes this node's stripe of `name`, then a session from the pool (bounded by
+/// `lock_sessions`), then the advisory lock, all within the ledger's timeout.
+async fn take_advisory_lock(
+    shared: Arc<Shared>,
+    runtime: tokio::runtime::Handle,
+    name: &str,
+) -> Result<PgHeldLock, LedgerError> {
+    let what = "cannot take a name lock";
+    let timeout = shared.options.timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let timed_out = || unavailable(&shared.target, what, TimedOut(timeout));
+    let local = tokio::time::timeout_at(deadline, shared.local_locks.lock(name))
+        .await
+        .map_err(|_| timed_out())??;
+    let permit = tokio::time::timeout_at(deadline, shared.lock_sessions.clone().acquire_owned())
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(|err| unavailable(&shared.target, what, err))?;
+    let client = tokio::time::timeout_at(deadline, shared.client())
+        .await
+        .map_err(|_| timed_out())??;
+    let key = lock_key(name);
+    match tokio::time::timeout_at(
+        deadline,
+        client.execute("SELECT pg_advisory_lock($1)", &[&key]),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(PgHeldLock {
+            client: Some(client),
+            key,
+            runtime,
+            _permit: permit,
+            _local: local,
+        }),
+        Ok(Err(err)) => Err(unavailable(&shared.target, what, err)),
+        Err(_) => {
+            // The statement may still take the lock later: close the session, which releases
+            // whatever it holds, rather than pool it.
+            drop(deadpool_postgres::Object::take(client));
+            Err(timed_out())
+        }
+    }
+}
+
+/// A held advisory lock and the session that holds it.
+struct PgHeldLock {
+    client: Option<deadpool_postgres::Object>,
+    key: i64,
+    runtime: tokio::runtime::Handle,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _local: NameLock,
+}
+
+impl Drop for PgHeldLock {
+    /// Unlocks, then returns the connection to the pool; if the unlock fails the session is
+    /// closed instead, which releases the lock all the same.
+    fn drop(&mut self) {
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        let key = self.key;
+        self.runtime.spawn(async move {
+            let unlocked = client
+                .query_one("SELECT pg_advisory_unlock($1)", &[&key])
+                .await
+                .map(|row| row.get::<_, bool>(0));
+            if !matches!(unlocked, Ok(true)) {
+                drop(deadpool_postgres::Object::take(client));
+            }
+        });
+    }
+}
+
 impl Ledger for PgLedger {
+    fn name_locks(&self) -> Arc<dyn NameLocks> {
+        Arc::new(PgLedger::name_locks(self))
+    }
+
     fn admit(&self, key: &KeyUse<'_>, _now: UnixTime) -> Result<Admission, LedgerError> {
         if self
             .shared

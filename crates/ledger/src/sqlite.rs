@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -10,6 +10,7 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Tran
 use valet_key::{KeyId, UnixTime, DEFAULT_SKEW_SECONDS};
 
 use crate::group::GroupCommit;
+use crate::locks::{LocalLocks, NameLocks};
 use crate::view::View;
 use crate::{
     Admission, IssuedKey, KeyStatus, KeyUse, Ledger, LedgerError, Revocation, Unavailable,
@@ -239,6 +240,8 @@ pub struct SqliteLedger {
     /// Checks for other connections' commits and keeps the revocation view; never held across
     /// a commit.
     reader: Mutex<ReadSide>,
+    /// Name locks for this process: a SQLite deployment is one machine (see [`crate::locks`]).
+    locks: Arc<LocalLocks>,
 }
 
 impl fmt::Debug for SqliteLedger {
@@ -399,6 +402,7 @@ impl SqliteLedger {
             options,
             writer: Mutex::new(writer),
             reader: Mutex::new(read),
+            locks: Arc::default(),
             issuing: GroupCommit::new(MAX_ISSUE_BATCH, || {
                 Err(LedgerError::Unavailable(Unavailable::because(
                     "the transaction recording this key panicked",
@@ -633,6 +637,10 @@ fn migrate(tx: &rusqlite::Transaction<'_>, version: i64) -> Result<(), SchemaErr
 }
 
 impl Ledger for SqliteLedger {
+    fn name_locks(&self) -> Arc<dyn NameLocks> {
+        self.locks.clone()
+    }
+
     fn admit(&self, key: &KeyUse<'_>, _now: UnixTime) -> Result<Admission, LedgerError> {
         {
             let mut read = self.reader();

@@ -11,7 +11,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use conformance::{admitted, id, key, Backend, NOW};
-use valet_ledger::{Admission, Ledger, LedgerError, PgLedger, PgOptions, FEED_APPLICATION_NAME};
+use valet_ledger::{
+    Admission, Ledger, LedgerError, NameLocks, PgLedger, PgOptions, FEED_APPLICATION_NAME,
+};
 use valet_testkit::postgres::{database, run_sql, TestDatabase};
 
 /// The PostgreSQL backend of the conformance suite: a database of its own on the test server.
@@ -239,4 +241,42 @@ fn a_password_never_appears_in_messages() {
     let text = format!("{err} {err:?}");
     assert!(!text.contains("sekrit-pass"), "{text}");
     assert!(text.contains(&format!("127.0.0.1:{port}/valet")), "{text}");
+}
+
+/// A node that dies holding a name lock (its session ends) releases it: another node takes
+/// it at once, without waiting for any timeout.
+#[test]
+fn a_name_lock_is_released_when_its_holders_session_ends() {
+    let db = database();
+    let separator = if db.url().contains('?') { '&' } else { '?' };
+    let holder_url = format!("{}{separator}application_name=valet-lock-holder", db.url());
+    let holder = PgLedger::open(&holder_url).unwrap();
+    let other = PgLedger::open(db.url()).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let held = holder.name_locks().lock("files/a").await.unwrap();
+        let waiting = tokio::time::timeout(
+            Duration::from_millis(300),
+            Ledger::name_locks(&other).lock("files/a"),
+        );
+        assert!(waiting.await.is_err(), "held by the other node");
+        run_sql(
+            db.admin_url(),
+            &format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = '{}' AND application_name = 'valet-lock-holder'",
+                db.name()
+            ),
+        )
+        .unwrap();
+        let started = Instant::now();
+        let taken = tokio::time::timeout(
+            Duration::from_secs(3),
+            Ledger::name_locks(&other).lock("files/a"),
+        )
+        .await;
+        assert!(taken.expect("released with the session").is_ok());
+        assert!(started.elapsed() < Duration::from_secs(3));
+        drop(held);
+    });
 }

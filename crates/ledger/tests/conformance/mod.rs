@@ -129,6 +129,14 @@ macro_rules! conformance_tests {
         fn a_revocations_expiry_is_only_ever_raised() {
             conformance::a_revocations_expiry_is_only_ever_raised::<$backend>();
         }
+        #[test]
+        fn a_name_lock_has_one_holder_and_is_released_when_dropped() {
+            conformance::a_name_lock_has_one_holder_and_is_released_when_dropped::<$backend>();
+        }
+        #[test]
+        fn name_locks_exclude_concurrent_holders_of_one_name() {
+            conformance::name_locks_exclude_concurrent_holders_of_one_name::<$backend>();
+        }
     };
 }
 
@@ -1083,4 +1091,76 @@ pub fn a_revocations_expiry_is_only_ever_raised<B: Backend>() {
         "213 only"
     );
     assert!(ledger.status(id(214)).unwrap().revoked, "kept forever");
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+/// One holder per name; other names are free; a lock through another ledger on the same
+/// database waits exactly when the locks hold across nodes; dropping a lock releases it.
+pub fn a_name_lock_has_one_holder_and_is_released_when_dropped<B: Backend>() {
+    use tokio::time::timeout;
+    let backend = B::new();
+    let (a, b) = (backend.open(), backend.open());
+    block_on(async {
+        let (locks_a, locks_b) = (a.name_locks(), b.name_locks());
+        let held = locks_a.lock("files/a").await.unwrap();
+        let second = timeout(Duration::from_millis(200), locks_a.lock("files/a")).await;
+        assert!(
+            second.is_err(),
+            "a second holder through the same ledger waits"
+        );
+        let other = timeout(Duration::from_secs(5), locks_a.lock("files/b")).await;
+        let other = other.expect("another name is free").unwrap();
+        let elsewhere = timeout(Duration::from_millis(300), locks_b.lock("files/a")).await;
+        assert_eq!(
+            elsewhere.is_err(),
+            locks_a.across_nodes(),
+            "another ledger waits exactly when the locks hold across nodes"
+        );
+        drop((elsewhere, other, held));
+        let again = timeout(Duration::from_secs(5), locks_b.lock("files/a")).await;
+        assert!(again.expect("released when dropped").is_ok());
+    });
+}
+
+/// 32 tasks (over two ledgers where the locks hold across nodes) each take one name's lock
+/// and check that nobody else is inside: never two at once.
+pub fn name_locks_exclude_concurrent_holders_of_one_name<B: Backend>() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let backend = B::new();
+    let (a, b) = (backend.open(), backend.open());
+    let locks = [a.name_locks(), b.name_locks()];
+    let ledgers = if locks[0].across_nodes() { 2 } else { 1 };
+    let inside = Arc::new(AtomicUsize::new(0));
+    let entered = Arc::new(AtomicUsize::new(0));
+    block_on(async {
+        let tasks: Vec<_> = (0..32)
+            .map(|n| {
+                let locks = locks[n % ledgers].clone();
+                let (inside, entered) = (inside.clone(), entered.clone());
+                tokio::spawn(async move {
+                    let _held = locks.lock("files/contended").await.unwrap();
+                    assert_eq!(
+                        inside.fetch_add(1, Ordering::SeqCst),
+                        0,
+                        "two holders at once"
+                    );
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    inside.fetch_sub(1, Ordering::SeqCst);
+                    entered.fetch_add(1, Ordering::SeqCst);
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+    });
+    assert_eq!(entered.load(std::sync::atomic::Ordering::SeqCst), 32);
 }
