@@ -7,7 +7,7 @@ use valet_key::{Keyring, Verifier};
 use valet_keyring::{KeyringWatch, Reload};
 use valet_ledger::Ledger;
 
-use crate::blobs::BlobFolder;
+use crate::blobs::{BlobFolder, Blobs};
 use crate::config::StoreConfig;
 use crate::cors::AllowedOrigins;
 use crate::metrics::Metrics;
@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 /// Everything a request handler may need.
 pub struct Store {
     pub(crate) config: StoreConfig,
-    pub(crate) blobs: Arc<BlobFolder>,
+    pub(crate) blobs: Blobs,
     pub(crate) ledger: Arc<dyn Ledger>,
     pub(crate) cors: AllowedOrigins,
     pub(crate) metrics: Metrics,
@@ -40,12 +40,12 @@ impl Store {
     ) -> std::io::Result<Arc<Store>> {
         let metrics = Metrics::new();
         config.check_blob_mode()?;
-        let blobs = Arc::new(BlobFolder::open(
+        let blobs = Blobs::Folder(Arc::new(BlobFolder::open(
             &config.data_dir,
             config.blob_mode,
             config.blob_cache,
             metrics.blob_cache_counters(),
-        )?);
+        )?));
         let keys = KeyringWatch::new(config.keyring_path.clone(), keyring, config.skew.as_secs());
         Ok(Arc::new(Store {
             cors: AllowedOrigins::from_list(&config.cors_origins),

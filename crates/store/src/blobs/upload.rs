@@ -12,7 +12,7 @@ use md5::Md5;
 use sha2::{Digest, Sha256};
 
 use super::meta::BlobMeta;
-use crate::error::StoreError;
+use super::BlobError;
 
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
@@ -59,8 +59,8 @@ impl Upload {
     }
 
     /// Appends a chunk of the body.
-    pub fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
-        self.file.write_all(chunk).map_err(StoreError::from_io)?;
+    pub fn write(&mut self, chunk: &[u8]) -> Result<(), BlobError> {
+        self.file.write_all(chunk).map_err(BlobError::from_io)?;
         self.sha256.update(chunk);
         if let Some(md5) = &mut self.md5 {
             md5.update(chunk);
@@ -85,14 +85,14 @@ impl Upload {
     }
 
     /// Makes the data durable and writes its metadata. Blocking.
-    pub(super) fn seal(&self) -> Result<BlobMeta, StoreError> {
-        self.file.sync_data().map_err(StoreError::from_io)?;
-        let stat = self.file.metadata().map_err(StoreError::from_io)?;
-        let modified = stat.modified().map_err(StoreError::from_io)?;
+    pub(super) fn seal(&self) -> Result<BlobMeta, BlobError> {
+        self.file.sync_data().map_err(BlobError::from_io)?;
+        let stat = self.file.metadata().map_err(BlobError::from_io)?;
+        let modified = stat.modified().map_err(BlobError::from_io)?;
         let meta = BlobMeta::new(self.len, self.sha256(), self.content_type.clone(), modified);
         meta.write_to(&self.file, &stat)
-            .map_err(StoreError::from_io)?;
-        self.file.sync_all().map_err(StoreError::from_io)?;
+            .map_err(BlobError::from_io)?;
+        self.file.sync_all().map_err(BlobError::from_io)?;
         Ok(meta)
     }
 

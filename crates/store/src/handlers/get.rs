@@ -28,7 +28,7 @@ pub async fn get_blob(
     let grant = admit(&ctx.store, &ctx.key()?, Op::Read, &resource, ctx.client).await?;
     ctx.key_id = Some(grant.key_id);
     let (container, path) = blob_of(&resource);
-    let (data, meta) = ctx.store.blobs.open_blob(container, path)?;
+    let (data, meta) = ctx.store.blobs.open_blob(container, path).await?;
     let headers = &ctx.parts.headers;
     match preconditions.evaluate(Some(&meta), true) {
         Verdict::Proceed => {}

@@ -18,7 +18,7 @@ use valet_key::{BlobPath, MediaType, MediaTypeError, Name, Op, Scope};
 use super::get::X_VALET_SHA256;
 use super::Ctx;
 use crate::access::admit;
-use crate::blobs::{parse_sha256_hex, CommitMode, Upload};
+use crate::blobs::{parse_sha256_hex, BlobUpload, CommitMode};
 use crate::body::ResponseBody;
 use crate::conditional::Preconditions;
 use crate::error::StoreError;
@@ -136,7 +136,8 @@ pub async fn put_blob(
     let mut upload = ctx
         .store
         .blobs
-        .begin_upload(content_type, expected.md5.is_some())?;
+        .begin_upload(&container, &path, content_type, expected.md5.is_some())
+        .await?;
     let received = receive(ctx, body, &mut upload, limit).await;
     ctx.bytes = upload.received();
     received?;
@@ -146,11 +147,11 @@ pub async fn put_blob(
     if expected.sha256.is_some_and(|want| upload.sha256() != want) {
         return Err(StoreError::ChecksumMismatch("x-valet-sha256"));
     }
-    let blobs = ctx.store.blobs.clone();
-    let (c, p) = (container.clone(), path.clone());
-    let committed = tokio::task::spawn_blocking(move || blobs.commit(upload, &c, &p, mode))
-        .await
-        .map_err(|e| StoreError::Internal(e.to_string()))??;
+    let committed = ctx
+        .store
+        .blobs
+        .commit(upload, &container, &path, mode)
+        .await?;
     let meta = committed.meta;
     let body = serde_json::json!({
         "container": container.as_str(),
@@ -186,7 +187,7 @@ pub async fn put_blob(
 async fn receive(
     ctx: &Ctx,
     body: &mut Incoming,
-    upload: &mut Upload,
+    upload: &mut BlobUpload,
     limit: u64,
 ) -> Result<(), StoreError> {
     let config = &ctx.store.config;
@@ -217,8 +218,9 @@ async fn receive(
         if upload.received() + data.len() as u64 > limit {
             return Err(StoreError::TooLarge { limit });
         }
-        upload.write(&data)?;
-        ctx.store.metrics.bytes_in.inc_by(data.len() as u64);
+        let len = data.len() as u64;
+        upload.write(data).await?;
+        ctx.store.metrics.bytes_in.inc_by(len);
     }
 }
 
