@@ -12,12 +12,14 @@
 //! - [`raw_http`]: requests sent byte for byte over a `TcpStream` (so that no client library
 //!   normalises them) and their answers read back: status, head, body, JSON error code.
 //! - [`data`]: reproducible, random-looking bodies to send and compare.
+//! - [`garage`]: a real S3 cluster (single-node Garage), once per test binary, a bucket per test.
 //! - [`process`]: a server process under test: free loopback addresses, its output kept as
 //!   text, waiting until it is ready.
 //!
 //! Dev-only (`publish = false`): a crate names it in `[dev-dependencies]` only.
 
 pub mod data;
+pub mod garage;
 pub mod logs;
 pub mod openapi;
 pub mod process;
