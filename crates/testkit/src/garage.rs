@@ -124,6 +124,21 @@ impl Garage {
         name
     }
 
+    /// Multipart uploads begun in `bucket` and neither completed nor aborted, as Garage
+    /// counts them (`garage bucket info`).
+    pub fn unfinished_uploads(&self, bucket: &str) -> u64 {
+        let info = self.run(&["bucket", "info", bucket]);
+        info.lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                // `Unfinished uploads:  N multipart uploads` (absent when there are none).
+                let multipart = value.contains("multipart");
+                (name.trim() == "Unfinished uploads" && multipart)
+                    .then(|| value.split_whitespace().next()?.parse().ok())?
+            })
+            .unwrap_or(0)
+    }
+
     /// The environment that points an S3 client (the store's `--blobs s3://…`) at this Garage.
     pub fn env(&self) -> [(&'static str, String); 4] {
         [

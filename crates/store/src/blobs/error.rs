@@ -28,6 +28,9 @@ pub enum BlobError {
     /// credentials): the request is refused and nothing was written.
     #[error("the blob storage is unavailable: {0}")]
     Unavailable(#[source] object_store::Error),
+    /// The object changed between reading its metadata and its bytes.
+    #[error("the blob changed while it was being read")]
+    Changed,
     /// The object storage answered something the store cannot use.
     #[error("object storage: {0}")]
     Remote(#[source] object_store::Error),
@@ -64,7 +67,10 @@ impl From<BlobError> for StoreError {
             BlobError::Conflict(what) => StoreError::Conflict(what),
             BlobError::BadPath(what) => StoreError::BadPath(what),
             BlobError::InsufficientStorage => StoreError::InsufficientStorage,
-            BlobError::Unavailable(_) => StoreError::StorageUnavailable(err.to_string()),
+            BlobError::Unavailable(_) | BlobError::Changed => {
+                tracing::warn!(error = %err, source = ?std::error::Error::source(&err), "blob storage unavailable");
+                StoreError::StorageUnavailable(err.to_string())
+            }
             BlobError::Remote(_) | BlobError::Io(_) | BlobError::Internal(_) => {
                 tracing::error!(error = %err, source = ?std::error::Error::source(&err), "blob backend failed");
                 StoreError::Internal(err.to_string())

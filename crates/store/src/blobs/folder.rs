@@ -487,6 +487,7 @@ mod tests {
                 file.read_to_end(&mut out).unwrap();
                 (out, false)
             }
+            BlobData::Remote(_) => unreachable!("the folder has no remote blobs"),
         }
     }
 

@@ -11,11 +11,13 @@
 //! Both are held to the same promises by one conformance suite (`tests/blobs.rs`, run once
 //! per backend).
 
+mod arbiter;
 mod error;
 mod folder;
 mod hot;
 mod listing;
 mod meta;
+mod s3;
 mod upload;
 
 use std::fs::File;
@@ -30,6 +32,10 @@ pub use folder::BlobFolder;
 pub use hot::{CacheCounters, DEFAULT_BLOB_CACHE};
 pub use listing::Listing;
 pub use meta::{parse_sha256_hex, BlobMeta};
+pub use s3::{RemoteBlob, S3Blobs};
+/// An upload on its way: a temporary file, hashed as it is written, for both backends (see
+/// `s3` for why the S3 backend receives the body before sending it on).
+pub use upload::Upload as BlobUpload;
 
 use crate::conditional::Preconditions;
 
@@ -58,6 +64,8 @@ pub enum BlobData {
     File(File),
     /// All of a small blob, from memory.
     Memory(Bytes),
+    /// An object in a bucket, streamed from it.
+    Remote(RemoteBlob),
 }
 
 /// What every blob backend does. Each promise (atomic commits that make nothing partial
@@ -115,13 +123,8 @@ pub trait BlobBackend: Send + Sync + 'static {
 pub enum Blobs {
     /// The local folder.
     Folder(Arc<BlobFolder>),
-}
-
-/// An upload in progress, in whichever backend it goes to.
-#[derive(Debug)]
-pub enum BlobUpload {
-    /// A temporary file of the local folder.
-    Folder(upload::Upload),
+    /// An S3-compatible bucket.
+    S3(Arc<S3Blobs>),
 }
 
 impl Blobs {
@@ -133,6 +136,7 @@ impl Blobs {
     ) -> Result<(BlobData, Arc<BlobMeta>), BlobError> {
         match self {
             Blobs::Folder(folder) => folder.open_blob(container, path).await,
+            Blobs::S3(bucket) => bucket.open_blob(container, path).await,
         }
     }
 
@@ -145,10 +149,16 @@ impl Blobs {
         check_md5: bool,
     ) -> Result<BlobUpload, BlobError> {
         match self {
-            Blobs::Folder(folder) => folder
-                .begin_upload(container, path, content_type, check_md5)
-                .await
-                .map(BlobUpload::Folder),
+            Blobs::Folder(folder) => {
+                folder
+                    .begin_upload(container, path, content_type, check_md5)
+                    .await
+            }
+            Blobs::S3(bucket) => {
+                bucket
+                    .begin_upload(container, path, content_type, check_md5)
+                    .await
+            }
         }
     }
 
@@ -160,10 +170,9 @@ impl Blobs {
         path: &BlobPath,
         mode: CommitMode,
     ) -> Result<Committed, BlobError> {
-        match (self, upload) {
-            (Blobs::Folder(folder), BlobUpload::Folder(upload)) => {
-                folder.commit(upload, container, path, mode).await
-            }
+        match self {
+            Blobs::Folder(folder) => folder.commit(upload, container, path, mode).await,
+            Blobs::S3(bucket) => bucket.commit(upload, container, path, mode).await,
         }
     }
 
@@ -176,6 +185,7 @@ impl Blobs {
     ) -> Result<(), BlobError> {
         match self {
             Blobs::Folder(folder) => folder.delete(container, path, pre).await,
+            Blobs::S3(bucket) => bucket.delete(container, path, pre).await,
         }
     }
 
@@ -189,6 +199,7 @@ impl Blobs {
     ) -> Result<Listing, BlobError> {
         match self {
             Blobs::Folder(folder) => folder.list(container, prefix, cursor, limit).await,
+            Blobs::S3(bucket) => bucket.list(container, prefix, cursor, limit).await,
         }
     }
 
@@ -197,36 +208,7 @@ impl Blobs {
     pub fn hot_usage(&self) -> (u64, u64) {
         match self {
             Blobs::Folder(folder) => folder.hot_usage(),
-        }
-    }
-}
-
-impl BlobUpload {
-    /// Appends a chunk of the body.
-    pub async fn write(&mut self, chunk: Bytes) -> Result<(), BlobError> {
-        match self {
-            BlobUpload::Folder(upload) => upload.write(&chunk),
-        }
-    }
-
-    /// Bytes received so far.
-    pub fn received(&self) -> u64 {
-        match self {
-            BlobUpload::Folder(upload) => upload.received(),
-        }
-    }
-
-    /// The SHA-256 of what was received.
-    pub fn sha256(&self) -> [u8; 32] {
-        match self {
-            BlobUpload::Folder(upload) => upload.sha256(),
-        }
-    }
-
-    /// The MD5 of what was received, if it was asked for.
-    pub fn md5(&self) -> Option<[u8; 16]> {
-        match self {
-            BlobUpload::Folder(upload) => upload.md5(),
+            Blobs::S3(_) => (0, 0),
         }
     }
 }

@@ -44,6 +44,7 @@ impl Upload {
         );
         let path = tmp_dir.join(name);
         let file = OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .mode(mode)
@@ -94,6 +95,18 @@ impl Upload {
             .map_err(BlobError::from_io)?;
         self.file.sync_all().map_err(BlobError::from_io)?;
         Ok(meta)
+    }
+
+    /// The file, to read the upload back from (the S3 backend sends it on from here).
+    pub(super) fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// The metadata of what was received, without making it durable or writing the
+    /// attribute: for a backend that keeps the blob elsewhere.
+    pub(super) fn meta_now(&self) -> BlobMeta {
+        let modified = std::time::SystemTime::now();
+        BlobMeta::new(self.len, self.sha256(), self.content_type.clone(), modified)
     }
 
     pub(super) fn rename_to(&self, target: &Path) -> io::Result<()> {

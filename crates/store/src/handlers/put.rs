@@ -218,9 +218,8 @@ async fn receive(
         if upload.received() + data.len() as u64 > limit {
             return Err(StoreError::TooLarge { limit });
         }
-        let len = data.len() as u64;
-        upload.write(data).await?;
-        ctx.store.metrics.bytes_in.inc_by(len);
+        upload.write(&data)?;
+        ctx.store.metrics.bytes_in.inc_by(data.len() as u64);
     }
 }
 
