@@ -12,6 +12,7 @@ use object_store::{Attribute, ObjectStoreExt, PutPayload};
 use reqwest::StatusCode;
 use sha2::{Digest, Sha256};
 use support::*;
+use valet_key::Limits;
 use valet_store::BlobStorage;
 use valet_testkit::data::pseudo_random;
 use valet_testkit::garage::Garage;
@@ -133,6 +134,68 @@ async fn a_refused_large_upload_leaves_no_object_and_no_parts() {
     assert_eq!(s.temp_files(), 0);
 }
 
+/// A streamed-through upload (digest declared) refused for its digest, its size or a
+/// condition leaves no object and, once its abort has run, no parts.
+#[tokio::test]
+async fn a_refused_streamed_upload_leaves_no_object_and_no_parts() {
+    let _serial = SERIAL.lock().await;
+    let s = TestStore::start_on(Backend::Garage).await;
+    let data = pseudo_random(3, LARGE);
+    let sha = hex::encode(Sha256::digest(&data));
+    let key = s.key("blob:files", "read,write");
+    let capped = s.key_with(
+        "blob:files",
+        "write",
+        KeySpec::limited(Limits {
+            max_bytes: Some(12 * 1024 * 1024),
+            ..Limits::default()
+        }),
+    );
+    let put = |name: &str, key: &str, sha: &str, body: Vec<u8>| {
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+            body.chunks(1024 * 1024).map(|c| Ok(c.to_vec())).collect();
+        s.http
+            .put(s.url(&format!("/blob/files/{name}?vk={key}")))
+            .header("x-valet-sha256", sha)
+            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+                chunks,
+            )))
+            .send()
+    };
+    let mut tampered = data.clone();
+    tampered[LARGE - 1] ^= 1;
+    let r = put("tampered", &key, &sha, tampered).await.unwrap();
+    assert_eq!(error_code(r).await, "checksum_mismatch");
+    let r = put("capped", &capped, &sha, data.clone()).await.unwrap();
+    assert_eq!(error_code(r).await, "too_large");
+    s.put("files", "taken", "first", "text/plain").await;
+    let r = s
+        .http
+        .put(s.url(&format!("/blob/files/taken?vk={key}")))
+        .header("x-valet-sha256", &sha)
+        .header("if-none-match", "*")
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
+    assert!(s.stored("files", "tampered").await.is_none());
+    assert!(s.stored("files", "capped").await.is_none());
+    assert_eq!(s.stored("files", "taken").await.unwrap(), b"first");
+    let mut left = s.unfinished_uploads().await;
+    for _ in 0..100 {
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        left = s.unfinished_uploads().await;
+    }
+    assert_eq!(left, 0, "every refused multipart upload was aborted");
+    let r = put("whole", &key, &sha, data.clone()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert!(s.stored("files", "whole").await.unwrap() == data);
+}
+
 /// The count the test above relies on sees an upload left unfinished (it is not always zero).
 #[tokio::test]
 async fn an_unfinished_multipart_upload_is_counted() {
@@ -151,32 +214,54 @@ async fn an_unfinished_multipart_upload_is_counted() {
 }
 
 /// A 192 MiB upload and download through the store raise the process's peak memory by far
-/// less than the body (a buffering store would add all of it, twice).
+/// less than the body (a buffering store would add all of it, twice): received into a
+/// temporary file first, as the client declared no digest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_upload_and_download_stream_in_bounded_memory() {
+    streams_in_bounded_memory(192, false).await;
+}
+
+/// The same, streamed through to the bucket as it arrives (the client declared the
+/// SHA-256): no temporary file on the node either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_upload_with_its_digest_streams_through_in_bounded_memory() {
+    streams_in_bounded_memory(128, true).await;
+}
+
+async fn streams_in_bounded_memory(mebibytes: usize, declare_digest: bool) {
     let _serial = SERIAL.lock().await;
     const CHUNK: usize = 1024 * 1024;
-    const CHUNKS: usize = 192;
+    let chunks = mebibytes;
     let s = TestStore::start_on(Backend::Garage).await;
     let key = s.key("blob:files/huge", "read,write");
     let url = s.url(&format!("/blob/files/huge?vk={key}"));
     // The body is made as it is sent, one chunk at a time.
-    let body = futures_util::stream::iter(0..CHUNKS)
+    let body = futures_util::stream::iter(0..chunks)
         .map(|i| Ok::<_, std::io::Error>(pseudo_random(i as u64, CHUNK)));
     let mut expected = Sha256::new();
-    for i in 0..CHUNKS {
+    for i in 0..chunks {
         expected.update(pseudo_random(i as u64, CHUNK));
     }
     let expected = hex::encode(expected.finalize());
     let before = reset_peak_memory();
-    let r = s
-        .http
-        .put(&url)
-        .body(reqwest::Body::wrap_stream(body))
-        .send()
-        .await
-        .unwrap();
+    let mut put = s.http.put(&url).body(reqwest::Body::wrap_stream(body));
+    if declare_digest {
+        put = put.header("x-valet-sha256", &expected);
+    }
+    let upload = tokio::spawn(put.send());
+    let mut most_temp_files = 0;
+    while !upload.is_finished() {
+        most_temp_files = most_temp_files.max(s.temp_files());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = upload.await.unwrap().unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
+    if declare_digest {
+        assert_eq!(most_temp_files, 0, "streamed through, no temporary file");
+    } else {
+        assert_eq!(most_temp_files, 1, "received into a temporary file first");
+    }
+    assert_eq!(s.unfinished_uploads().await, 0);
     let mut download = s.http.get(&url).send().await.unwrap().bytes_stream();
     let (mut got, mut len) = (Sha256::new(), 0);
     while let Some(chunk) = download.next().await {
@@ -184,12 +269,12 @@ async fn a_large_upload_and_download_stream_in_bounded_memory() {
         len += chunk.len();
         got.update(&chunk);
     }
-    assert_eq!(len, CHUNK * CHUNKS);
+    assert_eq!(len, CHUNK * chunks);
     assert_eq!(hex::encode(got.finalize()), expected);
     let grown = peak_memory() - before;
     assert!(
         grown < 64 * 1024 * 1024,
-        "peak memory grew by {} MiB for a {CHUNKS} MiB body",
+        "peak memory grew by {} MiB for a {chunks} MiB body",
         grown / (1024 * 1024)
     );
 }

@@ -20,7 +20,7 @@ use super::hot::{CacheCounters, HotBlobs};
 use super::listing::{self, Listing};
 use super::meta::{BlobMeta, MetaCache};
 use super::upload::Upload;
-use super::{BlobBackend, BlobData, BlobError, CommitMode, Committed};
+use super::{BlobBackend, BlobData, BlobError, CommitMode, Committed, UploadSpec};
 use crate::conditional::{Preconditions, Verdict};
 
 /// The local folder that holds every container.
@@ -305,10 +305,9 @@ impl BlobBackend for BlobFolder {
         &self,
         _container: &Name,
         _path: &BlobPath,
-        content_type: String,
-        check_md5: bool,
+        spec: UploadSpec,
     ) -> Result<Upload, BlobError> {
-        self.start_upload(content_type, check_md5)
+        self.start_upload(spec.content_type, spec.check_md5)
     }
 
     async fn commit(

@@ -32,10 +32,8 @@ pub use folder::BlobFolder;
 pub use hot::{CacheCounters, DEFAULT_BLOB_CACHE};
 pub use listing::Listing;
 pub use meta::{parse_sha256_hex, BlobMeta};
-pub use s3::{RemoteBlob, S3Blobs};
-/// An upload on its way: a temporary file, hashed as it is written, for both backends (see
-/// `s3` for why the S3 backend receives the body before sending it on).
-pub use upload::Upload as BlobUpload;
+pub use s3::{RemoteBlob, S3Blobs, S3Upload};
+pub use upload::Upload;
 
 use crate::conditional::Preconditions;
 
@@ -68,6 +66,19 @@ pub enum BlobData {
     Remote(RemoteBlob),
 }
 
+/// What an upload is, as far as the request says before its body.
+#[derive(Debug, Clone)]
+pub struct UploadSpec {
+    /// The content type to store.
+    pub content_type: String,
+    /// Whether `Content-MD5` is to be checked (the MD5 is taken as the bytes flow).
+    pub check_md5: bool,
+    /// The SHA-256 the client declared (`x-valet-sha256`), checked before the blob is visible.
+    pub sha256: Option<[u8; 32]>,
+    /// The declared `Content-Length`, if any.
+    pub length: Option<u64>,
+}
+
 /// What every blob backend does. Each promise (atomic commits that make nothing partial
 /// visible, create-only and `If-Match` exact against concurrent writers, checksums checked
 /// before the blob is visible) is the backend's to keep; the handlers only stream.
@@ -87,8 +98,7 @@ pub trait BlobBackend: Send + Sync + 'static {
         &self,
         container: &Name,
         path: &BlobPath,
-        content_type: String,
-        check_md5: bool,
+        spec: UploadSpec,
     ) -> impl Future<Output = Result<Self::Upload, BlobError>> + Send;
 
     /// Makes a finished upload visible at `path`, atomically, if `mode` allows.
@@ -127,6 +137,49 @@ pub enum Blobs {
     S3(Arc<S3Blobs>),
 }
 
+/// An upload on its way, to whichever backend.
+#[derive(Debug)]
+pub enum BlobUpload {
+    /// A temporary file of the folder.
+    Folder(Upload),
+    /// Bound for the bucket.
+    S3(S3Upload),
+}
+
+impl BlobUpload {
+    /// Takes in the next chunk of the body.
+    pub async fn write(&mut self, chunk: Bytes) -> Result<(), BlobError> {
+        match self {
+            BlobUpload::Folder(upload) => upload.write(&chunk),
+            BlobUpload::S3(upload) => upload.write(chunk).await,
+        }
+    }
+
+    /// Bytes received so far.
+    pub fn received(&self) -> u64 {
+        match self {
+            BlobUpload::Folder(upload) => upload.received(),
+            BlobUpload::S3(upload) => upload.received(),
+        }
+    }
+
+    /// The SHA-256 of what was received.
+    pub fn sha256(&self) -> [u8; 32] {
+        match self {
+            BlobUpload::Folder(upload) => upload.sha256(),
+            BlobUpload::S3(upload) => upload.sha256(),
+        }
+    }
+
+    /// The MD5 of what was received, if it was asked for.
+    pub fn md5(&self) -> Option<[u8; 16]> {
+        match self {
+            BlobUpload::Folder(upload) => upload.md5(),
+            BlobUpload::S3(upload) => upload.md5(),
+        }
+    }
+}
+
 impl Blobs {
     /// See [`BlobBackend::open_blob`].
     pub async fn open_blob(
@@ -145,20 +198,17 @@ impl Blobs {
         &self,
         container: &Name,
         path: &BlobPath,
-        content_type: String,
-        check_md5: bool,
+        spec: UploadSpec,
     ) -> Result<BlobUpload, BlobError> {
         match self {
-            Blobs::Folder(folder) => {
-                folder
-                    .begin_upload(container, path, content_type, check_md5)
-                    .await
-            }
-            Blobs::S3(bucket) => {
-                bucket
-                    .begin_upload(container, path, content_type, check_md5)
-                    .await
-            }
+            Blobs::Folder(folder) => folder
+                .begin_upload(container, path, spec)
+                .await
+                .map(BlobUpload::Folder),
+            Blobs::S3(bucket) => bucket
+                .begin_upload(container, path, spec)
+                .await
+                .map(BlobUpload::S3),
         }
     }
 
@@ -170,9 +220,16 @@ impl Blobs {
         path: &BlobPath,
         mode: CommitMode,
     ) -> Result<Committed, BlobError> {
-        match self {
-            Blobs::Folder(folder) => folder.commit(upload, container, path, mode).await,
-            Blobs::S3(bucket) => bucket.commit(upload, container, path, mode).await,
+        match (self, upload) {
+            (Blobs::Folder(folder), BlobUpload::Folder(upload)) => {
+                folder.commit(upload, container, path, mode).await
+            }
+            (Blobs::S3(bucket), BlobUpload::S3(upload)) => {
+                bucket.commit(upload, container, path, mode).await
+            }
+            _ => Err(BlobError::Internal(
+                "an upload committed to another backend than it began in".into(),
+            )),
         }
     }
 

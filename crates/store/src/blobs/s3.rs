@@ -6,15 +6,22 @@
 //!
 //! # Writes
 //!
-//! S3 metadata is fixed when an upload starts, and the SHA-256 is known only at its end, so an
-//! upload is first received into a temporary file of the node (`DATA/tmp/`, hashed on the way,
-//! cut at the key's cap, checked against `Content-MD5` and `x-valet-sha256`); only a body that
-//! passed all of that is sent on: in one `PUT` if it is small, otherwise as a multipart
-//! upload from the file, one part in memory at a time. The object becomes visible at exactly
-//! one point, the `PUT` or the multipart `complete`, taken under the commit lock
-//! ([`CommitArbiter`]) after the current version was read and the conditions held; anything
-//! else (a condition, a collision, a failure, a cancelled request) aborts the multipart upload,
-//! so nothing partial is ever visible and no parts are kept.
+//! S3 fixes an object's metadata when its upload starts, and the SHA-256 is in the metadata.
+//! - If the client declared it (`x-valet-sha256`) and the body may be larger than one part,
+//!   the upload streams through: a multipart upload starts at once, each 8 MiB part is sent as
+//!   it fills, and the digest is checked at the end ([`S3Upload::Streamed`]); nothing touches
+//!   the node's disk and memory holds one part.
+//! - Otherwise the SHA-256 is known only at the end, so the body is first received into a
+//!   temporary file of the node (`DATA/tmp/`, hashed on the way, cut at the key's cap, checked
+//!   against `Content-MD5`), and only a body that passed is sent on ([`S3Upload::Staged`]): in
+//!   one `PUT` if it is small, otherwise as a multipart upload from the file, one part in
+//!   memory at a time.
+//!
+//! The object becomes visible at exactly one point, the `PUT` or the multipart `complete`,
+//! taken under the commit lock ([`CommitArbiter`]) after the current version was read and the
+//! conditions held; anything else (a digest or the cap, a condition, a collision, a failure, a
+//! cancelled request) aborts the multipart upload, so nothing partial is ever visible and no
+//! parts are kept.
 //!
 //! # Reads
 //!
@@ -40,8 +47,8 @@ use valet_key::{BlobPath, Name};
 
 use super::arbiter::{CommitArbiter, LocalLocks};
 use super::listing::{Listing, ListingItem};
-use super::upload::Upload;
-use super::{BlobBackend, BlobData, BlobError, BlobMeta, CommitMode, Committed};
+use super::upload::{Digests, Upload};
+use super::{BlobBackend, BlobData, BlobError, BlobMeta, CommitMode, Committed, UploadSpec};
 use crate::conditional::{Preconditions, Verdict};
 use crate::config::S3Settings;
 
@@ -52,6 +59,8 @@ const SHA256_METADATA: &str = "valet-sha256";
 const PART_SIZE: u64 = 8 * 1024 * 1024;
 /// The most parts S3 accepts in one upload.
 const MAX_PARTS: u64 = 10_000;
+/// The longest object name S3 takes, in bytes.
+const MAX_KEY_LEN: usize = 1024;
 /// Listed objects whose metadata is read at once.
 const LISTING_HEADS: usize = 16;
 
@@ -135,8 +144,14 @@ impl S3Blobs {
 
     /// The object name of a blob.
     fn key(&self, container: &Name, path: &str) -> Result<Path, BlobError> {
-        Path::parse(format!("{}{}/{path}", self.prefix, container.as_str()))
-            .map_err(|e| BlobError::BadPath(format!("not a valid object name: {e}")))
+        let name = format!("{}{}/{path}", self.prefix, container.as_str());
+        if name.len() > MAX_KEY_LEN {
+            return Err(BlobError::BadPath(format!(
+                "the path is too long for the bucket: PREFIX/CONTAINER/PATH may have at most \
+                 {MAX_KEY_LEN} bytes"
+            )));
+        }
+        Path::parse(name).map_err(|e| BlobError::BadPath(format!("not a valid object name: {e}")))
     }
 
     /// The lock name a commit to `path` takes: the container and the path's first segment, so
@@ -235,11 +250,12 @@ struct Pending(Option<Box<dyn MultipartUpload>>);
 
 impl Pending {
     async fn part(&mut self, bytes: Bytes) -> Result<(), BlobError> {
+        self.part_payload(PutPayload::from(bytes)).await
+    }
+
+    async fn part_payload(&mut self, payload: PutPayload) -> Result<(), BlobError> {
         let upload = self.0.as_mut().expect("a pending upload");
-        upload
-            .put_part(PutPayload::from(bytes))
-            .await
-            .map_err(classify)
+        upload.put_part(payload).await.map_err(classify)
     }
 
     async fn complete(mut self) -> Result<(), BlobError> {
@@ -303,8 +319,122 @@ impl Staged {
     }
 }
 
+/// An upload bound for the bucket.
+#[derive(Debug)]
+pub enum S3Upload {
+    /// Received into a temporary file first, sent on at the commit.
+    Staged(Upload),
+    /// Sent on as it arrives, in the parts of a multipart upload.
+    Streamed(Streamed),
+}
+
+/// A multipart upload fed as the body arrives.
+pub struct Streamed {
+    digests: Digests,
+    /// The declared SHA-256 and the content type, as they went on the object.
+    declared: BlobMeta,
+    pending: Pending,
+    /// Chunks received since the last part, and their length.
+    part: Vec<Bytes>,
+    part_len: u64,
+}
+
+impl std::fmt::Debug for Streamed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Streamed")
+            .field("received", &self.digests.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Streamed {
+    /// Sends the chunks gathered as one part.
+    async fn flush(&mut self) -> Result<(), BlobError> {
+        let payload: PutPayload = std::mem::take(&mut self.part).into_iter().collect();
+        self.part_len = 0;
+        self.pending.part_payload(payload).await
+    }
+}
+
+impl S3Upload {
+    /// Takes in the next chunk: into the file, or into the part being gathered (sent once it
+    /// is full, before the next chunk is read: the client waits for the bucket).
+    pub async fn write(&mut self, chunk: Bytes) -> Result<(), BlobError> {
+        match self {
+            S3Upload::Staged(upload) => upload.write(&chunk),
+            S3Upload::Streamed(streamed) => {
+                streamed.digests.update(&chunk);
+                streamed.part_len += chunk.len() as u64;
+                streamed.part.push(chunk);
+                if streamed.part_len >= PART_SIZE {
+                    streamed.flush().await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Bytes received so far.
+    pub fn received(&self) -> u64 {
+        match self {
+            S3Upload::Staged(upload) => upload.received(),
+            S3Upload::Streamed(streamed) => streamed.digests.len(),
+        }
+    }
+
+    /// The SHA-256 of what was received.
+    pub fn sha256(&self) -> [u8; 32] {
+        match self {
+            S3Upload::Staged(upload) => upload.sha256(),
+            S3Upload::Streamed(streamed) => streamed.digests.sha256(),
+        }
+    }
+
+    /// The MD5 of what was received, if it was asked for.
+    pub fn md5(&self) -> Option<[u8; 16]> {
+        match self {
+            S3Upload::Staged(upload) => upload.md5(),
+            S3Upload::Streamed(streamed) => streamed.digests.md5(),
+        }
+    }
+}
+
+impl S3Blobs {
+    /// Sends on what is left of `upload`: everything of a staged one, the last part of a
+    /// streamed one. What comes back is ready to be made visible.
+    async fn finish(&self, upload: S3Upload, key: &Path) -> Result<(Staged, BlobMeta), BlobError> {
+        match upload {
+            S3Upload::Staged(upload) => {
+                let meta = upload.meta_now();
+                let staged = self.stage(&upload, key, &meta).await?;
+                Ok((staged, meta))
+            }
+            S3Upload::Streamed(mut streamed) => {
+                if streamed.digests.sha256() != streamed.declared.sha256 {
+                    // The handler refuses a mismatch first; this keeps the metadata true even
+                    // if it did not.
+                    return Err(BlobError::Internal(
+                        "a streamed upload does not match its declared SHA-256".into(),
+                    ));
+                }
+                // A body of no bytes still needs one (empty) part.
+                if streamed.part_len > 0 || streamed.digests.len() == 0 {
+                    streamed.flush().await?;
+                }
+                let meta = BlobMeta::new(
+                    streamed.digests.len(),
+                    streamed.declared.sha256,
+                    streamed.declared.content_type.clone(),
+                    SystemTime::now(),
+                );
+                Ok((Staged::Multipart(streamed.pending), meta))
+            }
+        }
+    }
+}
+
 impl BlobBackend for S3Blobs {
-    type Upload = Upload;
+    type Upload = S3Upload;
 
     async fn open_blob(
         &self,
@@ -324,26 +454,49 @@ impl BlobBackend for S3Blobs {
 
     async fn begin_upload(
         &self,
-        _container: &Name,
-        _path: &BlobPath,
-        content_type: String,
-        check_md5: bool,
-    ) -> Result<Upload, BlobError> {
-        Upload::create(&self.tmp, self.file_mode, content_type, check_md5)
-            .map_err(BlobError::from_io)
+        container: &Name,
+        path: &BlobPath,
+        spec: UploadSpec,
+    ) -> Result<S3Upload, BlobError> {
+        let may_span_parts = spec.length.is_none_or(|n| n > PART_SIZE);
+        match spec.sha256 {
+            Some(sha256) if may_span_parts => {
+                let key = self.key(container, path.as_str())?;
+                // Size and time are placeholders: what goes on the object is the content type
+                // and the SHA-256.
+                let declared = BlobMeta::new(0, sha256, spec.content_type, SystemTime::now());
+                let options = PutMultipartOptions {
+                    attributes: attributes(&declared),
+                    ..PutMultipartOptions::default()
+                };
+                let multipart = self
+                    .bucket
+                    .put_multipart_opts(&key, options)
+                    .await
+                    .map_err(classify)?;
+                Ok(S3Upload::Streamed(Streamed {
+                    digests: Digests::new(spec.check_md5),
+                    declared,
+                    pending: Pending(Some(multipart)),
+                    part: Vec::new(),
+                    part_len: 0,
+                }))
+            }
+            _ => Upload::create(&self.tmp, self.file_mode, spec.content_type, spec.check_md5)
+                .map(S3Upload::Staged)
+                .map_err(BlobError::from_io),
+        }
     }
 
     async fn commit(
         self: &Arc<Self>,
-        upload: Upload,
+        upload: S3Upload,
         container: &Name,
         path: &BlobPath,
         mode: CommitMode,
     ) -> Result<Committed, BlobError> {
         let key = self.key(container, path.as_str())?;
-        let meta = upload.meta_now();
-        let staged = self.stage(&upload, &key, &meta).await?;
-        drop(upload);
+        let (staged, meta) = self.finish(upload, &key).await?;
         let _lock = self.arbiter.lock(&Self::lock_name(container, path)).await?;
         let checked = async {
             let current = self.current(&key).await?;
