@@ -59,6 +59,61 @@ pub enum ResponseBody {
     File(FileStream),
     /// A byte range of a file, sent by the connection without copying.
     Sendfile(FileRegions),
+    /// Bytes from elsewhere (an object in a bucket), passed on as they arrive.
+    Stream(ByteStream),
+}
+
+/// A stream of `remaining` bytes, passed on chunk by chunk: memory holds what the source has
+/// sent and the connection not yet written, bounded by hyper's backpressure.
+pub struct ByteStream {
+    inner: futures_util::stream::BoxStream<'static, io::Result<Bytes>>,
+    remaining: u64,
+    sent: Counter,
+}
+
+impl std::fmt::Debug for ByteStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ByteStream")
+            .field("remaining", &self.remaining)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ByteStream {
+    /// `len` bytes from `inner`, each chunk added to `sent`.
+    pub fn new(
+        inner: impl futures_util::Stream<Item = io::Result<Bytes>> + Send + 'static,
+        len: u64,
+        sent: Counter,
+    ) -> ByteStream {
+        ByteStream {
+            inner: Box::pin(inner),
+            remaining: len,
+            sent,
+        }
+    }
+
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        use futures_util::StreamExt as _;
+        match self.inner.poll_next_unpin(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                let len = chunk.len() as u64;
+                if len > self.remaining {
+                    return Poll::Ready(Some(Err(io::Error::other(
+                        "the blob storage sent more than the blob's size",
+                    ))));
+                }
+                self.remaining -= len;
+                self.sent.inc_by(len);
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(None) if self.remaining > 0 => Poll::Ready(Some(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the blob storage ended the blob early",
+            )))),
+            other => other,
+        }
+    }
 }
 
 /// Ranges up to this size are read whole, with one system call into one buffer, instead of
@@ -236,9 +291,13 @@ impl http_body::Body for ResponseBody {
 
     fn poll_frame(
         self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let frame = match self.get_mut() {
+            ResponseBody::Stream(stream) if stream.remaining == 0 => None,
+            ResponseBody::Stream(stream) => {
+                return stream.poll_chunk(cx).map(|c| c.map(|c| c.map(Frame::data)))
+            }
             ResponseBody::Empty => None,
             ResponseBody::Full(data) => data.take().map(|d| Ok(Frame::data(d))),
             ResponseBody::File(stream) if stream.remaining == 0 => None,
@@ -255,6 +314,7 @@ impl http_body::Body for ResponseBody {
             ResponseBody::Full(data) => data.is_none(),
             ResponseBody::File(stream) => stream.remaining == 0,
             ResponseBody::Sendfile(regions) => regions.remaining == 0,
+            ResponseBody::Stream(stream) => stream.remaining == 0,
         }
     }
 
@@ -266,6 +326,7 @@ impl http_body::Body for ResponseBody {
             }
             ResponseBody::File(stream) => SizeHint::with_exact(stream.remaining),
             ResponseBody::Sendfile(regions) => SizeHint::with_exact(regions.remaining),
+            ResponseBody::Stream(stream) => SizeHint::with_exact(stream.remaining),
         }
     }
 }

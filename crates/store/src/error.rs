@@ -84,6 +84,9 @@ pub enum StoreError {
     /// The disk is full.
     #[error("the store is out of space")]
     InsufficientStorage,
+    /// The blob backend (the object storage) cannot be reached: nothing was read or written.
+    #[error("{0}; nothing was stored, try again later")]
+    StorageUnavailable(String),
     /// The client sent its body too slowly.
     #[error("the request body stalled")]
     RequestTimeout,
@@ -126,6 +129,9 @@ impl StoreError {
             }
             StoreError::ChecksumMismatch(_) => (StatusCode::BAD_REQUEST, "checksum_mismatch"),
             StoreError::TooManyUploads(_) => (StatusCode::SERVICE_UNAVAILABLE, "too_many_uploads"),
+            StoreError::StorageUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
+            }
             StoreError::InsufficientStorage => {
                 (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
             }

@@ -2,7 +2,8 @@
 //!
 //! Clients reach it directly with a valet key; it validates every request's key itself (no call
 //! to the gate), consults the ledger for revocations and use counts, and moves the bytes,
-//! enforcing the key's limits while they flow. Blobs live in a local folder (see `blobs`).
+//! enforcing the key's limits while they flow. Blobs live in a local folder or an S3-compatible
+//! bucket, behind one seam (see `blobs`).
 //!
 //! Layout: `server` accepts connections, `service` routes each request and decorates each
 //! response, `handlers` hold one function per operation, `access` admits a request,
@@ -25,7 +26,7 @@ mod service;
 mod state;
 
 pub use blobs::DEFAULT_BLOB_CACHE;
-pub use config::{StoreConfig, TlsFiles, DEFAULT_BLOB_MODE};
+pub use config::{BlobStorage, S3Settings, StoreConfig, TlsFiles, DEFAULT_BLOB_MODE};
 pub use error::StoreError;
 pub use server::{run, serve, watch_keyring};
 pub use service::{OPENAPI, ROUTES};

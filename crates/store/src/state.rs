@@ -7,15 +7,15 @@ use valet_key::{Keyring, Verifier};
 use valet_keyring::{KeyringWatch, Reload};
 use valet_ledger::Ledger;
 
-use crate::blobs::BlobFolder;
-use crate::config::StoreConfig;
+use crate::blobs::{BlobFolder, Blobs, S3Blobs};
+use crate::config::{BlobStorage, StoreConfig};
 use crate::cors::AllowedOrigins;
 use crate::metrics::Metrics;
 
 /// Everything a request handler may need.
 pub struct Store {
     pub(crate) config: StoreConfig,
-    pub(crate) blobs: Arc<BlobFolder>,
+    pub(crate) blobs: Blobs,
     pub(crate) ledger: Arc<dyn Ledger>,
     pub(crate) cors: AllowedOrigins,
     pub(crate) metrics: Metrics,
@@ -40,12 +40,18 @@ impl Store {
     ) -> std::io::Result<Arc<Store>> {
         let metrics = Metrics::new();
         config.check_blob_mode()?;
-        let blobs = Arc::new(BlobFolder::open(
-            &config.data_dir,
-            config.blob_mode,
-            config.blob_cache,
-            metrics.blob_cache_counters(),
-        )?);
+        let blobs = match &config.blobs {
+            BlobStorage::Folder => Blobs::Folder(Arc::new(BlobFolder::open(
+                &config.data_dir,
+                config.blob_mode,
+                config.blob_cache,
+                metrics.blob_cache_counters(),
+            )?)),
+            BlobStorage::S3(s3) => Blobs::S3(Arc::new(
+                S3Blobs::open(s3, &config.data_dir, config.blob_mode, ledger.name_locks())
+                    .map_err(|e| std::io::Error::other(format!("blobs s3://{}: {e}", s3.bucket)))?,
+            )),
+        };
         let keys = KeyringWatch::new(config.keyring_path.clone(), keyring, config.skew.as_secs());
         Ok(Arc::new(Store {
             cors: AllowedOrigins::from_list(&config.cors_origins),

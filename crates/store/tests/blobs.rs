@@ -1,5 +1,11 @@
 //! Blobs over real HTTP: downloads with ranges and validators, atomic uploads with limits
 //! enforced while the bytes flow, deletes and listings.
+//!
+//! The conformance suite of the blob backends: every case taking a [`Backend`] runs once on
+//! the local folder (`folder::CASE`) and once on Garage (`garage::CASE`, a bucket of its own
+//! per case), with the same assertions; what only the folder does (its small-blob cache,
+//! `sendfile`) is tested on the folder alone, and what only S3 needs (multipart uploads, an
+//! unreachable bucket) in `tests/s3.rs`.
 
 mod support;
 
@@ -10,9 +16,8 @@ use reqwest::StatusCode;
 use support::*;
 use valet_key::{Limits, MediaRange};
 
-#[tokio::test]
-async fn get_and_head_serve_the_blob_with_validators() {
-    let s = TestStore::start().await;
+async fn get_and_head_serve_the_blob_with_validators(backend: Backend) {
+    let s = TestStore::start_on(backend).await;
     s.put("photos", "2024/cat.jpg", "meow meow", "image/jpeg")
         .await;
     let key = s.key("blob:photos/2024/cat.jpg", "read");
@@ -34,9 +39,8 @@ async fn get_and_head_serve_the_blob_with_validators() {
     assert!(head.bytes().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn ranges_give_206_and_416() {
-    let s = TestStore::start().await;
+async fn ranges_give_206_and_416(backend: Backend) {
+    let s = TestStore::start_on(backend).await;
     s.put("files", "digits", "0123456789", "text/plain").await;
     let key = s.key("blob:files/digits", "read");
     let url = s.url(&format!("/blob/files/digits?vk={key}"));
@@ -107,9 +111,8 @@ async fn small_blobs_from_memory_are_never_stale() {
     }
 }
 
-#[tokio::test]
-async fn conditional_gets() {
-    let s = TestStore::start().await;
+async fn conditional_gets(backend: Backend) {
+    let s = TestStore::start_on(backend).await;
     s.put("files", "a.txt", "abc", "text/plain").await;
     let key = s.key("blob:files/a.txt", "read");
     let url = s.url(&format!("/blob/files/a.txt?vk={key}"));
@@ -154,9 +157,8 @@ async fn conditional_gets() {
     assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
 }
 
-#[tokio::test]
-async fn the_key_file_name_becomes_content_disposition() {
-    let s = TestStore::start().await;
+async fn the_key_file_name_becomes_content_disposition(backend: Backend) {
+    let s = TestStore::start_on(backend).await;
     s.put("files", "x/report", "pdf", "application/pdf").await;
     let key = s.key_with(
         "blob:files/x/report",
@@ -181,9 +183,8 @@ async fn the_key_file_name_becomes_content_disposition() {
     );
 }
 
-#[tokio::test]
-async fn missing_blobs_are_404_only_for_a_valid_key() {
-    let s = TestStore::start().await;
+async fn missing_blobs_are_404_only_for_a_valid_key(backend: Backend) {
+    let s = TestStore::start_on(backend).await;
     let key = s.key("blob:files", "read");
     let r = s
         .http
@@ -207,9 +208,8 @@ async fn missing_blobs_are_404_only_for_a_valid_key() {
     );
 }
 
-#[tokio::test]
-async fn uploads_replace_atomically_and_report_created_or_replaced() {
-    let s = TestStore::start().await;
+async fn uploads_replace_atomically_and_report_created_or_replaced(backend: Backend) {
+    let s = TestStore::start_on(backend).await;
     let key = s.key("blob:files", "read,write");
     let url = s.url(&format!("/blob/files/doc.txt?vk={key}"));
     let r = s.http.put(&url).body("v1").send().await.unwrap();
@@ -228,9 +228,8 @@ async fn uploads_replace_atomically_and_report_created_or_replaced() {
     assert_eq!(s.temp_files(), 0);
 }
 
-#[tokio::test]
-async fn create_only_refuses_to_overwrite() {
-    let s = TestStore::start().await;
+async fn create_only_refuses_to_overwrite(backend: Backend) {
+    let s = TestStore::start_on(backend).await;
     let write = s.key("blob:files", "write");
     let create = s.key("blob:files", "create");
     let r = s
@@ -259,13 +258,12 @@ async fn create_only_refuses_to_overwrite() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
-    assert_eq!(std::fs::read(s.blob_file("files", "a")).unwrap(), b"first");
+    assert_eq!(s.stored("files", "a").await.unwrap(), b"first");
     assert_eq!(s.temp_files(), 0);
 }
 
-#[tokio::test]
-async fn concurrent_create_only_uploads_have_one_winner() {
-    let s = TestStore::start().await;
+async fn concurrent_create_only_uploads_have_one_winner(backend: Backend) {
+    let s = TestStore::start_on(backend).await;
     let key = s.key("blob:files", "create");
     let tasks: Vec<_> = (0..16)
         .map(|i| {
@@ -288,9 +286,8 @@ async fn concurrent_create_only_uploads_have_one_winner() {
     assert_eq!(s.temp_files(), 0);
 }
 
-#[tokio::test]
-async fn if_match_makes_overwrite_conditional() {
-    let s = TestStore::start().await;
+async fn if_match_makes_overwrite_conditional(backend: Backend) {
+    let s = TestStore::start_on(backend).await;
     let key = s.key("blob:files", "read,write");
     let url = s.url(&format!("/blob/files/cas?vk={key}"));
     let etag = s.put_with(&url, None, "one").await.headers()["etag"]
@@ -317,9 +314,8 @@ fn capped(s: &TestStore, bytes: u64) -> String {
     s.key_with("blob:files", "write", KeySpec::limited(limits))
 }
 
-#[tokio::test]
-async fn an_upload_over_the_cap_by_content_length_is_refused_unread() {
-    let s = TestStore::start().await;
+async fn an_upload_over_the_cap_by_content_length_is_refused_unread(backend: Backend) {
+    let s = TestStore::start_on(backend).await;
     let key = capped(&s, 100);
     let r = s
         .http
@@ -338,7 +334,7 @@ async fn an_upload_over_the_cap_by_content_length_is_refused_unread() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
-    assert!(!s.blob_file("files", "big").exists());
+    assert!(s.stored("files", "big").await.is_none());
     assert_eq!(s.temp_files(), 0);
 }
 
@@ -346,12 +342,11 @@ async fn an_upload_over_the_cap_by_content_length_is_refused_unread() {
 /// the refusal rather than a reset: the store reads what it refused (a lingering close), and the
 /// connection then serves the next request. With `Expect: 100-continue` nothing is read: the
 /// client has sent no body, and gets the refusal instead of a `100`.
-#[tokio::test]
-async fn a_refused_upload_is_answered_to_a_client_still_sending_it() {
+async fn a_refused_upload_is_answered_to_a_client_still_sending_it(backend: Backend) {
     use std::io::{Read, Write};
     use valet_testkit::raw_http::blocking::read_head;
 
-    let s = TestStore::start().await;
+    let s = TestStore::start_on(backend).await;
     s.put("files", "ok", "fine", "text/plain").await;
     let (cap, read) = (capped(&s, 1024), s.key("blob:files/ok", "read"));
     let addr = s.addr;
@@ -387,13 +382,12 @@ async fn a_refused_upload_is_answered_to_a_client_still_sending_it() {
     assert!(refusal.starts_with("HTTP/1.1 413"), "{refusal}");
     assert!(next.starts_with("HTTP/1.1 200"), "{next}");
     assert!(expect.starts_with("HTTP/1.1 413"), "{expect}");
-    assert!(!s.blob_file("files", "big").exists());
+    assert!(s.stored("files", "big").await.is_none());
     assert_eq!(s.temp_files(), 0);
 }
 
-#[tokio::test]
-async fn a_chunked_upload_is_cut_at_the_first_byte_over_the_cap() {
-    let s = TestStore::start().await;
+async fn a_chunked_upload_is_cut_at_the_first_byte_over_the_cap(backend: Backend) {
+    let s = TestStore::start_on(backend).await;
     let key = capped(&s, 1000);
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         (0..20).map(|_| Ok(vec![7u8; 100])).collect();
@@ -408,7 +402,7 @@ async fn a_chunked_upload_is_cut_at_the_first_byte_over_the_cap() {
         assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(error_code(r).await, "too_large");
     }
-    assert!(!s.blob_file("files", "chunked").exists());
+    assert!(s.stored("files", "chunked").await.is_none());
     assert_eq!(s.temp_files(), 0);
     let fits: Vec<Result<Vec<u8>, std::io::Error>> = (0..10).map(|_| Ok(vec![7u8; 100])).collect();
     let r = s
@@ -419,17 +413,11 @@ async fn a_chunked_upload_is_cut_at_the_first_byte_over_the_cap() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
-    assert_eq!(
-        std::fs::metadata(s.blob_file("files", "fits"))
-            .unwrap()
-            .len(),
-        1000
-    );
+    assert_eq!(s.stored("files", "fits").await.unwrap().len(), 1000);
 }
 
-#[tokio::test]
-async fn a_client_that_disconnects_mid_upload_leaves_nothing() {
-    let s = TestStore::start().await;
+async fn a_client_that_disconnects_mid_upload_leaves_nothing(backend: Backend) {
+    let s = TestStore::start_on(backend).await;
     let key = s.key("blob:files", "write");
     let request = format!(
         "PUT /blob/files/partial?vk={key} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n{}",
@@ -453,12 +441,11 @@ async fn a_client_that_disconnects_mid_upload_leaves_nothing() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(s.temp_files(), 0);
-    assert!(!s.blob_file("files", "partial").exists());
+    assert!(s.stored("files", "partial").await.is_none());
 }
 
-#[tokio::test]
-async fn checksums_are_verified_before_commit() {
-    let s = TestStore::start().await;
+async fn checksums_are_verified_before_commit(backend: Backend) {
+    let s = TestStore::start_on(backend).await;
     let key = s.key("blob:files", "write");
     let put = |name: &str, header: &'static str, value: &str, body: &'static str| {
         s.http
@@ -481,13 +468,12 @@ async fn checksums_are_verified_before_commit() {
     assert_eq!(error_code(r).await, "checksum_mismatch");
     let r = put("s3", "x-valet-sha256", "zz", "hello").await.unwrap();
     assert_eq!(error_code(r).await, "bad_request");
-    assert!(!s.blob_file("files", "m2").exists() && !s.blob_file("files", "s2").exists());
+    assert!(s.stored("files", "m2").await.is_none() && s.stored("files", "s2").await.is_none());
     assert_eq!(s.temp_files(), 0);
 }
 
-#[tokio::test]
-async fn content_type_limits_are_enforced() {
-    let s = TestStore::start().await;
+async fn content_type_limits_are_enforced(backend: Backend) {
+    let s = TestStore::start_on(backend).await;
     let key = s.key_with(
         "blob:files",
         "write",
@@ -520,12 +506,11 @@ async fn content_type_limits_are_enforced() {
         put(None, "none").await.unwrap().status(),
         StatusCode::UNSUPPORTED_MEDIA_TYPE
     );
-    assert!(!s.blob_file("files", "bad").exists());
+    assert!(s.stored("files", "bad").await.is_none());
 }
 
-#[tokio::test]
-async fn a_path_cannot_be_both_a_blob_and_a_folder() {
-    let s = TestStore::start().await;
+async fn a_path_cannot_be_both_a_blob_and_a_folder(backend: Backend) {
+    let s = TestStore::start_on(backend).await;
     let key = s.key("blob:files", "write");
     s.put("files", "a/b", "x", "text/plain").await;
     let r = s
@@ -548,9 +533,8 @@ async fn a_path_cannot_be_both_a_blob_and_a_folder() {
     assert_eq!(s.temp_files(), 0);
 }
 
-#[tokio::test]
-async fn deletes_remove_the_blob_and_honour_if_match() {
-    let s = TestStore::start().await;
+async fn deletes_remove_the_blob_and_honour_if_match(backend: Backend) {
+    let s = TestStore::start_on(backend).await;
     s.put("files", "d/e/f", "x", "text/plain").await;
     let key = s.key("blob:files/d/", "read,delete");
     let url = s.url(&format!("/blob/files/d/e/f?vk={key}"));
@@ -573,14 +557,13 @@ async fn deletes_remove_the_blob_and_honour_if_match() {
         StatusCode::NOT_FOUND
     );
     assert!(
-        !s.data().join("blobs/files/d").exists(),
+        s.folder_gone("files", "d").await,
         "emptied folders are pruned"
     );
 }
 
-#[tokio::test]
-async fn listings_are_paginated_in_path_order() {
-    let s = TestStore::start().await;
+async fn listings_are_paginated_in_path_order(backend: Backend) {
+    let s = TestStore::start_on(backend).await;
     for path in ["a-b", "a/1", "a/2", "a/sub/3", "b", "c/4"] {
         s.put("files", path, path.to_owned(), "text/plain").await;
     }
@@ -647,9 +630,8 @@ async fn listings_are_paginated_in_path_order() {
     );
 }
 
-#[tokio::test]
-async fn listing_needs_list_on_a_scope_covering_the_prefix() {
-    let s = TestStore::start().await;
+async fn listing_needs_list_on_a_scope_covering_the_prefix(backend: Backend) {
+    let s = TestStore::start_on(backend).await;
     s.put("files", "2024/jan/a", "x", "text/plain").await;
     s.put("files", "2024-private/b", "x", "text/plain").await;
     let key = s.key("blob:files/2024/", "list");
@@ -725,3 +707,47 @@ async fn large_downloads_are_sent_without_copying_on_http1_and_copied_on_http2()
     assert!(h2.await.unwrap() == data, "HTTP/2 download intact");
     assert_eq!(counter(&s.metrics_text().await, zero_copy), sent);
 }
+
+/// Runs each case on every backend.
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod folder {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::Backend::Folder).await
+                }
+            )*
+        }
+        mod garage {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::Backend::Garage).await
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    get_and_head_serve_the_blob_with_validators,
+    ranges_give_206_and_416,
+    conditional_gets,
+    the_key_file_name_becomes_content_disposition,
+    missing_blobs_are_404_only_for_a_valid_key,
+    uploads_replace_atomically_and_report_created_or_replaced,
+    create_only_refuses_to_overwrite,
+    concurrent_create_only_uploads_have_one_winner,
+    if_match_makes_overwrite_conditional,
+    an_upload_over_the_cap_by_content_length_is_refused_unread,
+    a_refused_upload_is_answered_to_a_client_still_sending_it,
+    a_chunked_upload_is_cut_at_the_first_byte_over_the_cap,
+    a_client_that_disconnects_mid_upload_leaves_nothing,
+    checksums_are_verified_before_commit,
+    content_type_limits_are_enforced,
+    a_path_cannot_be_both_a_blob_and_a_folder,
+    deletes_remove_the_blob_and_honour_if_match,
+    listings_are_paginated_in_path_order,
+    listing_needs_list_on_a_scope_covering_the_prefix,
+);

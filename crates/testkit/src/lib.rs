@@ -14,12 +14,14 @@
 //! - [`data`]: reproducible, random-looking bodies to send and compare.
 //! - [`postgres`]: a real PostgreSQL server shared by a test binary (`VALET_TEST_POSTGRES`, or
 //!   a private cluster started from the machine's binaries), a database of its own per test.
+//! - [`garage`]: a real S3 cluster (single-node Garage), once per test binary, a bucket per test.
 //! - [`process`]: a server process under test: free loopback addresses, its output kept as
 //!   text, waiting until it is ready.
 //!
 //! Dev-only (`publish = false`): a crate names it in `[dev-dependencies]` only.
 
 pub mod data;
+pub mod garage;
 pub mod logs;
 pub mod openapi;
 pub mod postgres;

@@ -85,6 +85,11 @@ pub struct ServeArgs {
     /// How long in-flight requests may finish after SIGTERM [default: 30s].
     #[arg(long)]
     pub shutdown_grace: Option<String>,
+    /// Where the store keeps blobs: `folder` (DATA/blobs) or `s3://BUCKET[/PREFIX]`, with the
+    /// endpoint, region and credentials from `[s3]` or AWS_ENDPOINT_URL, AWS_REGION,
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY [default: folder].
+    #[arg(long, value_name = "URL")]
+    pub blobs: Option<String>,
 }
 
 /// The exit codes of the `valet key` commands that can ask a gate, for their `--help`.

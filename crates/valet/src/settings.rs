@@ -77,6 +77,12 @@ pub struct Settings {
     /// The store's blob file mode, octal (`"600"`, `"640"`, `"644"`).
     #[serde(deserialize_with = "octal_mode")]
     pub blob_mode: u32,
+    /// Where the store keeps blobs: `folder` or `s3://BUCKET[/PREFIX]`.
+    pub blobs: String,
+    /// The S3 endpoint, region and credentials, for `blobs = "s3://…"`; each left out is
+    /// taken from its AWS environment variable.
+    #[serde(default)]
+    pub s3: S3Config,
     /// How long a new connection may stay silent (and then take for its TLS handshake).
     #[serde(with = "units::duration")]
     pub first_byte_timeout: Duration,
@@ -127,6 +133,8 @@ const KEYS: &[&str] = &[
     "shutdown_grace",
     "blob_cache",
     "blob_mode",
+    "blobs",
+    "s3",
     "first_byte_timeout",
     "idle_timeout",
     "send_timeout",
@@ -171,6 +179,36 @@ struct Flags {
     workers: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     shutdown_grace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    blobs: Option<String>,
+}
+
+/// `[s3]`: how to reach the bucket of `blobs = "s3://…"`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// `http(s)://HOST[:PORT]`, for S3-compatible storage other than AWS (`AWS_ENDPOINT_URL`).
+    pub endpoint: Option<String>,
+    /// The signing region (`AWS_REGION`).
+    pub region: Option<String>,
+    /// `AWS_ACCESS_KEY_ID`.
+    pub access_key_id: Option<String>,
+    /// `AWS_SECRET_ACCESS_KEY`; never shown.
+    pub secret_access_key: Option<String>,
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "(hidden)"),
+            )
+            .finish()
+    }
 }
 
 impl Settings {
@@ -208,6 +246,7 @@ impl Settings {
             ledger: args.ledger.clone(),
             workers: args.workers,
             shutdown_grace: args.shutdown_grace.clone(),
+            blobs: args.blobs.clone(),
         };
         figment
             .merge(env)
@@ -221,6 +260,25 @@ impl Settings {
         self.keyring
             .clone()
             .unwrap_or_else(|| self.data.join("keyring"))
+    }
+
+    /// Where the store keeps blobs, with `[s3]` filled in (what it leaves out, the store takes
+    /// from the AWS environment variables).
+    pub fn blob_storage(&self) -> anyhow::Result<valet_store::BlobStorage> {
+        let storage = valet_store::BlobStorage::parse(&self.blobs)
+            .map_err(|e| anyhow::anyhow!("bad configuration: {e}"))?;
+        Ok(match storage {
+            valet_store::BlobStorage::S3(bucket) => {
+                valet_store::BlobStorage::S3(valet_store::S3Settings {
+                    endpoint: self.s3.endpoint.clone(),
+                    region: self.s3.region.clone(),
+                    access_key_id: self.s3.access_key_id.clone(),
+                    secret_access_key: self.s3.secret_access_key.clone(),
+                    ..bucket
+                })
+            }
+            folder => folder,
+        })
     }
 
     /// What each connection of either server may hold, and for how long.

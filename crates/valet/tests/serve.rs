@@ -487,3 +487,88 @@ fn tls_with_a_configured_certificate() {
         "plain HTTP must not be served on a TLS port"
     );
 }
+
+/// `valet serve --blobs s3://BUCKET/PREFIX` with the bucket reached through the standard AWS
+/// environment variables: curl's upload lands as one object under the prefix in Garage (no
+/// blob in the data folder), and comes back whole, with its download name.
+#[test]
+fn blobs_on_s3_through_the_aws_environment() {
+    use valet_testkit::garage::Garage;
+    let garage = Garage::shared();
+    let bucket = garage.bucket();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let blobs = format!("s3://{bucket}/valet/blobs");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_valet"));
+    command
+        .args(["serve", "--role", "store", "--data"])
+        .arg(&data)
+        .args(["--store-addr", &addr, "--blobs", &blobs])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped());
+    for (name, value) in garage.env() {
+        command.env(name, value);
+    }
+    let mut process = Running::spawn(&mut command);
+    process.wait_listening(&[&addr], Duration::from_secs(20));
+    let server = Server {
+        process,
+        port,
+        data: data.clone(),
+    };
+
+    let file = dir.path().join("report.txt");
+    std::fs::write(&file, "numbers in a bucket\n").unwrap();
+    let key = server.key(
+        "blob:files/reports/",
+        "read,write",
+        &["--filename", "report.txt"],
+    );
+    let url = server.url(&format!("/blob/files/reports/q4.txt?vk={key}"));
+    let (out, err) = curl(&[
+        "-w",
+        "%{http_code}",
+        "-o",
+        "/dev/null",
+        "-T",
+        file.to_str().unwrap(),
+        "-H",
+        "Content-Type: text/plain",
+        &url,
+    ]);
+    assert_eq!(out, "201", "{err}\n{}", server.log());
+    let (body, _) = curl(&[&url]);
+    assert_eq!(body, "numbers in a bucket\n");
+    let (headers, _) = curl(&["-D", "-", "-o", "/dev/null", &url]);
+    let headers = headers.to_lowercase();
+    assert!(headers.contains("content-type: text/plain"), "{headers}");
+    assert!(
+        headers.contains("content-disposition: attachment; filename=\"report.txt\""),
+        "{headers}"
+    );
+    let info = garage.run(&["bucket", "info", &bucket]);
+    let objects = info
+        .lines()
+        .find_map(|l| l.strip_prefix("Objects:"))
+        .map(str::trim);
+    assert_eq!(objects, Some("1"), "{info}");
+    assert!(!data.join("blobs").exists(), "no blob in the data folder");
+}
+
+/// A `--blobs` that is neither `folder` nor an `s3://` URL stops `valet serve` at once,
+/// saying what it takes.
+#[test]
+fn a_bad_blobs_url_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_valet"))
+        .args(["serve", "--role", "store", "--data"])
+        .arg(dir.path())
+        .args(["--store-addr", "127.0.0.1:0", "--blobs", "gs://bucket"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("s3://BUCKET[/PREFIX]"), "{err}");
+}

@@ -14,7 +14,7 @@
 //! - a reader that opened a blob just before a commit or delete replaced it would cache bytes
 //!   that are no longer at the path; so after reading, [`HotBlobs::load`] stats the path again
 //!   and caches only if it still names the file it read (the write paths rename first and
-//!   forget after, see [`BlobFolder::commit`](super::BlobFolder::commit));
+//!   forget after, see [`BlobFolder::commit_now`](super::BlobFolder::commit_now));
 //! - an entry for a replaced file would waste its room until evicted, and a later file that
 //!   reused the inode with the same size and timestamps could hit it; so the write paths drop
 //!   the entry of the file they replace or delete ([`HotBlobs::forget`]).

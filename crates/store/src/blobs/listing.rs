@@ -10,7 +10,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::meta::BlobMeta;
-use crate::error::StoreError;
+use super::BlobError;
 
 /// One listed blob.
 #[derive(Debug, Clone, Serialize)]
@@ -41,7 +41,7 @@ pub(super) fn list(
     prefix: &str,
     cursor: Option<&str>,
     limit: usize,
-) -> Result<Listing, StoreError> {
+) -> Result<Listing, BlobError> {
     let mut walk = Walk {
         prefix,
         cursor,
@@ -72,21 +72,21 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
-    fn folder(&mut self, dir: &Path, folder_path: &str) -> Result<(), StoreError> {
+    fn folder(&mut self, dir: &Path, folder_path: &str) -> Result<(), BlobError> {
         let mut entries: Vec<(String, bool)> = Vec::new();
         let listed = match fs::read_dir(dir) {
             // Removed by a delete since its parent was read: nothing in it to list.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !folder_path.is_empty() => {
                 return Ok(())
             }
-            other => other.map_err(StoreError::from_io)?,
+            other => other.map_err(BlobError::from_io)?,
         };
         for entry in listed {
-            let entry = entry.map_err(StoreError::from_io)?;
+            let entry = entry.map_err(BlobError::from_io)?;
             let Ok(name) = entry.file_name().into_string() else {
                 continue;
             };
-            let kind = entry.file_type().map_err(StoreError::from_io)?;
+            let kind = entry.file_type().map_err(BlobError::from_io)?;
             if kind.is_dir() {
                 entries.push((format!("{folder_path}{name}/"), true));
             } else if kind.is_file() {
@@ -137,12 +137,12 @@ enum ItemError {
     /// It was deleted after its folder was read.
     Gone,
     /// Anything else.
-    Failed(StoreError),
+    Failed(BlobError),
 }
 
 impl From<std::io::Error> for ItemError {
     fn from(e: std::io::Error) -> ItemError {
-        ItemError::Failed(StoreError::from_io(e))
+        ItemError::Failed(BlobError::from_io(e))
     }
 }
 

@@ -23,10 +23,7 @@ pub async fn delete_blob(
     if !grant.ops.permits(Op::Read) && Preconditions::compare_current(&ctx.parts.headers) {
         return Err(StoreError::ConditionNeedsRead("delete"));
     }
-    let blobs = ctx.store.blobs.clone();
-    tokio::task::spawn_blocking(move || blobs.delete(&container, &path, &pre))
-        .await
-        .map_err(|e| StoreError::Internal(e.to_string()))??;
+    ctx.store.blobs.delete(&container, &path, &pre).await?;
     let mut response = Response::new(ResponseBody::Empty);
     *response.status_mut() = StatusCode::NO_CONTENT;
     Ok(response)

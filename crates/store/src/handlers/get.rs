@@ -7,7 +7,7 @@ use valet_key::{BlobPath, FileName, Name, Op, Scope};
 use super::{blob_of, Ctx};
 use crate::access::admit;
 use crate::blobs::{BlobData, BlobMeta};
-use crate::body::{ResponseBody, ZeroCopy};
+use crate::body::{ByteStream, ResponseBody, ZeroCopy};
 use crate::conditional::{if_range_holds, Preconditions, Verdict};
 use crate::error::StoreError;
 use crate::range::{resolve, ByteRange};
@@ -28,7 +28,7 @@ pub async fn get_blob(
     let grant = admit(&ctx.store, &ctx.key()?, Op::Read, &resource, ctx.client).await?;
     ctx.key_id = Some(grant.key_id);
     let (container, path) = blob_of(&resource);
-    let (data, meta) = ctx.store.blobs.open_blob(container, path)?;
+    let (data, meta) = ctx.store.blobs.open_blob(container, path).await?;
     let headers = &ctx.parts.headers;
     match preconditions.evaluate(Some(&meta), true) {
         Verdict::Proceed => {}
@@ -64,6 +64,10 @@ pub async fn get_blob(
                 });
                 ResponseBody::file(file, start, len, sent, zero_copy)
                     .map_err(StoreError::from_io)?
+            }
+            BlobData::Remote(remote) => {
+                let stream = remote.stream(start, len).await?;
+                ResponseBody::Stream(ByteStream::new(stream, len, sent))
             }
             BlobData::Memory(bytes) => {
                 sent.inc_by(len);

@@ -45,12 +45,11 @@ pub async fn list_blobs(
         prefix.push('/');
     }
     let cursor = query.cursor;
-    let blobs = ctx.store.blobs.clone();
-    let listing = tokio::task::spawn_blocking(move || {
-        blobs.list(&container, &prefix, cursor.as_deref(), limit)
-    })
-    .await
-    .map_err(|e| StoreError::Internal(e.to_string()))??;
+    let listing = ctx
+        .store
+        .blobs
+        .list(&container, &prefix, cursor.as_deref(), limit)
+        .await?;
     let body = serde_json::to_string(&listing).expect("a listing serialises");
     let mut response = Response::new(ResponseBody::full(body));
     response.headers_mut().insert(

@@ -18,7 +18,7 @@ use valet_key::{BlobPath, MediaType, MediaTypeError, Name, Op, Scope};
 use super::get::X_VALET_SHA256;
 use super::Ctx;
 use crate::access::admit;
-use crate::blobs::{parse_sha256_hex, CommitMode, Upload};
+use crate::blobs::{parse_sha256_hex, BlobUpload, CommitMode, UploadSpec};
 use crate::body::ResponseBody;
 use crate::conditional::Preconditions;
 use crate::error::StoreError;
@@ -124,7 +124,8 @@ pub async fn put_blob(
         ));
     }
     let limit = grant.max_bytes.unwrap_or(u64::MAX);
-    if declared_length(headers)?.is_some_and(|n| n > limit) {
+    let declared = declared_length(headers)?;
+    if declared.is_some_and(|n| n > limit) {
         return Err(StoreError::TooLarge { limit });
     }
     let expected = expected_digests(headers)?;
@@ -133,10 +134,17 @@ pub async fn put_blob(
         || "application/octet-stream".to_owned(),
         |t| t.as_str().to_owned(),
     );
+    let spec = UploadSpec {
+        content_type,
+        check_md5: expected.md5.is_some(),
+        sha256: expected.sha256,
+        length: declared,
+    };
     let mut upload = ctx
         .store
         .blobs
-        .begin_upload(content_type, expected.md5.is_some())?;
+        .begin_upload(&container, &path, spec)
+        .await?;
     let received = receive(ctx, body, &mut upload, limit).await;
     ctx.bytes = upload.received();
     received?;
@@ -146,11 +154,11 @@ pub async fn put_blob(
     if expected.sha256.is_some_and(|want| upload.sha256() != want) {
         return Err(StoreError::ChecksumMismatch("x-valet-sha256"));
     }
-    let blobs = ctx.store.blobs.clone();
-    let (c, p) = (container.clone(), path.clone());
-    let committed = tokio::task::spawn_blocking(move || blobs.commit(upload, &c, &p, mode))
-        .await
-        .map_err(|e| StoreError::Internal(e.to_string()))??;
+    let committed = ctx
+        .store
+        .blobs
+        .commit(upload, &container, &path, mode)
+        .await?;
     let meta = committed.meta;
     let body = serde_json::json!({
         "container": container.as_str(),
@@ -186,7 +194,7 @@ pub async fn put_blob(
 async fn receive(
     ctx: &Ctx,
     body: &mut Incoming,
-    upload: &mut Upload,
+    upload: &mut BlobUpload,
     limit: u64,
 ) -> Result<(), StoreError> {
     let config = &ctx.store.config;
@@ -217,8 +225,9 @@ async fn receive(
         if upload.received() + data.len() as u64 > limit {
             return Err(StoreError::TooLarge { limit });
         }
-        upload.write(&data)?;
-        ctx.store.metrics.bytes_in.inc_by(data.len() as u64);
+        let len = data.len() as u64;
+        upload.write(data).await?;
+        ctx.store.metrics.bytes_in.inc_by(len);
     }
 }
 

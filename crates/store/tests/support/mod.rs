@@ -9,11 +9,58 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::ObjectStoreExt as _;
 use tokio::sync::oneshot;
 use valet_key::{Caveat, Claims, KeyId, Keyring, Limits, Scope, Token, UnixTime};
 use valet_ledger::{Ledger, SqliteLedger};
-use valet_store::{Store, StoreConfig};
+use valet_store::{BlobStorage, S3Settings, Store, StoreConfig};
+use valet_testkit::garage::{self, Garage};
 use valet_testkit::raw_http;
+
+/// Which blob backend a store under test keeps its blobs in: the conformance suite
+/// (`tests/blobs.rs`) runs every case on each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `DATA/blobs`, the default.
+    Folder,
+    /// A bucket of its own in this test binary's Garage, under the prefix `valet/`.
+    Garage,
+}
+
+/// The prefix under which a Garage-backed test store keeps its containers.
+pub const S3_PREFIX: &str = "valet";
+
+/// A test store's bucket, and a client for it that bypasses the store.
+pub struct TestBucket {
+    pub name: String,
+    pub client: AmazonS3,
+}
+
+/// Settings for a store on `bucket` of `garage`.
+pub fn s3_settings(garage: &Garage, bucket: &str) -> S3Settings {
+    S3Settings {
+        bucket: bucket.to_owned(),
+        prefix: S3_PREFIX.to_owned(),
+        endpoint: Some(garage.endpoint.clone()),
+        region: Some(garage::REGION.to_owned()),
+        access_key_id: Some(garage::ACCESS_KEY_ID.to_owned()),
+        secret_access_key: Some(garage::SECRET_ACCESS_KEY.to_owned()),
+    }
+}
+
+/// A client for `bucket` of `garage`, as any S3 tool would see it.
+pub fn s3_client(garage: &Garage, bucket: &str) -> AmazonS3 {
+    AmazonS3Builder::new()
+        .with_bucket_name(bucket)
+        .with_endpoint(&garage.endpoint)
+        .with_region(garage::REGION)
+        .with_access_key_id(garage::ACCESS_KEY_ID)
+        .with_secret_access_key(garage::SECRET_ACCESS_KEY)
+        .with_allow_http(true)
+        .build()
+        .unwrap()
+}
 
 pub struct TestStore {
     pub addr: SocketAddr,
@@ -22,6 +69,8 @@ pub struct TestStore {
     pub ledger: Arc<SqliteLedger>,
     pub store: Arc<Store>,
     pub http: reqwest::Client,
+    /// Set when the blobs are in Garage.
+    pub bucket: Option<TestBucket>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -78,6 +127,48 @@ impl TestStore {
     }
 
     pub async fn start_with(configure: impl FnOnce(&mut StoreConfig)) -> TestStore {
+        TestStore::start_on_with(Backend::Folder, configure).await
+    }
+
+    /// A store keeping its blobs in `backend`.
+    pub async fn start_on(backend: Backend) -> TestStore {
+        TestStore::start_on_with(backend, |_| {}).await
+    }
+
+    /// A store keeping its blobs in `backend`, configured by `configure`.
+    pub async fn start_on_with(
+        backend: Backend,
+        configure: impl FnOnce(&mut StoreConfig),
+    ) -> TestStore {
+        let bucket = match backend {
+            Backend::Folder => None,
+            Backend::Garage => Some(
+                tokio::task::spawn_blocking(|| {
+                    let garage = Garage::shared();
+                    let name = garage.bucket();
+                    let client = s3_client(garage, &name);
+                    TestBucket { name, client }
+                })
+                .await
+                .unwrap(),
+            ),
+        };
+        let settings = bucket
+            .as_ref()
+            .map(|bucket| s3_settings(Garage::shared(), &bucket.name));
+        TestStore::start_configured(bucket, move |config| {
+            if let Some(settings) = settings {
+                config.blobs = BlobStorage::S3(settings);
+            }
+            configure(config);
+        })
+        .await
+    }
+
+    async fn start_configured(
+        bucket: Option<TestBucket>,
+        configure: impl FnOnce(&mut StoreConfig),
+    ) -> TestStore {
         let dir = tempfile::tempdir().unwrap();
         let keyring_path = dir.path().join("keyring");
         let keyring = valet_keyring::create(&keyring_path).unwrap();
@@ -107,6 +198,7 @@ impl TestStore {
             ledger,
             store,
             http: reqwest::Client::new(),
+            bucket,
             stop: Some(stop),
             task: Some(task),
         }
@@ -142,6 +234,58 @@ impl TestStore {
 
     pub fn blob_file(&self, container: &str, path: &str) -> PathBuf {
         self.data().join("blobs").join(container).join(path)
+    }
+
+    /// The bytes stored for a blob, read from where the backend keeps them (not through the
+    /// store), or `None` if nothing is stored there.
+    pub async fn stored(&self, container: &str, path: &str) -> Option<Vec<u8>> {
+        match &self.bucket {
+            None => std::fs::read(self.blob_file(container, path)).ok(),
+            Some(bucket) => {
+                let key = object_store::path::Path::from(format!("{S3_PREFIX}/{container}/{path}"));
+                match bucket.client.get(&key).await {
+                    Ok(found) => Some(found.bytes().await.unwrap().to_vec()),
+                    Err(object_store::Error::NotFound { .. }) => None,
+                    Err(e) => panic!("reading {key} from the bucket: {e}"),
+                }
+            }
+        }
+    }
+
+    /// Whether nothing is stored under `container/folder/`: for the folder, that the folder
+    /// itself is gone (emptied folders are pruned).
+    pub async fn folder_gone(&self, container: &str, folder: &str) -> bool {
+        use futures_util::StreamExt as _;
+        match &self.bucket {
+            None => !self
+                .data()
+                .join("blobs")
+                .join(container)
+                .join(folder)
+                .exists(),
+            Some(bucket) => {
+                let prefix =
+                    object_store::path::Path::from(format!("{S3_PREFIX}/{container}/{folder}"));
+                object_store::ObjectStore::list(&bucket.client, Some(&prefix))
+                    .next()
+                    .await
+                    .is_none()
+            }
+        }
+    }
+
+    /// Multipart uploads begun in the bucket and neither completed nor aborted (zero for the
+    /// folder, which has none).
+    pub async fn unfinished_uploads(&self) -> u64 {
+        match &self.bucket {
+            None => 0,
+            Some(bucket) => {
+                let name = bucket.name.clone();
+                tokio::task::spawn_blocking(move || Garage::shared().unfinished_uploads(&name))
+                    .await
+                    .unwrap()
+            }
+        }
     }
 
     /// Files left in the temporary upload folder.

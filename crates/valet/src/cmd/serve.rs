@@ -119,9 +119,14 @@ fn open_store(
     config.shutdown_grace = settings.shutdown_grace;
     config.blob_cache = settings.blob_cache;
     config.blob_mode = settings.blob_mode;
+    config.blobs = settings.blob_storage()?;
     config.limits = settings.connection_limits();
     config.tls = tls;
-    Store::open(config, keyring, ledger).context("opening the blob folder")
+    let what = match &config.blobs {
+        valet_store::BlobStorage::Folder => "opening the blob folder".to_owned(),
+        valet_store::BlobStorage::S3(s3) => format!("opening the blob bucket s3://{}", s3.bucket),
+    };
+    Store::open(config, keyring, ledger).context(what)
 }
 
 fn open_gate(
