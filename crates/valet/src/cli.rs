@@ -234,7 +234,8 @@ pub struct LimitArgs {
     pub ips: Vec<String>,
 }
 
-/// A running gate to administer keys on, instead of a keyring or data folder.
+/// A running gate to ask, and how: the one declaration of `--gate`, `--api-key` and `--cacert`,
+/// flattened into the key commands and (with help of their own) into `get` and `put`.
 #[derive(Debug, Args)]
 pub struct GateArgs {
     /// Ask this running gate (its key API, /v1/keys) instead of working offline.
