@@ -19,20 +19,9 @@ use crate::body::GateBody;
 use crate::error::GateError;
 use crate::issue::{mint, Handover};
 use crate::policy::{principal_segment, KeyRequest};
-use crate::routes::{fill, DelegateRoute};
+use crate::routes::{fill, op_for, DelegateRoute};
 use crate::state::Gate;
 use valet_http::edge;
-
-/// The operation a method asks for on a delegate route.
-pub(crate) fn op_for(method: &Method, create_only: bool) -> Option<Op> {
-    match *method {
-        Method::GET | Method::HEAD => Some(Op::Read),
-        Method::PUT if create_only => Some(Op::Create),
-        Method::PUT => Some(Op::Write),
-        Method::DELETE => Some(Op::Delete),
-        _ => None,
-    }
-}
 
 /// Answers a request on a delegate route.
 pub(crate) async fn delegate(

@@ -35,10 +35,6 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/revocations"),
 ];
 
-/// The fixed part of the gate's OpenAPI 3.1 description: everything but the configured routes,
-/// which `GET /openapi.json` adds from the route table the gate runs.
-pub const OPENAPI: &str = include_str!("../openapi.json");
-
 impl Handler for Gate {
     type Body = GateBody;
 
@@ -94,7 +90,7 @@ impl OwnPaths for Gate {
 
     /// The fixed document with the configured routes added.
     fn openapi(&self) -> Bytes {
-        self.routes.openapi()
+        crate::openapi::served(&self.routes)
     }
 }
 
