@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, request::Parts, HeaderValue, Method, Response, StatusCode};
+use http::{header, request::Parts, Method, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::json;
+use valet_http::edge;
 use valet_key::{Denial, KeyId, Ops, Scope, Token, UnixTime};
 use valet_ledger::{IssuedKey, KeyUse, Revocation};
 
@@ -205,7 +206,7 @@ async fn issue(
     };
     let approved = gate.policies.approve(principal, &request)?;
     let minted = mint(gate, principal, approved, Handover::Shown("api")).await?;
-    Ok(json_response(StatusCode::CREATED, &minted))
+    Ok(edge::json(StatusCode::CREATED, &minted))
 }
 
 /// What the gate knows of a key a principal may see.
@@ -280,7 +281,7 @@ async fn status(gate: &Arc<Gate>, record: IssuedKey) -> Result<Response<GateBody
         "revoked": revoked_by.is_some(),
         "revoked_by": revoked_by,
     });
-    Ok(json_response(StatusCode::OK, &body))
+    Ok(edge::json(StatusCode::OK, &body))
 }
 
 /// What is known of a key the gate has no record of: its counted uses, and whether its id was
@@ -297,7 +298,7 @@ async fn unrecorded_status(
         "revoked": state.revoked,
         "revoked_by": state.revoked.then_some("key"),
     });
-    Ok(json_response(StatusCode::OK, &body))
+    Ok(edge::json(StatusCode::OK, &body))
 }
 
 /// Revokes a key by id. A revocation by id needs no record: the ledger refuses the id however
@@ -457,22 +458,6 @@ fn parse_time(text: &str, now: UnixTime) -> Result<UnixTime, GateError> {
         )));
     }
     Ok(UnixTime(secs))
-}
-
-pub(crate) fn json_response(
-    status: StatusCode,
-    body: &impl serde::Serialize,
-) -> Response<GateBody> {
-    let text = serde_json::to_vec(body).expect("serializing plain data cannot fail");
-    let mut response = Response::new(GateBody::full(text));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
 }
 
 fn no_content() -> Response<GateBody> {

@@ -68,6 +68,13 @@ impl GateBody {
     }
 }
 
+/// What the edge's responders write into (`valet_http::edge`).
+impl From<Bytes> for GateBody {
+    fn from(bytes: Bytes) -> GateBody {
+        GateBody::full(bytes)
+    }
+}
+
 impl Body for GateBody {
     type Data = Bytes;
     type Error = hyper::Error;

@@ -2,6 +2,11 @@
 //!
 //! Everything here is plain data; [`crate::Gate::new`] checks it and compiles it into the
 //! types that answer requests, refusing a bad setting with a [`ConfigError`] that names it.
+//!
+//! This is the one declaration of the gate's settings: `valet serve` reads [`GateConfig`]
+//! from its layered configuration as it is (top-level keys shared with the server's own), so a
+//! new gate setting is one field here, plus its line in `valet`'s `defaults.toml` if its
+//! default is worth showing.
 
 use std::collections::BTreeMap;
 use std::fmt;

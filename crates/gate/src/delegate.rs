@@ -14,25 +14,14 @@ use std::sync::Arc;
 use http::{header, request::Parts, HeaderValue, Method, Response, StatusCode};
 use valet_key::{decode_url_path, BlobTarget, Limits, Op, Ops, Scope};
 
-use crate::api::json_response;
 use crate::auth::Principal;
 use crate::body::GateBody;
 use crate::error::GateError;
 use crate::issue::{mint, Handover};
 use crate::policy::{principal_segment, KeyRequest};
-use crate::routes::{fill, DelegateRoute};
+use crate::routes::{fill, op_for, DelegateRoute};
 use crate::state::Gate;
-
-/// The operation a method asks for on a delegate route.
-pub(crate) fn op_for(method: &Method, create_only: bool) -> Option<Op> {
-    match *method {
-        Method::GET | Method::HEAD => Some(Op::Read),
-        Method::PUT if create_only => Some(Op::Create),
-        Method::PUT => Some(Op::Write),
-        Method::DELETE => Some(Op::Delete),
-        _ => None,
-    }
-}
+use valet_http::edge;
 
 /// Answers a request on a delegate route.
 pub(crate) async fn delegate(
@@ -69,7 +58,7 @@ pub(crate) async fn delegate(
     let approved = gate.policies.approve(principal, &request)?;
     if wants_json(parts) {
         let minted = mint(gate, principal, approved, Handover::Shown("delegate")).await?;
-        return Ok(json_response(StatusCode::OK, &minted));
+        return Ok(edge::json(StatusCode::OK, &minted));
     }
     let minted = mint(gate, principal, approved, Handover::Redirect).await?;
     let url = minted

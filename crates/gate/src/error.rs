@@ -1,9 +1,11 @@
 //! Every way a gate request can fail, and the one place that maps each to an HTTP status and
-//! a stable code. The JSON shape is the store's: `{"error":{"code":"...","message":"..."}}`.
+//! a stable code. The JSON body and the logging are the edge's (`valet_http::edge`), shared
+//! with the store: `{"error":{"code":"...","message":"..."}}`.
 
 use std::time::Duration;
 
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use valet_http::edge::{json_error, Alarm, ApiError};
 use valet_ledger::LedgerError;
 
 use crate::body::GateBody;
@@ -101,34 +103,45 @@ impl GateError {
         }
     }
 
-    /// The error as a JSON response.
+    /// The error as a JSON response (the edge's one responder, [`json_error`]).
     pub fn into_response(self) -> Response<GateBody> {
-        let (status, code) = self.status_and_code();
-        let body = serde_json::json!({"error": {"code": code, "message": self.to_string()}});
-        let mut response = Response::new(GateBody::full(body.to_string()));
-        *response.status_mut() = status;
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        json_error(&self)
+    }
+}
+
+impl ApiError for GateError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        GateError::status_and_code(self)
+    }
+
+    fn add_headers(&self, headers: &mut HeaderMap) {
         match self {
             // RFC 9110: a 401 names the scheme that would work.
             GateError::Unauthenticated(_) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             GateError::RateLimited { retry_after } => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             // RFC 9110: a 405 lists the methods the route takes.
             GateError::MethodNotAllowed(allow) => {
-                if let Ok(value) = HeaderValue::from_str(&allow) {
+                if let Ok(value) = HeaderValue::from_str(allow) {
                     headers.insert(header::ALLOW, value);
                 }
             }
             _ => {}
         }
-        response
+    }
+
+    fn alarm(&self) -> Option<Alarm<'_>> {
+        match self {
+            GateError::Internal(_) => Some(Alarm::Internal(self)),
+            // Every request that needs the ledger is being refused: an operator must know.
+            GateError::Ledger(why) => Some(Alarm::Unavailable {
+                what: "ledger unavailable",
+                why,
+            }),
+            _ => None,
+        }
     }
 }

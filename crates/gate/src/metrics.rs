@@ -55,11 +55,6 @@ impl Metrics {
         Metrics { server, issued }
     }
 
-    /// Records a refused request.
-    pub fn refusal(&self, code: &'static str) {
-        self.server.refused(code);
-    }
-
     /// Records an issued key.
     pub fn issued(&self, via: &'static str) {
         self.issued.get_or_create(&ViaLabel { via }).inc();

@@ -25,10 +25,22 @@ const METHODS: [Method; 8] = [
     Method::TRACE,
 ];
 
+/// The fixed part of the gate's OpenAPI 3.1 description: everything but the configured routes,
+/// which `GET /openapi.json` adds from the route table the gate runs. Here, with what completes
+/// it, so that the router needs this module and not the other way round.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// The document served for `routes`: made once, at the first request, then shared bytes.
+pub(crate) fn served(routes: &RouteTable) -> bytes::Bytes {
+    routes
+        .document
+        .get_or_init(|| document(routes).into())
+        .clone()
+}
+
 /// The whole document, as JSON text.
 pub(crate) fn document(routes: &RouteTable) -> String {
-    let mut doc: Value =
-        serde_json::from_str(crate::service::OPENAPI).expect("openapi.json is JSON (tests check)");
+    let mut doc: Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON (tests check)");
     let paths = doc["paths"]
         .as_object_mut()
         .expect("openapi.json has paths (tests check)");

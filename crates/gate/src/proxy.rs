@@ -13,27 +13,20 @@
 use std::error::Error as StdError;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{Request, Response, Uri, Version};
-use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use prometheus_client::metrics::counter::Counter;
 
 use crate::auth::Principal;
 use crate::body::GateBody;
 use crate::error::GateError;
 use crate::routes::{fill, ProxyRoute};
 use crate::state::Gate;
-use crate::upstream::{self, UpstreamError};
-
-type BoxError = Box<dyn StdError + Send + Sync>;
+use crate::upstream::{self, BodyTooLarge, LimitedBody, UpstreamError};
 
 /// Where a request goes upstream: the normal-form path the route matched
 /// (`crate::request_path`) and the captures taken from it.
@@ -76,12 +69,7 @@ pub(crate) async fn proxy(
     set_identity(gate, &mut headers, principal)?;
     set_forwarded(&mut headers, client, gate.https, host);
     headers.insert(header::HOST, route.host.clone());
-    let body = LimitedBody {
-        inner: body,
-        limit: route.max_body,
-        seen: 0,
-        counter: gate.metrics.bytes_in.clone(),
-    };
+    let body = LimitedBody::new(body, route.max_body, gate.metrics.bytes_in.clone());
     let mut request = Request::new(body);
     *request.method_mut() = parts.method;
     *request.uri_mut() = uri;
@@ -260,48 +248,4 @@ fn describe(err: &UpstreamError) -> String {
         source = cause.source();
     }
     text
-}
-
-/// The client's body on its way upstream: counted, and cut at the route's limit.
-#[derive(Debug)]
-pub(crate) struct LimitedBody {
-    inner: Incoming,
-    limit: u64,
-    seen: u64,
-    counter: Counter,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("the request body exceeds {0} bytes")]
-struct BodyTooLarge(u64);
-
-impl Body for LimitedBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        let Some(Ok(frame)) = frame else {
-            return Poll::Ready(frame.map(|r| r.map_err(BoxError::from)));
-        };
-        if let Some(data) = frame.data_ref() {
-            self.seen += data.len() as u64;
-            self.counter.inc_by(data.len() as u64);
-            if self.seen > self.limit {
-                return Poll::Ready(Some(Err(Box::new(BodyTooLarge(self.limit)))));
-            }
-        }
-        Poll::Ready(Some(Ok(frame)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
 }

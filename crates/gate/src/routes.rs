@@ -5,6 +5,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use http::{Method, Uri};
+use valet_key::Op;
 
 use crate::config::{ConfigError, ProxyConfig, RouteConfig};
 use crate::request_path;
@@ -16,8 +17,9 @@ pub const DEFAULT_DELEGATE_TTL: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub(crate) struct RouteTable {
     routes: Vec<Route>,
-    /// The OpenAPI document describing these routes, made at the first `GET /openapi.json`.
-    openapi: OnceLock<bytes::Bytes>,
+    /// The OpenAPI document describing these routes, made at the first `GET /openapi.json`
+    /// (by `crate::openapi::served`, which knows how; kept here, where the routes live).
+    pub(crate) document: OnceLock<bytes::Bytes>,
 }
 
 /// One route.
@@ -263,20 +265,13 @@ impl RouteTable {
             .collect::<Result<Vec<_>, _>>()
             .map(|routes| RouteTable {
                 routes,
-                openapi: OnceLock::new(),
+                document: OnceLock::new(),
             })
     }
 
     /// Every route, for checking roles against the policies.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Route> {
         self.routes.iter()
-    }
-
-    /// The gate's OpenAPI document: the key API and these routes (shared bytes, no copy).
-    pub(crate) fn openapi(&self) -> bytes::Bytes {
-        self.openapi
-            .get_or_init(|| crate::openapi::document(self).into())
-            .clone()
     }
 
     /// The first route whose pattern and method match the normal-form `path`
@@ -393,10 +388,7 @@ impl Route {
             (Action::Proxy(_), None) => None,
         };
         if let (Action::Delegate(_), Some(methods)) = (&action, &methods) {
-            if let Some(m) = methods
-                .iter()
-                .find(|m| crate::delegate::op_for(m, false).is_none())
-            {
+            if let Some(m) = methods.iter().find(|m| op_for(m, false).is_none()) {
                 return Err(ConfigError::new(
                     setting("methods"),
                     format!("{m} cannot be delegated (GET, HEAD, PUT, DELETE can)"),
@@ -498,6 +490,18 @@ impl ProxyRoute {
             max_body: config.max_body.unwrap_or(defaults.max_body),
             timeout: config.timeout.unwrap_or(defaults.timeout),
         })
+    }
+}
+
+/// The one operation a method asks of a delegate route (`None`: the method has none). Here,
+/// not in `delegate`, because the table checks its routes' methods with it when it is built.
+pub(crate) fn op_for(method: &Method, create_only: bool) -> Option<Op> {
+    match *method {
+        Method::GET | Method::HEAD => Some(Op::Read),
+        Method::PUT if create_only => Some(Op::Create),
+        Method::PUT => Some(Op::Write),
+        Method::DELETE => Some(Op::Delete),
+        _ => None,
     }
 }
 

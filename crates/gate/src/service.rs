@@ -1,15 +1,15 @@
-//! The router: one function from a request to a response, plus what every response gets
-//! (security headers, metrics, one access-log line).
+//! The router: one function from a request to a response, inside the edge every server shares
+//! (`valet_http::edge`: `/healthz`, `/metrics`, `/openapi.json`, security headers, metrics, one
+//! access-log line).
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
-use http::{header, HeaderValue, Method, Request, Response};
-use http_body::Body as _;
+use bytes::Bytes;
+use http::{Request, Response};
 use hyper::body::Incoming;
-use valet_http::metrics::METRICS_CONTENT_TYPE;
+use valet_http::edge::{AccessLine, Exchange, Own, OwnPaths};
 use valet_http::{Connection, Handler, ServeOptions, Site};
 
 use crate::auth::Principal;
@@ -35,10 +35,6 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/revocations"),
 ];
 
-/// The fixed part of the gate's OpenAPI 3.1 description: everything but the configured routes,
-/// which `GET /openapi.json` adds from the route table the gate runs.
-pub const OPENAPI: &str = include_str!("../openapi.json");
-
 impl Handler for Gate {
     type Body = GateBody;
 
@@ -62,50 +58,40 @@ impl Gate {
     }
 }
 
-/// Handles one request. Never fails: errors become JSON responses.
+/// Handles one request. Never fails: errors become JSON responses. The edge
+/// (`valet_http::edge`) answers the paths every server has and does what every response gets;
+/// [`route`] is the gate's own.
 pub async fn handle(
     gate: Arc<Gate>,
     request: Request<Incoming>,
     client: SocketAddr,
 ) -> Response<GateBody> {
-    let started = Instant::now();
     let (parts, body) = request.into_parts();
-    let method = parts.method.clone();
-    // A cheap clone (shared bytes), for the log line after `parts` was handed on.
-    let uri = parts.uri.clone();
+    let exchange = Exchange::begin(&parts, client);
     let mut principal = None;
-    let (route, result) = route(&gate, parts, body, client, &mut principal).await;
-    let mut response = result.unwrap_or_else(|err| {
-        let (_, code) = err.status_and_code();
-        gate.metrics.refusal(code);
-        match &err {
-            GateError::Internal(why) => tracing::error!(route, error = %why, "internal error"),
-            // Every request that needs the ledger is being refused: an operator must know.
-            GateError::Ledger(why) => tracing::warn!(route, error = %why, "ledger unavailable"),
-            _ => {}
-        }
-        err.into_response()
-    });
-    valet_http::hygiene::protect(response.headers_mut());
-    let status = response.status().as_u16();
-    let elapsed = started.elapsed();
-    gate.metrics.request(route, status, elapsed.as_secs_f64());
-    // The body's length as the response head declares it: the line is written now, and a
-    // proxied body of unknown length (chunked) has none.
-    let bytes = response.body().size_hint().exact();
-    // The path without the query: a query may carry secrets.
-    tracing::info!(
-        target: "valet::access",
-        %method,
-        path = uri.path(),
-        route,
-        status,
-        bytes,
-        micros = elapsed.as_micros() as u64,
-        principal = principal.as_ref().map(|p| p.name.as_str()),
-        client = %client.ip(),
-    );
+    let (route, result) = match exchange.own(&*gate) {
+        Some(Own::Answer(route, response)) => (route, Ok(response)),
+        Some(Own::WrongMethod(allow)) => ("other", Err(GateError::MethodNotAllowed(allow.into()))),
+        None => route(&gate, parts, body, client, &mut principal).await,
+    };
+    let mut response = result.unwrap_or_else(|err| exchange.refuse(err, route, &gate.metrics));
+    let line = AccessLine {
+        principal: principal.as_ref().map(|p| p.name.as_str()),
+        ..AccessLine::default()
+    };
+    exchange.finish(route, &mut response, &gate.metrics, line);
     response
+}
+
+impl OwnPaths for Gate {
+    fn metrics_text(&self) -> String {
+        self.metrics.render()
+    }
+
+    /// The fixed document with the configured routes added.
+    fn openapi(&self) -> Bytes {
+        crate::openapi::served(&self.routes)
+    }
 }
 
 async fn route(
@@ -118,23 +104,6 @@ async fn route(
     // The captures borrow this (cheap) copy of the URI: the proxy takes `parts` by value.
     let uri = parts.uri.clone();
     let path = uri.path();
-    match path {
-        "/healthz" if parts.method == Method::GET || parts.method == Method::HEAD => {
-            return ("healthz", Ok(healthz()))
-        }
-        "/metrics" if parts.method == Method::GET => return ("metrics", Ok(metrics(gate))),
-        "/openapi.json" if parts.method == Method::GET => return ("openapi", Ok(openapi(gate))),
-        "/healthz" => {
-            return (
-                "other",
-                Err(GateError::MethodNotAllowed("GET, HEAD".into())),
-            )
-        }
-        "/metrics" | "/openapi.json" => {
-            return ("other", Err(GateError::MethodNotAllowed("GET".into())))
-        }
-        _ => {}
-    }
     if path.starts_with("/v1/") {
         return (
             "api",
@@ -203,35 +172,7 @@ async fn route(
     (route.name, result)
 }
 
-/// `ok`, as plain text: what a load balancer's health check reads.
-fn healthz() -> Response<GateBody> {
-    let mut response = Response::new(GateBody::full("ok\n"));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(valet_http::hygiene::TEXT_PLAIN),
-    );
-    response
-}
-
-fn openapi(gate: &Gate) -> Response<GateBody> {
-    let mut response = Response::new(GateBody::full(gate.routes.openapi()));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
 /// Whether a normal-form path is one the gate answers itself (never a route's).
 fn is_reserved(normal: &str) -> bool {
-    normal.starts_with("/v1/") || matches!(normal, "/healthz" | "/metrics" | "/openapi.json")
-}
-
-fn metrics(gate: &Gate) -> Response<GateBody> {
-    let mut response = Response::new(GateBody::full(gate.metrics.render()));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(METRICS_CONTENT_TYPE),
-    );
-    response
+    normal.starts_with("/v1/") || valet_http::edge::is_own_path(normal)
 }

@@ -15,19 +15,20 @@ use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::uri::Authority;
 use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, Connection, SendRequest};
 use hyper_util::rt::TokioIo;
+use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use valet_http::{ClientTlsStream, TlsClient};
-
-use crate::proxy::LimitedBody;
 
 /// Idle connections kept per upstream and worker.
 const MAX_IDLE: usize = 256;
@@ -276,4 +277,63 @@ async fn connect(
         driver,
         ended: false,
     }))
+}
+
+/// The client's body on its way upstream: counted, and cut at the route's limit.
+#[derive(Debug)]
+pub(crate) struct LimitedBody {
+    inner: Incoming,
+    limit: u64,
+    seen: u64,
+    counter: Counter,
+}
+
+impl LimitedBody {
+    /// `inner`, counted into `counter` and cut after `limit` bytes.
+    pub(crate) fn new(inner: Incoming, limit: u64, counter: Counter) -> LimitedBody {
+        LimitedBody {
+            inner,
+            limit,
+            seen: 0,
+            counter,
+        }
+    }
+}
+
+/// Why a [`LimitedBody`] stopped: the proxy answers `too_large` for it.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body exceeds {0} bytes")]
+pub(crate) struct BodyTooLarge(u64);
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Body for LimitedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        let Some(Ok(frame)) = frame else {
+            return Poll::Ready(frame.map(|r| r.map_err(BoxError::from)));
+        };
+        if let Some(data) = frame.data_ref() {
+            self.seen += data.len() as u64;
+            self.counter.inc_by(data.len() as u64);
+            if self.seen > self.limit {
+                return Poll::Ready(Some(Err(Box::new(BodyTooLarge(self.limit)))));
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }

@@ -12,9 +12,13 @@
 //!   thread from accept to close, so a request never wakes another thread.
 //! - [`Handler`]: what a site plugs in: one function from a request to a response.
 //! - [`sendfile`]: zero-copy file bodies on plain HTTP/1 connections.
+//! - [`edge`]: what a request meets before and after a server's router: its own paths
+//!   (`/healthz`, `/metrics`, `/openapi.json`), errors as JSON ([`edge::ApiError`]), the
+//!   headers every response carries ([`hygiene`]), the request metrics and the access line.
 //! - [`hygiene`]: the headers every response carries.
 
 mod conn;
+pub mod edge;
 pub mod hygiene;
 pub mod metrics;
 pub mod sendfile;

@@ -13,11 +13,11 @@ use serde::Serialize;
 use crate::claims::{
     decode_ips, decode_media_range, decode_ops, decode_scope, encode_ips, UnixTime,
 };
-use crate::error::{FormatError, OpScopeError};
+use crate::error::FormatError;
 use crate::media_range::MediaRange;
 use crate::op::Ops;
+use crate::scope::OpScopeError;
 use crate::scope::Scope;
-use crate::token::Token;
 use crate::wire::{field, uint_value, SegmentReader, SegmentWriter, CAVEAT_KIND};
 
 /// One appended restriction set. Every present field narrows the key.
@@ -94,97 +94,6 @@ impl Caveat {
     /// Whether the caveat restricts nothing.
     pub fn is_empty(&self) -> bool {
         *self == Caveat::default()
-    }
-
-    /// Checks that this caveat only narrows `token` as it stands (claims and earlier caveats).
-    pub fn check_narrows(&self, token: &Token) -> Result<(), AttenuateError> {
-        if self.is_empty() {
-            return Err(AttenuateError::Empty);
-        }
-        let claims = token.claims();
-        let caveats = token.caveats();
-        if let Some(scope) = &self.scope {
-            let (key, caveat) = (claims.scope.kind().family(), scope.kind().family());
-            if key != caveat {
-                return Err(AttenuateError::OtherKind { key, caveat });
-            }
-            let covered = claims.scope.covers(scope)
-                && caveats
-                    .iter()
-                    .filter_map(|c| c.scope.as_ref())
-                    .all(|s| s.covers(scope));
-            if !covered {
-                return Err(AttenuateError::Widens("scope"));
-            }
-        }
-        if let Some(ops) = self.ops {
-            if ops.is_empty() || !ops.within(token.effective_ops()) {
-                return Err(AttenuateError::Widens("operations"));
-            }
-        }
-        self.check_ops_fit(token)?;
-        let (not_before, expires) = token.effective_window();
-        if self.expires.is_some_and(|e| e > expires) {
-            return Err(AttenuateError::Widens("expiry"));
-        }
-        let new_expires = self.expires.unwrap_or(expires);
-        let new_not_before = self.not_before.unwrap_or(not_before).max(not_before);
-        if new_not_before >= new_expires {
-            return Err(AttenuateError::NoValidity);
-        }
-        let narrower = |new: Option<u64>, old: Option<u64>| match (new, old) {
-            (Some(n), Some(o)) => n <= o,
-            _ => true,
-        };
-        let effective = token.effective_limits();
-        if !narrower(self.max_bytes, effective.max_bytes) {
-            return Err(AttenuateError::Widens("max bytes"));
-        }
-        if !narrower(self.max_uses, effective.max_uses) {
-            return Err(AttenuateError::Widens("max uses"));
-        }
-        if let Some(ct) = &self.content_type {
-            if !effective.content_types.iter().all(|outer| ct.within(outer)) {
-                return Err(AttenuateError::Widens("content type"));
-            }
-        }
-        if !self.client_ips.is_empty() {
-            let inside = |list: &[IpNet]| {
-                list.is_empty()
-                    || self
-                        .client_ips
-                        .iter()
-                        .all(|n| list.iter().any(|o| o.contains(n)))
-            };
-            let all_lists = std::iter::once(&claims.limits.client_ips)
-                .chain(caveats.iter().map(|c| &c.client_ips));
-            if !all_lists.into_iter().all(|l| inside(l)) {
-                return Err(AttenuateError::Widens("client addresses"));
-            }
-        }
-        Ok(())
-    }
-
-    /// Checks that the operations the key is left with apply to the scope it is left with:
-    /// the caveat's own operations to every scope of the chain (the narrowest decides), or,
-    /// when the caveat narrows only the scope, the key's operations to that scope.
-    fn check_ops_fit(&self, token: &Token) -> Result<(), AttenuateError> {
-        let scopes = std::iter::once(&token.claims().scope)
-            .chain(token.caveats().iter().filter_map(|c| c.scope.as_ref()))
-            .chain(self.scope.as_ref());
-        match (self.ops, &self.scope) {
-            (Some(ops), _) => scopes
-                .into_iter()
-                .try_for_each(|scope| scope.check_ops(ops))
-                .map_err(AttenuateError::OpsDoNotFit),
-            (None, Some(scope)) => {
-                let named: Ops = token.effective_ops().iter().collect();
-                scope
-                    .check_ops(named)
-                    .map_err(AttenuateError::KeyOpsDoNotFit)
-            }
-            (None, None) => Ok(()),
-        }
     }
 
     pub(crate) fn encode(&self) -> Vec<u8> {

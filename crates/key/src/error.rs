@@ -8,9 +8,6 @@ use std::fmt;
 
 use thiserror::Error;
 
-use crate::op::Op;
-use crate::scope::ScopeKind;
-
 /// Why a container, table, queue or event-target name was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum NameError {
@@ -91,35 +88,6 @@ pub enum OpError {
     Empty,
 }
 
-/// An operation that means nothing on the kind of resource a scope names: `list` on one blob,
-/// `enqueue` on a blob, `read` on a queue. A key or caveat naming one is refused when it is
-/// made, so that nobody holds a key that does less than it says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
-pub struct OpScopeError {
-    /// The operation that does not apply.
-    pub op: Op,
-    /// The kind of resource it was asked for.
-    pub kind: ScopeKind,
-}
-
-impl fmt::Display for OpScopeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let OpScopeError { op, kind } = *self;
-        write!(
-            f,
-            "the operation '{op}' does not apply to {}",
-            kind.describe()
-        )?;
-        match (op, kind) {
-            (Op::List, ScopeKind::Blob) => {
-                f.write_str(": list a container (blob:NAME) or a prefix ending in '/'")
-            }
-            (Op::List, ScopeKind::Row) => f.write_str(": list a partition or a row range"),
-            _ => write!(f, ", which takes {}", kind.ops_in_words()),
-        }
-    }
-}
-
 /// Why a content-type limit was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 #[error("a content type is 'type/subtype' or 'type/*' in lowercase token characters")]
@@ -190,7 +158,7 @@ struct FieldName(u8);
 
 impl fmt::Display for FieldName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match crate::wire::field::name(self.0) {
+        match crate::field::name(self.0) {
             Some(name) => write!(f, "field {} ({name})", self.0),
             None => write!(f, "field {}", self.0),
         }

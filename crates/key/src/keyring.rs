@@ -16,48 +16,14 @@ use std::fmt;
 
 use base64_simd::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
-use subtle::ConstantTimeEq;
 
 use crate::claims::{Claims, UnixTime};
-use crate::error::OpScopeError;
-use crate::mac::MacKey;
+use crate::mac::{MacKey, Tag};
+use crate::scope::OpScopeError;
 use crate::token::Token;
 
 /// The format name written into keyring files.
 pub const KEYRING_FORMAT: &str = "valet-keyring/1";
-
-/// An HMAC-SHA256 tag. Its only equality is constant-time.
-#[derive(Clone, Copy)]
-pub struct Tag(pub(crate) [u8; 32]);
-
-impl Tag {
-    /// The next tag of the chain: `HMAC(self, caveat)`.
-    pub(crate) fn chain(&self, caveat: &[u8]) -> Tag {
-        Tag(MacKey::new(&self.0).mac(caveat))
-    }
-}
-
-impl PartialEq for Tag {
-    /// Constant time, word by word: four `subtle` comparisons of `u64`s rather than 32 of
-    /// bytes, each of which pays for an optimisation barrier.
-    fn eq(&self, other: &Tag) -> bool {
-        let words = |tag: &Tag| -> [u64; 4] {
-            std::array::from_fn(|i| {
-                u64::from_ne_bytes(tag.0[8 * i..8 * i + 8].try_into().expect("8 bytes"))
-            })
-        };
-        words(self).ct_eq(&words(other)).into()
-    }
-}
-
-impl Eq for Tag {}
-
-impl fmt::Debug for Tag {
-    /// Never prints the tag: whoever holds it can append caveats.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Tag(<redacted>)")
-    }
-}
 
 /// Why a keyring could not be read, changed or used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

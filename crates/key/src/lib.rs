@@ -11,6 +11,7 @@ mod authorize;
 mod caveat;
 mod claims;
 mod error;
+mod field;
 mod keyring;
 mod mac;
 mod media_range;
@@ -28,10 +29,10 @@ pub use claims::{
     is_bidi_control, valid_subject, Claims, FileName, KeyId, Limits, UnixTime, MAX_SUBJECT_LEN,
 };
 pub use error::{
-    FileNameError, FormatError, MediaRangeError, NameError, OpError, OpScopeError, PathError,
-    ScopeError,
+    FileNameError, FormatError, MediaRangeError, NameError, OpError, PathError, ScopeError,
 };
-pub use keyring::{IssueError, Keyring, KeyringError, SigningKey, Tag, KEYRING_FORMAT};
+pub use keyring::{IssueError, Keyring, KeyringError, SigningKey, KEYRING_FORMAT};
+pub use mac::Tag;
 pub use media_range::{MediaRange, MediaType, MediaTypeError, MAX_MEDIA_TYPE_LEN};
 pub use name::{Name, MAX_NAME_LEN, MIN_NAME_LEN};
 pub use op::{Op, Ops};
@@ -39,6 +40,6 @@ pub use path::{
     BlobPath, BlobPrefix, TableKey, MAX_PATH_LEN, MAX_SEGMENT_LEN, MAX_TABLE_KEY_LEN,
     SEGMENT_PATTERN,
 };
-pub use scope::{BlobTarget, RowRange, Scope, ScopeKind};
+pub use scope::{BlobTarget, OpScopeError, RowRange, Scope, ScopeKind};
 pub use token::{redact, EffectiveLimits, Token, MAX_CAVEATS, MAX_TOKEN_LEN, TOKEN_PREFIX};
 pub use url_path::{blob_url_path, decode_url_path, UrlPathError};

@@ -5,9 +5,12 @@
 //! buffer to fill and copy out. Verifying a typical key is three compressions, and this is the
 //! store's hot path. The `hmac` crate computes the same function; the tests compare the two.
 
+use std::fmt;
+
 use sha2::compress256;
 use sha2::digest::consts::U64;
 use sha2::digest::generic_array::GenericArray;
+use subtle::ConstantTimeEq;
 
 /// SHA-256's block size in bytes.
 const BLOCK: usize = 64;
@@ -87,6 +90,41 @@ fn compress(state: &mut [u32; 8], block: &[u8]) {
         state,
         std::slice::from_ref(GenericArray::<u8, U64>::from_slice(block)),
     );
+}
+
+/// An HMAC-SHA256 tag. Its only equality is constant-time. Here, with the MAC that makes it,
+/// so that a token (which carries one) and a keyring (which makes the first) both depend on
+/// this module rather than on each other.
+#[derive(Clone, Copy)]
+pub struct Tag(pub(crate) [u8; 32]);
+
+impl Tag {
+    /// The next tag of the chain: `HMAC(self, caveat)`.
+    pub(crate) fn chain(&self, caveat: &[u8]) -> Tag {
+        Tag(MacKey::new(&self.0).mac(caveat))
+    }
+}
+
+impl PartialEq for Tag {
+    /// Constant time, word by word: four `subtle` comparisons of `u64`s rather than 32 of
+    /// bytes, each of which pays for an optimisation barrier.
+    fn eq(&self, other: &Tag) -> bool {
+        let words = |tag: &Tag| -> [u64; 4] {
+            std::array::from_fn(|i| {
+                u64::from_ne_bytes(tag.0[8 * i..8 * i + 8].try_into().expect("8 bytes"))
+            })
+        };
+        words(self).ct_eq(&words(other)).into()
+    }
+}
+
+impl Eq for Tag {}
+
+impl fmt::Debug for Tag {
+    /// Never prints the tag: whoever holds it can append caveats.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Tag(<redacted>)")
+    }
 }
 
 #[cfg(test)]

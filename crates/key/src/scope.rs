@@ -19,7 +19,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::error::{OpScopeError, ScopeError};
+use crate::error::ScopeError;
 use crate::name::Name;
 use crate::op::{Op, Ops};
 use crate::path::{BlobPath, BlobPrefix, TableKey};
@@ -438,6 +438,36 @@ impl<'de> serde::Deserialize<'de> for Scope {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// An operation that means nothing on the kind of resource a scope names: `list` on one blob,
+/// `enqueue` on a blob, `read` on a queue. A key or caveat naming one is refused when it is
+/// made, so that nobody holds a key that does less than it says. Here, with the kinds of
+/// scope, so that `error` needs nothing of scopes and operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub struct OpScopeError {
+    /// The operation that does not apply.
+    pub op: Op,
+    /// The kind of resource it was asked for.
+    pub kind: ScopeKind,
+}
+
+impl fmt::Display for OpScopeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let OpScopeError { op, kind } = *self;
+        write!(
+            f,
+            "the operation '{op}' does not apply to {}",
+            kind.describe()
+        )?;
+        match (op, kind) {
+            (Op::List, ScopeKind::Blob) => {
+                f.write_str(": list a container (blob:NAME) or a prefix ending in '/'")
+            }
+            (Op::List, ScopeKind::Row) => f.write_str(": list a partition or a row range"),
+            _ => write!(f, ", which takes {}", kind.ops_in_words()),
+        }
     }
 }
 

@@ -285,6 +285,13 @@ impl FileRegions {
     }
 }
 
+/// What the edge's responders write into (`valet_http::edge`).
+impl From<Bytes> for ResponseBody {
+    fn from(bytes: Bytes) -> ResponseBody {
+        ResponseBody::full(bytes)
+    }
+}
+
 impl http_body::Body for ResponseBody {
     type Data = Bytes;
     type Error = io::Error;

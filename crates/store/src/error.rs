@@ -1,10 +1,12 @@
 //! Every way a store request can fail, and the one place that maps each to an HTTP status and
 //! a stable error code.
 //!
-//! The JSON shape is `{"error":{"code":"...","message":"..."}}`; codes are listed in
+//! The JSON shape is the edge's (`valet_http::edge`, shared with the gate):
+//! `{"error":{"code":"...","message":"..."}}`; codes are listed in
 //! `docs/ERRORS.md` and a test asserts each one over HTTP.
 
-use http::{header, HeaderValue, StatusCode};
+use http::{header, HeaderMap, HeaderValue, StatusCode};
+use valet_http::edge::{json_error, Alarm, ApiError};
 use valet_key::Denial;
 
 use crate::body::ResponseBody;
@@ -155,34 +157,57 @@ impl StoreError {
         }
     }
 
-    /// The error as a response with the JSON body.
+    /// The error as a response with the JSON body (the edge's one responder, [`json_error`]).
     pub fn into_response(self) -> http::Response<ResponseBody> {
-        let (status, code) = self.status_and_code();
-        let body = serde_json::json!({"error": {"code": code, "message": self.to_string()}});
-        let mut response = http::Response::new(ResponseBody::full(body.to_string()));
-        *response.status_mut() = status;
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        json_error(&self)
+    }
+}
+
+impl ApiError for StoreError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        StoreError::status_and_code(self)
+    }
+
+    fn add_headers(&self, headers: &mut HeaderMap) {
         // RFC 9110: a 401 names the scheme that would work.
-        if status == StatusCode::UNAUTHORIZED {
+        if self.status_and_code().0 == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Valet"));
         }
-        // RFC 9110: a 405 lists the methods the route takes.
-        if let StoreError::MethodNotAllowed(allow) = self {
-            headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+        match self {
+            // RFC 9110: a 405 lists the methods the route takes.
+            StoreError::MethodNotAllowed(allow) => {
+                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            StoreError::TooManyUploads(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            StoreError::RangeNotSatisfiable { size } => {
+                let value = HeaderValue::from_str(&format!("bytes */{size}")).expect("ascii");
+                headers.insert(header::CONTENT_RANGE, value);
+            }
+            _ => {}
         }
-        if let StoreError::TooManyUploads(_) = self {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+
+    /// Refusals for the key's sake only (`valet_store_denials`): a bad path or a full disk is
+    /// not a denial.
+    fn is_refusal(&self) -> bool {
+        matches!(
+            self.status_and_code(),
+            (StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED, _) | (_, "key_malformed")
+        )
+    }
+
+    fn alarm(&self) -> Option<Alarm<'_>> {
+        match self {
+            StoreError::Internal(_) => Some(Alarm::Internal(self)),
+            // Every request that needs the ledger is being refused: an operator must know.
+            StoreError::LedgerUnavailable(_) => Some(Alarm::Unavailable {
+                what: "ledger unavailable",
+                why: self,
+            }),
+            _ => None,
         }
-        if let StoreError::RangeNotSatisfiable { size } = self {
-            let value = HeaderValue::from_str(&format!("bytes */{size}")).expect("ascii");
-            headers.insert(header::CONTENT_RANGE, value);
-        }
-        response
     }
 }
 

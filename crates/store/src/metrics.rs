@@ -86,11 +86,6 @@ impl Metrics {
         }
     }
 
-    /// Records a refusal for the key's sake.
-    pub fn denial(&self, code: &'static str) {
-        self.server.refused(code);
-    }
-
     /// The counters the small-blob cache counts its hits and misses into.
     pub fn blob_cache_counters(&self) -> CacheCounters {
         self.blob_cache.clone()

@@ -1,12 +1,13 @@
-//! The router: one function from a request to a response, plus what every response gets
-//! (security headers, CORS, metrics, one access-log line).
+//! The router: one function from a request to a response, inside the edge every server shares
+//! (`valet_http::edge`: `/healthz`, `/metrics`, `/openapi.json`, security headers, metrics, one
+//! access-log line), plus CORS.
 
 use std::sync::Arc;
-use std::time::Instant;
 
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use valet_http::metrics::METRICS_CONTENT_TYPE;
+use valet_http::edge::{AccessLine, Exchange, Own, OwnPaths, HEALTHZ_METHODS};
 use valet_http::Connection;
 
 use crate::body::ResponseBody;
@@ -43,16 +44,17 @@ const ALLOW_BLOB: &str = "GET, HEAD, PUT, DELETE, OPTIONS";
 /// The OpenAPI 3.1 description of the store, served at `GET /openapi.json`.
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
-/// Handles one request. Never fails: errors become JSON responses.
+/// Handles one request. Never fails: errors become JSON responses. The edge
+/// (`valet_http::edge`) answers the paths every server has and does what every response gets;
+/// [`route`] is the store's own, and CORS and the unread body are seen to here.
 pub async fn handle(
     store: Arc<Store>,
     request: Request<Incoming>,
     connection: Connection,
 ) -> Response<ResponseBody> {
     let client = connection.client;
-    let started = Instant::now();
     let (parts, mut body) = request.into_parts();
-    let method = parts.method.clone();
+    let exchange = Exchange::begin(&parts, client);
     let origin = parts.headers.get(header::ORIGIN).cloned();
     let mut ctx = Ctx {
         store: store.clone(),
@@ -63,27 +65,10 @@ pub async fn handle(
         key_id: None,
         bytes: 0,
     };
-    let (route, result) = route(&mut ctx, &mut body).await;
-    let mut response = result.unwrap_or_else(|err| {
-        if let (StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED, code)
-        | (_, code @ "key_malformed") = err.status_and_code()
-        {
-            store.metrics.denial(code);
-        }
-        match &err {
-            StoreError::Internal(why) => tracing::error!(route, error = %why, "internal error"),
-            // Every request that needs the ledger is being refused: an operator must know.
-            StoreError::LedgerUnavailable(why) => {
-                tracing::warn!(route, error = %why, "ledger unavailable")
-            }
-            _ => {}
-        }
-        err.into_response()
-    });
-    let headers = response.headers_mut();
-    valet_http::hygiene::protect(headers);
+    let (route, result) = route(&exchange, &mut ctx, &mut body).await;
+    let mut response = result.unwrap_or_else(|err| exchange.refuse(err, route, &store.metrics));
     if route != "preflight" {
-        store.cors.decorate(origin.as_ref(), headers);
+        store.cors.decorate(origin.as_ref(), response.headers_mut());
     }
     // A client too slow to send its body in time is not given more.
     if response.status() != StatusCode::REQUEST_TIMEOUT {
@@ -91,30 +76,35 @@ pub async fn handle(
     }
     // What the log's `bytes` says: an upload's bytes received, else the body sent (an error's
     // JSON, a listing's page, a download's range), from the one place that knows its length.
-    if method != Method::PUT {
+    if exchange.method() != Method::PUT {
         ctx.bytes = http_body::Body::size_hint(response.body())
             .exact()
             .unwrap_or(ctx.bytes);
     }
-    let status = response.status().as_u16();
-    let elapsed = started.elapsed();
-    store.metrics.request(route, status, elapsed.as_secs_f64());
-    // The path is logged without the query: the query may hold a key.
-    tracing::info!(
-        target: "valet::access",
-        %method,
-        path = ctx.parts.uri.path(),
-        route,
-        status,
-        bytes = ctx.bytes,
-        micros = elapsed.as_micros() as u64,
-        key_id = ctx.key_id.map(|k| k.to_string()),
-        client = %client.ip(),
-    );
+    let line = AccessLine {
+        bytes: Some(ctx.bytes),
+        key_id: ctx.key_id.map(|k| k.to_string()),
+        ..AccessLine::default()
+    };
+    exchange.finish(route, &mut response, &store.metrics, line);
     response
 }
 
+impl OwnPaths for Store {
+    /// With what the small-blob cache holds, read now so that serving a blob pays nothing.
+    fn metrics_text(&self) -> String {
+        let (entries, bytes) = self.blobs.hot_usage();
+        self.metrics.blob_cache(entries, bytes);
+        self.metrics.render()
+    }
+
+    fn openapi(&self) -> Bytes {
+        Bytes::from_static(OPENAPI.as_bytes())
+    }
+}
+
 async fn route(
+    exchange: &Exchange,
     ctx: &mut Ctx,
     body: &mut Incoming,
 ) -> (&'static str, Result<Response<ResponseBody>, StoreError>) {
@@ -126,17 +116,16 @@ async fn route(
             Ok(ctx.store.cors.preflight(&ctx.parts.headers)),
         );
     }
-    match path {
-        "/healthz" if method == Method::GET || method == Method::HEAD => {
-            return ("healthz", Ok(healthz()))
+    match exchange.own(&*ctx.store) {
+        Some(Own::Answer(route, response)) => return (route, Ok(response)),
+        // `OPTIONS` is answered on every path.
+        Some(Own::WrongMethod(HEALTHZ_METHODS)) => {
+            return ("other", Err(StoreError::MethodNotAllowed(ALLOW_HEALTHZ)))
         }
-        "/metrics" if method == Method::GET => return ("metrics", Ok(metrics(&ctx.store))),
-        "/openapi.json" if method == Method::GET => return ("openapi", Ok(openapi())),
-        "/healthz" => return ("other", Err(StoreError::MethodNotAllowed(ALLOW_HEALTHZ))),
-        "/metrics" | "/openapi.json" => {
+        Some(Own::WrongMethod(_)) => {
             return ("other", Err(StoreError::MethodNotAllowed(ALLOW_GET)))
         }
-        _ => {}
+        None => {}
     }
     let Some(raw) = path.strip_prefix("/blob/") else {
         return ("other", Err(StoreError::NotFound));
@@ -169,34 +158,4 @@ async fn route(
         (_, Some(_)) => ("blob", Err(StoreError::MethodNotAllowed(ALLOW_BLOB))),
         (_, None) => ("blob", Err(StoreError::MethodNotAllowed(ALLOW_GET))),
     }
-}
-
-/// `ok`, as plain text: what a load balancer's health check reads.
-fn healthz() -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::full("ok\n"));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(valet_http::hygiene::TEXT_PLAIN),
-    );
-    response
-}
-
-fn openapi() -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::full(OPENAPI));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-fn metrics(store: &Store) -> Response<ResponseBody> {
-    let (entries, bytes) = store.blobs.hot_usage();
-    store.metrics.blob_cache(entries, bytes);
-    let mut response = Response::new(ResponseBody::full(store.metrics.render()));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(METRICS_CONTENT_TYPE),
-    );
-    response
 }

@@ -34,61 +34,84 @@ pub enum LogFormat {
 }
 
 /// `valet serve`'s flags. Each overrides the setting of the same name from `--config`, the
-/// environment (`VALET_…`) and the embedded defaults (`valet serve --print-defaults`).
-#[derive(Debug, Args)]
+/// environment (`VALET_…`) and the embedded defaults (`valet serve --print-defaults`): these
+/// flags, serialized, are the top layer of the settings, so a flag for a setting is one field
+/// here, named as the setting (given flags only: an absent one leaves the layers below).
+#[derive(Debug, Args, serde::Serialize)]
 pub struct ServeArgs {
     /// A TOML configuration file, laid over the embedded defaults.
     #[arg(long, env = "VALET_CONFIG")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Print the embedded default configuration and exit.
     #[arg(long)]
+    #[serde(skip)]
     pub print_defaults: bool,
     /// Which part to run: all (gate and store in one process), gate or store [default: all].
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<Role>,
     /// The data folder: blobs, temporary uploads, the ledger, the keyring, the admin API key
     /// [default: ./valet-data].
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<PathBuf>,
     /// The ledger: a PostgreSQL URL (postgres://user:password@host/db) shared by many nodes,
     /// or a SQLite file [default: DATA/ledger.sqlite].
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ledger: Option<String>,
+    /// PostgreSQL ledger: how long a node may go without confirming that its revocations are
+    /// current before it refuses keyed requests [default: 3s].
+    #[arg(long, value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ledger_staleness: Option<String>,
     /// Where the gate listens [default: 127.0.0.1:8080].
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub gate_addr: Option<std::net::SocketAddr>,
     /// Where the store listens [default: 127.0.0.1:8081].
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub store_addr: Option<std::net::SocketAddr>,
     /// The store's public base URL, put into issued URLs [default: http://STORE_ADDR].
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub store_url: Option<String>,
     /// The keyring file [default: DATA/keyring, created on first start].
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub keyring: Option<PathBuf>,
     /// Origins allowed to call the store from a browser (`*` for any); repeat or separate
     /// with commas.
     #[arg(long = "cors-origin")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cors_origins: Vec<String>,
     /// PEM certificate chain: serve HTTPS.
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for --tls-cert.
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
     /// Clock-skew tolerance for key windows [default: 30s].
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub skew: Option<String>,
     /// Worker threads, each with its own listeners [default: one per CPU].
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub workers: Option<usize>,
     /// How long in-flight requests may finish after SIGTERM [default: 30s].
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub shutdown_grace: Option<String>,
     /// Where the store keeps blobs: `folder` (DATA/blobs) or `s3://BUCKET[/PREFIX]`, with the
     /// endpoint, region and credentials from `[s3]` or AWS_ENDPOINT_URL, AWS_REGION,
     /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY [default: folder].
     #[arg(long, value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub blobs: Option<String>,
 }
 
@@ -249,7 +272,8 @@ pub struct LimitArgs {
     pub ips: Vec<String>,
 }
 
-/// A running gate to administer keys on, instead of a keyring or data folder.
+/// A running gate to ask, and how: the one declaration of `--gate`, `--api-key` and `--cacert`,
+/// flattened into the key commands and (with help of their own) into `get` and `put`.
 #[derive(Debug, Args)]
 pub struct GateArgs {
     /// Ask this running gate (its key API, /v1/keys) instead of working offline.

@@ -1,6 +1,10 @@
 //! `valet serve`'s settings: the embedded defaults (`defaults.toml`), then a `--config` file,
 //! then `VALET_*` environment variables, then flags; each layer overrides the one before.
 //! Unknown keys and bad values are refused at start, naming the setting.
+//!
+//! Each setting is declared once: a gate setting is a field of [`GateConfig`] (the gate's
+//! crate), any other a field of [`ServerSettings`]; a flag is a field of the same name in
+//! [`ServeArgs`], which is the top layer as it is. `defaults.toml` documents them.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -10,11 +14,13 @@ use std::time::Duration;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
-use valet_gate::config::{
-    units, ApiKeyConfig, JwtConfig, ProxyConfig, RateLimitConfig, RoleConfig, RouteConfig,
-};
+use valet_gate::config::{units, GateConfig};
 
 use crate::cli::ServeArgs;
+
+mod known;
+
+use known::Known;
 
 /// The embedded defaults: `valet serve` with no file, flag or variable.
 pub const DEFAULTS: &str = include_str!("defaults.toml");
@@ -40,16 +46,40 @@ impl Role {
     }
 }
 
-/// Everything `valet serve` reads.
+/// Everything `valet serve` reads: its own settings and the gate's, from one flat namespace
+/// (`role`, `skew`, `rate_limit.per_second`, ...). Each setting is declared once, where it is
+/// used: the gate's in [`GateConfig`] (read here as they are), the rest in [`ServerSettings`].
+/// `Deref` reaches the latter, the former is `gate`.
+#[derive(Debug)]
+pub struct Settings {
+    /// The process's and the store's settings.
+    pub server: ServerSettings,
+    /// The gate's settings. Its `store_url` is the one configured, or empty: the default
+    /// (`http://STORE_ADDR`) is known only once the store listens ([`Settings::store_url`]).
+    pub gate: GateConfig,
+    /// Whether `store_url` was configured (an empty one is the gate's to refuse).
+    store_url_given: bool,
+}
+
+impl std::ops::Deref for Settings {
+    type Target = ServerSettings;
+
+    fn deref(&self) -> &ServerSettings {
+        &self.server
+    }
+}
+
+/// The settings of `valet serve` that are not the gate's: which parts run, where, and what the
+/// store and each connection may hold. A new one is one field here (and, to document its
+/// default, a line in `defaults.toml`; for a flag, a field of the same name in
+/// [`ServeArgs`]).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Settings {
+pub struct ServerSettings {
     pub role: Role,
     pub data: PathBuf,
     pub gate_addr: SocketAddr,
     pub store_addr: SocketAddr,
-    #[serde(default)]
-    pub store_url: Option<String>,
     #[serde(default)]
     pub keyring: Option<PathBuf>,
     #[serde(default, deserialize_with = "list")]
@@ -58,8 +88,6 @@ pub struct Settings {
     pub tls_cert: Option<PathBuf>,
     #[serde(default)]
     pub tls_key: Option<PathBuf>,
-    #[serde(with = "units::duration")]
-    pub skew: Duration,
     /// The ledger: a PostgreSQL URL or a SQLite file (default: DATA/ledger.sqlite).
     #[serde(default)]
     pub ledger: Option<String>,
@@ -100,87 +128,6 @@ pub struct Settings {
     pub max_uploads_per_connection: usize,
     #[serde(default)]
     pub admin_api_key: Option<String>,
-    #[serde(default)]
-    pub api_keys: Vec<ApiKeyConfig>,
-    #[serde(default)]
-    pub jwt: Option<JwtConfig>,
-    #[serde(default)]
-    pub roles: BTreeMap<String, RoleConfig>,
-    #[serde(default)]
-    pub routes: Vec<RouteConfig>,
-    #[serde(default)]
-    pub rate_limit: RateLimitConfig,
-    #[serde(default)]
-    pub proxy: ProxyConfig,
-}
-
-/// The top-level keys, so that unrelated `VALET_*` variables (a client's `VALET_API_KEY`)
-/// are not mistaken for server settings.
-const KEYS: &[&str] = &[
-    "role",
-    "data",
-    "gate_addr",
-    "store_addr",
-    "store_url",
-    "keyring",
-    "cors_origins",
-    "tls_cert",
-    "tls_key",
-    "skew",
-    "ledger",
-    "ledger_staleness",
-    "workers",
-    "shutdown_grace",
-    "blob_cache",
-    "blob_mode",
-    "blobs",
-    "s3",
-    "first_byte_timeout",
-    "idle_timeout",
-    "send_timeout",
-    "max_connections",
-    "max_streams",
-    "max_uploads_per_connection",
-    "admin_api_key",
-    "api_keys",
-    "jwt",
-    "roles",
-    "routes",
-    "rate_limit",
-    "proxy",
-];
-
-/// The flags given on the command line, as the top layer.
-#[derive(Debug, Default, Serialize)]
-struct Flags {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    role: Option<Role>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<PathBuf>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    gate_addr: Option<SocketAddr>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    store_addr: Option<SocketAddr>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    store_url: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    keyring: Option<PathBuf>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    cors_origins: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tls_cert: Option<PathBuf>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tls_key: Option<PathBuf>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    skew: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ledger: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    workers: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    shutdown_grace: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    blobs: Option<String>,
 }
 
 /// `[s3]`: how to reach the bucket of `blobs = "s3://…"`.
@@ -211,12 +158,19 @@ impl std::fmt::Debug for S3Config {
     }
 }
 
-impl Settings {
-    /// Where the ledger is: `ledger`, or the SQLite file in the data folder.
-    pub fn ledger_location(&self) -> String {
-        ledger_location(self.ledger.as_deref(), &self.data)
+/// Every top-level setting, the server's first: what an unknown key is told it could have
+/// been, and which `VALET_*` variables are settings (not a client's `VALET_API_KEY`).
+fn top_level_keys() -> Vec<&'static str> {
+    let mut keys = known::fields_of::<ServerSettings>().to_vec();
+    for key in known::fields_of::<GateConfig>() {
+        if !keys.contains(key) {
+            keys.push(key);
+        }
     }
+    keys
+}
 
+impl Settings {
     /// Reads every layer.
     pub fn load(args: &ServeArgs) -> anyhow::Result<Settings> {
         let mut figment = Figment::from(Toml::string(DEFAULTS));
@@ -226,33 +180,20 @@ impl Settings {
             }
             figment = figment.merge(Toml::file(path));
         }
+        let keys = top_level_keys();
         let env = Env::prefixed("VALET_")
-            .filter(|key| {
+            .filter(move |key| {
                 let top = key.as_str().split("__").next().unwrap_or_default();
-                KEYS.iter().any(|k| k.eq_ignore_ascii_case(top))
+                keys.iter().any(|k| k.eq_ignore_ascii_case(top))
             })
             .split("__");
-        let flags = Flags {
-            role: args.role,
-            data: args.data.clone(),
-            gate_addr: args.gate_addr,
-            store_addr: args.store_addr,
-            store_url: args.store_url.clone(),
-            keyring: args.keyring.clone(),
-            cors_origins: args.cors_origins.clone(),
-            tls_cert: args.tls_cert.clone(),
-            tls_key: args.tls_key.clone(),
-            skew: args.skew.clone(),
-            ledger: args.ledger.clone(),
-            workers: args.workers,
-            shutdown_grace: args.shutdown_grace.clone(),
-            blobs: args.blobs.clone(),
-        };
-        figment
-            .merge(env)
-            .merge(Serialized::defaults(flags))
-            .extract::<Settings>()
-            .map_err(|e| anyhow::anyhow!("bad configuration: {}", describe(e)))
+        let figment = figment.merge(env).merge(Flags(args));
+        read(&figment).map_err(|e| anyhow::anyhow!("bad configuration: {e}"))
+    }
+
+    /// The store's public base URL as configured, if it was.
+    pub fn store_url(&self) -> Option<&str> {
+        self.store_url_given.then_some(self.gate.store_url.as_str())
     }
 
     /// The keyring file.
@@ -260,6 +201,11 @@ impl Settings {
         self.keyring
             .clone()
             .unwrap_or_else(|| self.data.join("keyring"))
+    }
+
+    /// Where the ledger is: `ledger`, or the SQLite file in the data folder.
+    pub fn ledger_location(&self) -> String {
+        ledger_location(self.ledger.as_deref(), &self.data)
     }
 
     /// Where the store keeps blobs, with `[s3]` filled in (what it leaves out, the store takes
@@ -304,6 +250,68 @@ impl Settings {
             _ => anyhow::bail!("bad configuration: tls_cert and tls_key go together"),
         }
     }
+}
+
+/// The flags given, as the top layer, named as such in errors.
+struct Flags<'a>(&'a ServeArgs);
+
+impl figment::Provider for Flags<'_> {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named("command-line flags")
+    }
+
+    fn data(&self) -> figment::Result<figment::value::Map<figment::Profile, figment::value::Dict>> {
+        Serialized::defaults(self.0).data()
+    }
+}
+
+/// Each struct's share of the layered settings, and every key no struct declares: every error
+/// at once, each naming its key.
+fn read(figment: &Figment) -> Result<Settings, String> {
+    let mut errors = unknown_keys(figment);
+    let server = figment.extract::<Known<ServerSettings>>();
+    // `store_url` is the gate's but optional to `valet serve`: absent, it reads as empty.
+    let gate = figment
+        .clone()
+        .join(Serialized::default("store_url", ""))
+        .extract::<Known<GateConfig>>();
+    errors.extend(server.as_ref().err().cloned().map(describe));
+    errors.extend(gate.as_ref().err().cloned().map(describe));
+    match (server, gate) {
+        (Ok(Known(server)), Ok(Known(gate))) if errors.is_empty() => {
+            let store_url_given = figment.contains("store_url");
+            Ok(Settings {
+                server,
+                gate,
+                store_url_given,
+            })
+        }
+        _ => Err(errors.join("; ")),
+    }
+}
+
+/// The top-level keys no settings struct declares, each refused as serde refuses one inside a
+/// table: naming the keys it could have been, and where it came from.
+fn unknown_keys(figment: &Figment) -> Vec<String> {
+    let keys = top_level_keys();
+    // Not a table at all: the structs' own extraction says so.
+    let given = figment
+        .extract::<BTreeMap<String, figment::value::Value>>()
+        .unwrap_or_default();
+    given
+        .keys()
+        .filter(|key| !keys.contains(&key.as_str()))
+        .map(|key| {
+            let whence = figment
+                .find_metadata(key)
+                .map(|m| format!(" (from {})", m.name))
+                .unwrap_or_default();
+            format!(
+                "setting `{key}`: no such setting (the settings here are {}){whence}",
+                keys.join(", ")
+            )
+        })
+        .collect()
 }
 
 /// Every error of the extraction, each naming its key.

@@ -56,10 +56,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let listeners = valet_store::bind_listeners(settings.gate_addr, workers)
             .with_context(|| format!("listening on {} (gate_addr)", settings.gate_addr))?;
         let gate_addr = listeners[0].local_addr()?;
-        let store_url = settings
-            .store_url
-            .clone()
-            .unwrap_or_else(|| format!("{scheme}://{}", public(store_addr)));
+        let store_url = settings.store_url().map_or_else(
+            || format!("{scheme}://{}", public(store_addr)),
+            str::to_owned,
+        );
         let (admin_key, created) = settings::admin_api_key(&settings)?;
         let gate = open_gate(
             &settings,
@@ -114,7 +114,8 @@ fn open_store(
 ) -> anyhow::Result<Arc<Store>> {
     let mut config = StoreConfig::new(settings.data.clone(), addr);
     config.keyring_path = settings.keyring_path();
-    config.skew = settings.skew;
+    // The gate's setting: the tolerance both tiers allow a key's window.
+    config.skew = settings.gate.skew;
     config.cors_origins = settings.cors_origins.clone();
     config.shutdown_grace = settings.shutdown_grace;
     config.blob_cache = settings.blob_cache;
@@ -137,23 +138,16 @@ fn open_gate(
     keyring: Keyring,
     ledger: Arc<dyn Ledger>,
 ) -> anyhow::Result<Arc<Gate>> {
-    let mut api_keys = settings.api_keys.clone();
-    api_keys.push(ApiKeyConfig {
+    let mut config = GateConfig {
+        store_url: store_url.to_owned(),
+        https,
+        ..settings.gate.clone()
+    };
+    config.api_keys.push(ApiKeyConfig {
         principal: "admin".into(),
         roles: vec!["admin".into()],
         sha256: valet_gate::api_key_hash(admin_key),
     });
-    let config = GateConfig {
-        store_url: store_url.to_owned(),
-        skew: settings.skew,
-        api_keys,
-        jwt: settings.jwt.clone(),
-        roles: settings.roles.clone(),
-        routes: settings.routes.clone(),
-        rate_limit: settings.rate_limit.clone(),
-        proxy: settings.proxy.clone(),
-        https,
-    };
     Gate::new(config, keyring, settings.keyring_path(), ledger)
         .map_err(|e| anyhow::anyhow!("bad configuration: {e}"))
 }
@@ -179,7 +173,7 @@ fn open_ledger(settings: &Settings) -> anyhow::Result<Arc<dyn Ledger>> {
     // A key is honoured for the skew past its expiry: its uses must be remembered as long.
     let defaults = OpenOptions::default();
     let options = OpenOptions::default()
-        .with_forget_grace(defaults.forget_grace.max(settings.skew))
+        .with_forget_grace(defaults.forget_grace.max(settings.gate.skew))
         .with_staleness(settings.ledger_staleness);
     let ledger = valet_ledger::open(&location, &options).or_else(|err| {
         match valet_ledger::Backend::of(&location) {

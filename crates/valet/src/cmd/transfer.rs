@@ -34,6 +34,7 @@ use sha2::{Digest, Sha256};
 
 // Shared with `valet key … --gate`; the submodules take them from here.
 use super::http::{finish, read_capped, runtime, usage, ServerError, IDLE_TIMEOUT};
+use crate::cli::GateArgs;
 
 /// Read and write buffer of the file side of a transfer.
 const CHUNK: usize = 256 * 1024;
@@ -48,24 +49,22 @@ macro_rules! exit_codes {
     };
 }
 
-/// Where a transfer is sent: options shared by `get` and `put`.
+/// Where a transfer is sent: options shared by `get` and `put`. The gate's flags are the
+/// key commands' ([`GateArgs`], declared once), with help that says what they mean here.
 #[derive(Debug, Args)]
+#[command(
+    mut_arg("gate", |a| a.help(
+        "Ask this gate for a key first: the location argument is then a gate path such as \
+         /files/report.pdf. A location that is a full URL is used as it is"
+    )),
+    mut_arg("api_key", |a| a.help(
+        "The API key for the gate, sent to the gate only, as `Authorization: Bearer KEY`"
+    )),
+    mut_arg("cacert", |a| a.help("Also trust these CA certificates (PEM) for HTTPS stores and gates"))
+)]
 pub struct EndpointArgs {
-    /// Ask this gate for a key first: the location argument is then a gate path such as
-    /// /files/report.pdf. A location that is a full URL is used as it is.
-    #[arg(long, env = "VALET_GATE", value_name = "URL")]
-    pub gate: Option<Url>,
-    /// The API key for the gate, sent to the gate only, as `Authorization: Bearer KEY`.
-    #[arg(
-        long,
-        env = "VALET_API_KEY",
-        hide_env_values = true,
-        value_name = "KEY"
-    )]
-    pub api_key: Option<String>,
-    /// Also trust these CA certificates (PEM) for HTTPS stores and gates.
-    #[arg(long, env = "VALET_CACERT", value_name = "FILE")]
-    pub cacert: Option<PathBuf>,
+    #[command(flatten)]
+    pub remote: GateArgs,
     /// No progress bar. (There is none anyway when stderr is not a terminal.)
     #[arg(short, long)]
     pub quiet: bool,
@@ -181,7 +180,7 @@ async fn send(
 
 /// The HTTP client (see [`super::http::client`]), trusting `--cacert` too.
 fn client(endpoint: &EndpointArgs) -> anyhow::Result<reqwest::Client> {
-    super::http::client(endpoint.cacert.as_deref())
+    super::http::client(endpoint.remote.cacert.as_deref())
 }
 
 /// A progress bar on stderr, only for a person watching: never on a pipe, never with --quiet.
@@ -234,12 +233,12 @@ impl Location {
                 "{text:?} is neither an http(s) URL nor a gate path starting with /"
             )));
         }
-        let Some(gate) = &endpoint.gate else {
+        let Some(gate) = &endpoint.remote.gate else {
             return Err(usage(format!(
                 "{text} is a gate path: give the gate with --gate URL or VALET_GATE"
             )));
         };
-        let Some(api_key) = endpoint.api_key.clone() else {
+        let Some(api_key) = endpoint.remote.api_key.clone() else {
             return Err(usage(
                 "the gate needs an API key: --api-key KEY or VALET_API_KEY",
             ));
