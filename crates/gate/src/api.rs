@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use valet_http::edge::Internal;
 
 use bytes::Bytes;
 use http::{header, request::Parts, Method, Response, StatusCode};
@@ -248,7 +249,7 @@ async fn ledger_call<T: Send + 'static>(
     let ledger = gate.ledger.clone();
     tokio::task::spawn_blocking(move || f(ledger.as_ref()))
         .await
-        .map_err(|e| GateError::Internal(e.to_string()))?
+        .map_err(|e| GateError::Internal(Internal::caused("the ledger task failed", e)))?
         .map_err(GateError::from)
 }
 

@@ -10,6 +10,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use valet_http::edge::Internal;
 
 use http::{header, request::Parts, HeaderValue, Method, Response, StatusCode};
 use valet_key::{decode_url_path, BlobTarget, Limits, Op, Ops, Scope};
@@ -61,11 +62,12 @@ pub(crate) async fn delegate(
         return Ok(edge::json(StatusCode::OK, &minted));
     }
     let minted = mint(gate, principal, approved, Handover::Redirect).await?;
-    let url = minted
-        .url
-        .ok_or_else(|| GateError::Internal("a delegated resource has no store URL".into()))?;
-    let location = HeaderValue::try_from(url)
-        .map_err(|e| GateError::Internal(format!("the store URL is not a header value: {e}")))?;
+    let url = minted.url.ok_or_else(|| {
+        GateError::Internal(Internal::new("a delegated resource has no store URL"))
+    })?;
+    let location = HeaderValue::try_from(url).map_err(|e| {
+        GateError::Internal(Internal::caused("the store URL is not a header value", e))
+    })?;
     let mut response = Response::new(GateBody::empty());
     *response.status_mut() = StatusCode::TEMPORARY_REDIRECT;
     let headers = response.headers_mut();
@@ -105,8 +107,9 @@ fn resource(
         values.push(("sub", sub));
     }
     // One pass over the template: a captured value that reads `{sub}` stays literal text.
-    let text = fill(&route.resource, &values)
-        .ok_or_else(|| GateError::Internal("route template checked at start".into()))?;
+    let text = fill(&route.resource, &values).ok_or_else(|| {
+        GateError::Internal(Internal::new("a route template checked at start failed"))
+    })?;
     text.parse::<Scope>()
         .map_err(|e| GateError::BadPath(format!("{e}")))
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
-use valet_http::edge::{json_error, Alarm, ApiError};
+use valet_http::edge::{json_error, Alarm, ApiError, Internal};
 use valet_ledger::LedgerError;
 
 use crate::body::GateBody;
@@ -68,9 +68,9 @@ pub enum GateError {
     /// The ledger could not be read or written; nothing was issued or revoked.
     #[error("{0}")]
     Ledger(#[from] LedgerError),
-    /// A bug or an I/O failure not caused by the request.
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// A bug or an I/O failure not caused by the request (its cause kept for the log).
+    #[error(transparent)]
+    Internal(Internal),
 }
 
 impl GateError {

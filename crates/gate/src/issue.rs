@@ -2,6 +2,7 @@
 //! URL that carries it.
 
 use std::sync::Arc;
+use valet_http::edge::Internal;
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Serialize;
@@ -86,13 +87,13 @@ pub(crate) async fn mint(
         .verifier()
         .keyring()
         .issue(claims)
-        .map_err(|e| GateError::Internal(format!("cannot sign: {e}")))?
+        .map_err(|e| GateError::Internal(Internal::caused("cannot sign the key", e)))?
         .to_text();
     if let Handover::Shown(_) = handover {
         let ledger = gate.ledger.clone();
         tokio::task::spawn_blocking(move || ledger.record_issued(&record))
             .await
-            .map_err(|e| GateError::Internal(e.to_string()))??;
+            .map_err(|e| GateError::Internal(Internal::caused("the ledger task failed", e)))??;
     }
     gate.metrics.issued(via);
     tracing::info!(target: "valet::issue", key_id = %key_id, principal = %principal.name, via, "key issued");

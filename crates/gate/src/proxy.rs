@@ -14,6 +14,7 @@ use std::error::Error as StdError;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use valet_http::edge::Internal;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
@@ -123,8 +124,9 @@ fn upstream_uri(route: &ProxyRoute, target: &Target<'_>, uri: &Uri) -> Result<Ur
             return Ok(Uri::from(target));
         }
         None => target.path.to_owned(),
-        Some(template) => fill(template, target.captures)
-            .ok_or_else(|| GateError::Internal("proxy template checked at start".into()))?,
+        Some(template) => fill(template, target.captures).ok_or_else(|| {
+            GateError::Internal(Internal::new("a proxy template checked at start failed"))
+        })?,
     };
     let text = match uri.query() {
         Some(q) => format!("{path}?{q}"),

@@ -51,12 +51,13 @@ type PoolKey = (Authority, bool);
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum UpstreamError {
     /// No connection could be made.
-    #[error("cannot connect to {authority}: {reason}")]
+    #[error("cannot connect to {authority}")]
     Connect {
         /// The upstream.
         authority: Authority,
-        /// What went wrong.
-        reason: String,
+        /// What went wrong: the socket's, the TLS handshake's or HTTP's error, or a timeout.
+        #[source]
+        source: ConnectFailure,
     },
     /// The exchange broke.
     #[error(transparent)]
@@ -64,6 +65,20 @@ pub(crate) enum UpstreamError {
     /// The upstream closed the connection before answering.
     #[error("the upstream closed the connection before answering")]
     Closed,
+}
+
+/// Why a connection to an upstream could not be made.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnectFailure {
+    /// Nothing answered in time (the TLS handshake included).
+    #[error("no answer within {0:?}")]
+    TimedOut(Duration),
+    /// The socket or the TLS handshake failed.
+    #[error(transparent)]
+    Io(io::Error),
+    /// The HTTP/1.1 handshake failed.
+    #[error(transparent)]
+    Handshake(hyper::Error),
 }
 
 /// One connection to an upstream: the handle that sends requests, and the state machine that
@@ -244,9 +259,9 @@ async fn connect(
     authority: &Authority,
     tls: Option<&TlsClient>,
 ) -> Result<Box<Conn>, UpstreamError> {
-    let failed = |reason: String| UpstreamError::Connect {
+    let failed = |source: ConnectFailure| UpstreamError::Connect {
         authority: authority.clone(),
-        reason,
+        source,
     };
     // An IPv6 literal is written `[::1]` in an authority, bare in a socket address.
     let host = authority
@@ -266,11 +281,11 @@ async fn connect(
     };
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, open)
         .await
-        .map_err(|_| failed(format!("no answer within {CONNECT_TIMEOUT:?}")))?
-        .map_err(|e: io::Error| failed(e.to_string()))?;
+        .map_err(|_| failed(ConnectFailure::TimedOut(CONNECT_TIMEOUT)))?
+        .map_err(|e: io::Error| failed(ConnectFailure::Io(e)))?;
     let (sender, driver) = http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| failed(e.to_string()))?;
+        .map_err(|e| failed(ConnectFailure::Handshake(e)))?;
     Ok(Box::new(Conn {
         key: (authority.clone(), tls.is_some()),
         sender,

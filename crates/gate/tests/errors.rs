@@ -61,7 +61,7 @@ fn every_variant() -> Vec<GateError> {
         GateError::Ledger(LedgerError::Conflict {
             key_id: KeyId([7; 16]),
         }),
-        GateError::Internal("a bug".into()),
+        GateError::Internal(valet_http::edge::Internal::new("a bug")),
     ];
     // A variant added to either enum stops this match from compiling: add an instance above.
     for error in &all {

@@ -77,6 +77,50 @@ pub enum Alarm<'a> {
     },
 }
 
+/// A failure of the server's own (a bug, an I/O error): what it was doing, told to the client,
+/// and why, kept as the source for the log ([`Chain`]) and never shown to the client, whose
+/// message must not carry the server's internals.
+#[derive(Debug)]
+pub struct Internal {
+    doing: std::borrow::Cow<'static, str>,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl Internal {
+    /// A failure with no cause to keep (a state that should not be).
+    pub fn new(doing: impl Into<std::borrow::Cow<'static, str>>) -> Internal {
+        Internal {
+            doing: doing.into(),
+            source: None,
+        }
+    }
+
+    /// A failure while `doing`, caused by `source`.
+    pub fn caused(
+        doing: impl Into<std::borrow::Cow<'static, str>>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Internal {
+        Internal {
+            doing: doing.into(),
+            source: Some(source.into()),
+        }
+    }
+}
+
+impl Display for Internal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "internal error: {}", self.doing)
+    }
+}
+
+impl std::error::Error for Internal {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
 /// An error and its causes, `: `-separated, for a log line: the client's message says what
 /// went wrong, the log also says why.
 #[derive(Debug)]

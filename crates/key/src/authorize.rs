@@ -45,6 +45,14 @@ pub enum Denial {
     /// The tag is wrong or the signing key is unknown or retired.
     #[error("the key's signature is not valid")]
     Invalid,
+    /// The key names a signing key this keyring does not hold: on a node whose keyring is not
+    /// the gate's (or lacks a key the gate staged and promoted). The same code as
+    /// [`Denial::Invalid`], with the hint an operator needs; the id is in the key's text anyway.
+    #[error(
+        "the key was signed with signing key '{0}', which this server's keyring does not hold \
+         (every node needs a copy of the gate's keyring: docs/DEPLOYMENT.md)"
+    )]
+    UnknownSigningKey(String),
     /// The key, or a caveat, has expired.
     #[error("the key has expired")]
     Expired,
@@ -67,13 +75,27 @@ impl Denial {
     pub fn code(&self) -> &'static str {
         match self {
             Denial::Malformed(_) => "key_malformed",
-            Denial::Invalid => "key_invalid",
+            Denial::Invalid | Denial::UnknownSigningKey(_) => "key_invalid",
             Denial::Expired => "key_expired",
             Denial::NotYetValid => "key_not_yet_valid",
             Denial::OutOfScope => "out_of_scope",
             Denial::OpNotAllowed => "op_not_allowed",
             Denial::IpNotAllowed => "ip_not_allowed",
         }
+    }
+}
+
+/// [`Denial::UnknownSigningKey`] for an id that reads as one (ids are short, plain text),
+/// else [`Denial::Invalid`]: nothing a forger chose goes into a message unchecked.
+fn unknown_signing_key(id: &[u8]) -> Denial {
+    let plain = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    match std::str::from_utf8(id) {
+        Ok(id) if plain => Denial::UnknownSigningKey(id.to_owned()),
+        _ => Denial::Invalid,
     }
 }
 
@@ -182,7 +204,8 @@ impl Verifier {
         let bytes = decode_segment_into(first, &mut buf).map_err(Denial::Malformed)?;
         let (claims, signing_key) =
             Claims::decode_expecting(bytes, Some(access.resource)).map_err(Denial::Malformed)?;
-        let mut tag = self.keyring.root_tag(&bytes[signing_key], bytes);
+        let mut tag = self.keyring.root_tag(&bytes[signing_key.clone()], bytes);
+        let bytes_of_id = bytes[signing_key].to_vec();
         let mut bounds = Bounds::of_claims(&claims, access);
         for (i, segment) in segments.enumerate() {
             if i == MAX_CAVEATS {
@@ -193,8 +216,10 @@ impl Verifier {
             tag = tag.map(|tag| tag.chain(bytes));
             bounds.narrow(&caveat, access);
         }
-        if tag != Some(text.tag) {
-            return Err(Denial::Invalid);
+        match tag {
+            Some(tag) if tag == text.tag => {}
+            Some(_) => return Err(Denial::Invalid),
+            None => return Err(unknown_signing_key(&bytes_of_id)),
         }
         bounds.check(access, self.skew)?;
         Ok(bounds.into_grant(claims))
@@ -205,9 +230,7 @@ impl Verifier {
     /// rather than for an access must be. An expired narrowing of a key is expired, however
     /// long the key itself still lives.
     pub fn check_current(&self, token: &Token, now: UnixTime) -> Result<(), Denial> {
-        if !self.keyring.check_tag(token) {
-            return Err(Denial::Invalid);
-        }
+        self.check_signature(token)?;
         let (not_before, expires) = token.effective_window();
         if now >= expires.plus(self.skew) {
             return Err(Denial::Expired);
@@ -218,11 +241,20 @@ impl Verifier {
         Ok(())
     }
 
-    /// Authorizes `access` with an already parsed token.
-    pub fn authorize_token(&self, token: &Token, access: &Access<'_>) -> Result<Grant, Denial> {
+    /// The token's tag checked with the keyring's copy of its signing key.
+    fn check_signature(&self, token: &Token) -> Result<(), Denial> {
+        if self.keyring.find(token.signing_key()).is_none() {
+            return Err(unknown_signing_key(token.signing_key().as_bytes()));
+        }
         if !self.keyring.check_tag(token) {
             return Err(Denial::Invalid);
         }
+        Ok(())
+    }
+
+    /// Authorizes `access` with an already parsed token.
+    pub fn authorize_token(&self, token: &Token, access: &Access<'_>) -> Result<Grant, Denial> {
+        self.check_signature(token)?;
         let mut bounds = Bounds::of_claims(token.claims(), access);
         for caveat in token.caveats() {
             bounds.narrow(caveat, access);

@@ -185,11 +185,14 @@ fn a_staged_key_verifies_at_once_and_signs_only_once_promoted() {
         "k3",
         "ids count from the keys there are"
     );
-    assert_eq!(
-        Verifier::new(gate.clone())
-            .authorize(&before.to_string(), &a)
-            .unwrap_err(),
-        Denial::Invalid
+    let denial = Verifier::new(gate.clone())
+        .authorize(&before.to_string(), &a)
+        .unwrap_err();
+    assert_eq!(denial, Denial::UnknownSigningKey("k1".into()));
+    assert_eq!(denial.code(), "key_invalid");
+    assert!(
+        denial.to_string().contains("keyring does not hold"),
+        "{denial}"
     );
 }
 
@@ -273,6 +276,16 @@ fn a_key_is_current_only_inside_its_own_and_every_caveats_window() {
     assert_eq!(verifier.check_current(&forged, NOW), Err(Denial::Invalid));
     let stranger = Verifier::new(Keyring::from_secrets(Some("k1"), &[("k1", [8; 32])]).unwrap());
     assert_eq!(stranger.check_current(&t, NOW), Err(Denial::Invalid));
+    // A keyring without the signing key says so (same code), on both paths.
+    let other = Verifier::new(Keyring::from_secrets(Some("k7"), &[("k7", [8; 32])]).unwrap());
+    let unknown = Denial::UnknownSigningKey(t.signing_key().to_owned());
+    assert_eq!(other.check_current(&t, NOW), Err(unknown.clone()));
+    let resource = t.claims().scope.clone();
+    let op = t.claims().ops.iter().next().unwrap();
+    assert_eq!(
+        other.authorize(&text, &access(op, &resource, NOW)),
+        Err(unknown)
+    );
 }
 
 #[test]

@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
+use valet_http::edge::Internal;
 
 use valet_key::{Access, Denial, Grant, Op, Scope, UnixTime};
 use valet_ledger::{Admission, KeyUse};
@@ -79,7 +80,7 @@ async fn count(store: &Store, grant: Grant, now: UnixTime) -> Result<Grant, Stor
         let counted = grant.clone();
         tokio::task::spawn_blocking(move || ledger.admit(&key_use(&counted), now))
             .await
-            .map_err(|e| StoreError::Internal(e.to_string()))?
+            .map_err(|e| StoreError::Internal(Internal::caused("the ledger task failed", e)))?
     } else {
         store.ledger.admit(&key_use(&grant), now)
     };

@@ -6,7 +6,7 @@
 //! `docs/ERRORS.md` and a test asserts each one over HTTP.
 
 use http::{header, HeaderMap, HeaderValue, StatusCode};
-use valet_http::edge::{json_error, Alarm, ApiError};
+use valet_http::edge::{json_error, Alarm, ApiError, Internal};
 use valet_key::Denial;
 
 use crate::body::ResponseBody;
@@ -92,9 +92,9 @@ pub enum StoreError {
     /// The client sent its body too slowly.
     #[error("the request body stalled")]
     RequestTimeout,
-    /// A bug or an I/O failure not caused by the request.
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// A bug or an I/O failure not caused by the request (its cause kept for the log).
+    #[error(transparent)]
+    Internal(Internal),
 }
 
 impl StoreError {
@@ -153,7 +153,10 @@ impl StoreError {
             Some(libc::ENAMETOOLONG) => StoreError::BadPath(
                 "a path segment, or the path, is too long for the store's file system".into(),
             ),
-            _ => StoreError::Internal(err.to_string()),
+            _ => StoreError::Internal(Internal::caused(
+                "an I/O operation of the store failed",
+                err,
+            )),
         }
     }
 

@@ -12,7 +12,6 @@
 mod access;
 mod blobs;
 mod body;
-mod conditional;
 mod config;
 mod cors;
 mod error;

@@ -501,6 +501,13 @@ fn blobs_on_s3_through_the_aws_environment() {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let blobs = format!("s3://{bucket}/valet/blobs");
+    // A store alone needs a keyring made for it (a gate would share its own).
+    let made = Command::new(env!("CARGO_BIN_EXE_valet"))
+        .args(["key", "new-keyring", "--out"])
+        .arg(data.join("keyring"))
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
     let mut command = Command::new(env!("CARGO_BIN_EXE_valet"));
     command
         .args(["serve", "--role", "store", "--data"])

@@ -1,6 +1,7 @@
 //! What a blob backend can fail with, and its one mapping to the store's HTTP errors.
 
 use std::io;
+use valet_http::edge::Internal;
 
 use crate::error::StoreError;
 
@@ -81,7 +82,7 @@ impl From<BlobError> for StoreError {
             }
             BlobError::Remote(_) | BlobError::Io(_) | BlobError::Internal(_) => {
                 tracing::error!(error = %err, source = ?std::error::Error::source(&err), "blob backend failed");
-                StoreError::Internal(err.to_string())
+                StoreError::Internal(Internal::caused("the blob backend failed", err))
             }
         }
     }

@@ -16,12 +16,12 @@ use std::sync::{Arc, Mutex};
 
 use valet_key::{BlobPath, Name};
 
+use super::conditional::{Preconditions, Verdict};
 use super::hot::{CacheCounters, HotBlobs};
 use super::listing::{self, Listing};
 use super::meta::{BlobMeta, MetaCache};
 use super::upload::Upload;
 use super::{BlobBackend, BlobData, BlobError, CommitMode, Committed, UploadSpec};
-use crate::conditional::{Preconditions, Verdict};
 
 /// The local folder that holds every container.
 #[derive(Debug)]

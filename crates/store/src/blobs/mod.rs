@@ -11,12 +11,14 @@
 //! Both are held to the same promises by one conformance suite (`tests/blobs.rs`, run once
 //! per backend).
 
+pub(crate) mod conditional;
 mod error;
 mod folder;
 mod hot;
 mod listing;
 mod meta;
 mod s3;
+mod storage;
 mod upload;
 
 use std::fs::File;
@@ -32,9 +34,10 @@ pub use hot::{CacheCounters, DEFAULT_BLOB_CACHE};
 pub use listing::Listing;
 pub use meta::{parse_sha256_hex, BlobMeta};
 pub use s3::{RemoteBlob, S3Blobs, S3Upload};
+pub use storage::{BlobStorage, S3Settings};
 pub use upload::Upload;
 
-use crate::conditional::Preconditions;
+use conditional::Preconditions;
 
 /// How a finished upload may replace what is there.
 #[derive(Debug, Clone)]
@@ -137,6 +140,8 @@ pub enum Blobs {
 }
 
 /// An upload on its way, to whichever backend.
+// One per upload in flight, moved a few times: its size does not matter, a box per upload would.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum BlobUpload {
     /// A temporary file of the folder.

@@ -45,11 +45,11 @@ use object_store::{
 };
 use valet_key::{BlobPath, Name};
 
+use super::conditional::{Preconditions, Verdict};
 use super::listing::{Listing, ListingItem};
 use super::upload::{Digests, Upload};
+use super::S3Settings;
 use super::{BlobBackend, BlobData, BlobError, BlobMeta, CommitMode, Committed, UploadSpec};
-use crate::conditional::{Preconditions, Verdict};
-use crate::config::S3Settings;
 use valet_ledger::NameLocks;
 
 /// The user metadata that holds a blob's SHA-256 (hex).
@@ -325,6 +325,8 @@ impl Staged {
 }
 
 /// An upload bound for the bucket.
+// One per upload in flight, moved a few times: its size does not matter, a box per upload would.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum S3Upload {
     /// Received into a temporary file first, sent on at the commit.

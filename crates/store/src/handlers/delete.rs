@@ -5,8 +5,8 @@ use valet_key::{BlobPath, Name, Op, Scope};
 
 use super::Ctx;
 use crate::access::admit;
+use crate::blobs::conditional::Preconditions;
 use crate::body::ResponseBody;
-use crate::conditional::Preconditions;
 use crate::error::StoreError;
 
 /// Deletes a blob (honouring `If-Match`).

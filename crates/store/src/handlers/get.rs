@@ -6,9 +6,9 @@ use valet_key::{BlobPath, FileName, Name, Op, Scope};
 
 use super::{blob_of, Ctx};
 use crate::access::admit;
+use crate::blobs::conditional::{if_range_holds, Preconditions, Verdict};
 use crate::blobs::{BlobData, BlobMeta};
 use crate::body::{ByteStream, ResponseBody, ZeroCopy};
-use crate::conditional::{if_range_holds, Preconditions, Verdict};
 use crate::error::StoreError;
 use crate::range::{resolve, ByteRange};
 

@@ -18,9 +18,9 @@ use valet_key::{BlobPath, MediaType, MediaTypeError, Name, Op, Scope};
 use super::get::X_VALET_SHA256;
 use super::Ctx;
 use crate::access::admit;
+use crate::blobs::conditional::Preconditions;
 use crate::blobs::{parse_sha256_hex, BlobUpload, CommitMode, UploadSpec};
 use crate::body::ResponseBody;
-use crate::conditional::Preconditions;
 use crate::error::StoreError;
 
 /// The digests a client asked the store to check.

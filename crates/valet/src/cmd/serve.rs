@@ -23,6 +23,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let settings = Settings::load(&args)?;
     let tls = settings.tls()?;
+    // Every setting is checked before anything is opened or created.
+    settings.blob_storage()?;
     std::fs::create_dir_all(&settings.data)
         .with_context(|| format!("creating the data folder {}", settings.data.display()))?;
     let keyring = keyring::open(&settings)?;

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{header, HeaderMap, HeaderValue};
 
-use crate::blobs::BlobMeta;
+use super::BlobMeta;
 use crate::error::StoreError;
 
 /// `*` or a list of entity tags.
