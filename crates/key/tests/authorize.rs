@@ -102,7 +102,8 @@ fn verify_only_keys_verify_and_retired_keys_do_not() {
     let denial = Verifier::new(ring.clone())
         .authorize(&t.to_string(), &a)
         .unwrap_err();
-    assert_eq!(denial, Denial::Invalid);
+    assert_eq!(denial, Denial::UnknownSigningKey("k1".into()));
+    assert_eq!(denial.code(), "key_invalid");
     assert!(Verifier::new(ring).authorize(&new.to_string(), &a).is_ok());
 }
 
