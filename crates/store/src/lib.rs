@@ -24,10 +24,12 @@ mod server;
 mod service;
 mod state;
 
-pub use blobs::DEFAULT_BLOB_CACHE;
+pub use blobs::{
+    SweepError, Swept, DEFAULT_ABANDONED_AFTER, DEFAULT_BLOB_CACHE, MIN_ABANDONED_AFTER,
+};
 pub use config::{BlobStorage, S3Settings, StoreConfig, TlsFiles, DEFAULT_BLOB_MODE};
 pub use error::StoreError;
-pub use server::{run, serve, watch_keyring};
+pub use server::{run, serve, sweep_abandoned_uploads, watch_keyring};
 pub use service::{OPENAPI, ROUTES};
 pub use state::Store;
 pub use valet_http::{bind_listeners, BindError, ServeError};

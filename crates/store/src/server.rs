@@ -57,6 +57,12 @@ pub async fn watch_keyring(store: Arc<Store>) {
     }
 }
 
+/// Aborts, once an hour, the multipart uploads that store nodes left unfinished when they died
+/// (blobs on S3; never returns on either backend).
+pub async fn sweep_abandoned_uploads(store: Arc<Store>) {
+    store.sweep_abandoned_uploads_forever().await
+}
+
 /// Serves the store alone on `listeners`, one worker thread each, until `shutdown`.
 pub fn run(
     store: Arc<Store>,
@@ -64,5 +70,8 @@ pub fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let site = store.site(listeners);
-    valet_http::run(vec![site], watch_keyring(store), shutdown)
+    let background = async move {
+        tokio::join!(watch_keyring(store.clone()), sweep_abandoned_uploads(store));
+    };
+    valet_http::run(vec![site], background, shutdown)
 }

@@ -63,6 +63,26 @@ impl Store {
         }))
     }
 
+    /// Aborts the multipart uploads begun more than `older_than` ago and never finished (left by
+    /// a store node that died mid-upload). Nothing to do for the local folder.
+    pub async fn sweep_abandoned_uploads(
+        &self,
+        older_than: std::time::Duration,
+    ) -> Result<crate::Swept, crate::SweepError> {
+        match &self.blobs {
+            Blobs::S3(bucket) => bucket.sweep_abandoned_uploads(older_than).await,
+            Blobs::Folder(_) => Ok(crate::Swept::default()),
+        }
+    }
+
+    /// Sweeps abandoned multipart uploads once an hour (S3 only), for as long as it is polled.
+    pub(crate) async fn sweep_abandoned_uploads_forever(&self) {
+        match &self.blobs {
+            Blobs::S3(bucket) => bucket.sweep_abandoned_uploads_forever().await,
+            Blobs::Folder(_) => std::future::pending().await,
+        }
+    }
+
     /// The verifier for the current keyring.
     pub fn verifier(&self) -> Arc<Verifier> {
         self.keys.current()

@@ -348,3 +348,63 @@ async fn an_unreachable_bucket_is_a_clear_503_and_nothing_is_kept() {
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(s.temp_files(), 0, "nothing half written on the node");
 }
+
+/// Multipart uploads left by a node that died mid-upload are aborted by the sweep once they
+/// are old enough; younger ones, and uploads outside the store's prefix, are left alone.
+#[tokio::test]
+async fn abandoned_multipart_uploads_are_aborted_once_old_enough() {
+    use object_store::multipart::MultipartStore as _;
+    let _serial = SERIAL.lock().await;
+    let s = TestStore::start_on(Backend::Garage).await;
+    let client = &bucket(&s).client;
+    let names = [
+        format!("{S3_PREFIX}/files/a.bin"),
+        format!("{S3_PREFIX}/files/deep/b c+d.bin"),
+        "elsewhere/c.bin".to_owned(),
+    ];
+    for name in &names {
+        // What a node that died after sending one part leaves behind.
+        let path = object_store::path::Path::from(name.as_str());
+        let id = client.create_multipart(&path).await.unwrap();
+        client
+            .put_part(&path, &id, 0, PutPayload::from(vec![7u8; 5 * 1024 * 1024]))
+            .await
+            .unwrap();
+    }
+    assert_eq!(s.unfinished_uploads().await, 3);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    let young = s
+        .store
+        .sweep_abandoned_uploads(Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(
+        (young.pending, young.aborted),
+        (2, 0),
+        "an hour old: none yet"
+    );
+    assert_eq!(s.unfinished_uploads().await, 3);
+
+    let old = s
+        .store
+        .sweep_abandoned_uploads(Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!((old.pending, old.aborted), (2, 2));
+    assert_eq!(
+        s.unfinished_uploads().await,
+        1,
+        "the upload outside the store's prefix is not the store's to abort"
+    );
+    let again = s
+        .store
+        .sweep_abandoned_uploads(Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!((again.pending, again.aborted), (0, 0));
+    assert!(
+        s.stored("files", "a.bin").await.is_none(),
+        "nothing became visible"
+    );
+}

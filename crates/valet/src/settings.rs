@@ -142,6 +142,8 @@ pub struct S3Config {
     pub access_key_id: Option<String>,
     /// `AWS_SECRET_ACCESS_KEY`; never shown.
     pub secret_access_key: Option<String>,
+    /// How old an unfinished multipart upload must be to be aborted as abandoned (`1d`).
+    pub abandoned_after: Option<String>,
 }
 
 impl std::fmt::Debug for S3Config {
@@ -154,6 +156,7 @@ impl std::fmt::Debug for S3Config {
                 "secret_access_key",
                 &self.secret_access_key.as_ref().map(|_| "(hidden)"),
             )
+            .field("abandoned_after", &self.abandoned_after)
             .finish()
     }
 }
@@ -215,7 +218,20 @@ impl Settings {
             .map_err(|e| anyhow::anyhow!("bad configuration: {e}"))?;
         Ok(match storage {
             valet_store::BlobStorage::S3(bucket) => {
+                let abandoned_after = match &self.s3.abandoned_after {
+                    None => valet_store::DEFAULT_ABANDONED_AFTER,
+                    Some(text) => humantime::parse_duration(text)
+                        .ok()
+                        .filter(|d| *d >= valet_store::MIN_ABANDONED_AFTER)
+                        .ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "bad configuration: setting `s3.abandoned_after`: '{text}' is not \
+                                 a duration of at least 1h, like \"1d\""
+                            )
+                        })?,
+                };
                 valet_store::BlobStorage::S3(valet_store::S3Settings {
+                    abandoned_after,
                     endpoint: self.s3.endpoint.clone(),
                     region: self.s3.region.clone(),
                     access_key_id: self.s3.access_key_id.clone(),

@@ -11,6 +11,7 @@
 //! Both are held to the same promises by one conformance suite (`tests/blobs.rs`, run once
 //! per backend).
 
+mod abandoned;
 pub(crate) mod conditional;
 mod error;
 mod folder;
@@ -28,13 +29,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use valet_key::{BlobPath, Name};
 
+pub use abandoned::{SweepError, Swept};
 pub use error::BlobError;
 pub use folder::BlobFolder;
 pub use hot::{CacheCounters, DEFAULT_BLOB_CACHE};
 pub use listing::Listing;
 pub use meta::{parse_sha256_hex, BlobMeta};
 pub use s3::{RemoteBlob, S3Blobs, S3Upload};
-pub use storage::{BlobStorage, S3Settings};
+pub use storage::{BlobStorage, S3Settings, DEFAULT_ABANDONED_AFTER, MIN_ABANDONED_AFTER};
 pub use upload::Upload;
 
 use conditional::Preconditions;

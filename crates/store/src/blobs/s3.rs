@@ -37,7 +37,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path;
 use object_store::{
     Attribute, Attributes, ClientOptions, GetOptions, GetRange, MultipartUpload, ObjectMeta,
@@ -45,8 +45,10 @@ use object_store::{
 };
 use valet_key::{BlobPath, Name};
 
+use super::abandoned::{AbandonedUploads, SweepError, Swept};
 use super::conditional::{Preconditions, Verdict};
 use super::listing::{Listing, ListingItem};
+use super::storage::MIN_ABANDONED_AFTER;
 use super::upload::{Digests, Upload};
 use super::S3Settings;
 use super::{BlobBackend, BlobData, BlobError, BlobMeta, CommitMode, Committed, UploadSpec};
@@ -75,6 +77,9 @@ pub struct S3Blobs {
     /// Serialise the check-and-commit of writers of one name, on every node that shares the
     /// ledger (S3's own conditional writes cannot: Garage 2.5 ignores them).
     locks: Arc<dyn NameLocks>,
+    /// Finds and aborts the multipart uploads of nodes that died mid-upload.
+    abandoned: Arc<AbandonedUploads>,
+    abandoned_after: Duration,
 }
 
 impl S3Blobs {
@@ -120,10 +125,18 @@ impl S3Blobs {
             .as_deref()
             .is_some_and(|e| e.starts_with("http://"))
             || std::env::var("AWS_ENDPOINT_URL").is_ok_and(|e| e.starts_with("http://"));
-        let bucket = builder
-            .with_allow_http(plain_http)
-            .build()
-            .map_err(BlobError::Remote)?;
+        if settings.abandoned_after < MIN_ABANDONED_AFTER {
+            return Err(BlobError::Internal(format!(
+                "s3 abandoned_after must be at least {} (a shorter one could abort a live upload)",
+                humantime::format_duration(MIN_ABANDONED_AFTER)
+            )));
+        }
+        let builder = builder.with_allow_http(plain_http);
+        let endpoint = builder.get_config_value(&AmazonS3ConfigKey::Endpoint);
+        let region = builder
+            .get_config_value(&AmazonS3ConfigKey::Region)
+            .unwrap_or_else(|| "us-east-1".to_owned());
+        let bucket = builder.build().map_err(BlobError::Remote)?;
         let tmp = data_dir.join("tmp");
         let dir_mode = super::folder::folder_mode(file_mode);
         DirBuilder::new()
@@ -138,13 +151,33 @@ impl S3Blobs {
             "" => String::new(),
             p => format!("{p}/"),
         };
+        let abandoned = Arc::new(AbandonedUploads::new(
+            endpoint.as_deref(),
+            &region,
+            &settings.bucket,
+            &prefix,
+            bucket.credentials().clone(),
+        ));
         Ok(S3Blobs {
             bucket: Arc::new(bucket),
+            abandoned,
+            abandoned_after: settings.abandoned_after,
             prefix,
             tmp,
             file_mode,
             locks,
         })
+    }
+
+    /// Aborts the multipart uploads under the prefix begun more than `older_than` ago (see
+    /// [`super::abandoned`]).
+    pub async fn sweep_abandoned_uploads(&self, older_than: Duration) -> Result<Swept, SweepError> {
+        self.abandoned.sweep(SystemTime::now(), older_than).await
+    }
+
+    /// Sweeps abandoned multipart uploads once an hour, for as long as it is polled.
+    pub async fn sweep_abandoned_uploads_forever(&self) {
+        super::abandoned::sweep_forever(self.abandoned.clone(), self.abandoned_after).await
     }
 
     /// The object name of a blob.

@@ -13,7 +13,7 @@ pub enum BlobStorage {
 /// An S3-compatible bucket for blobs: `s3://BUCKET[/PREFIX]`, with the endpoint, region and
 /// credentials given here or (for any left out) taken from the standard AWS environment
 /// variables (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`).
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct S3Settings {
     /// The bucket.
     pub bucket: String,
@@ -27,6 +27,29 @@ pub struct S3Settings {
     pub access_key_id: Option<String>,
     /// The secret access key: never logged nor shown by `Debug`.
     pub secret_access_key: Option<String>,
+    /// How old an unfinished multipart upload must be for the store to abort it as abandoned
+    /// (left by a node that died mid-upload): [`DEFAULT_ABANDONED_AFTER`] unless set, at least
+    /// [`MIN_ABANDONED_AFTER`], and longer than any upload takes.
+    pub abandoned_after: std::time::Duration,
+}
+
+/// The default age at which unfinished multipart uploads are aborted: a day.
+pub const DEFAULT_ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// The least age accepted: an hour (a shorter one could abort a live upload of another node).
+pub const MIN_ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
+impl Default for S3Settings {
+    fn default() -> S3Settings {
+        S3Settings {
+            bucket: String::new(),
+            prefix: String::new(),
+            endpoint: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+            abandoned_after: DEFAULT_ABANDONED_AFTER,
+        }
+    }
 }
 
 impl std::fmt::Debug for S3Settings {
@@ -41,6 +64,7 @@ impl std::fmt::Debug for S3Settings {
                 "secret_access_key",
                 &self.secret_access_key.as_ref().map(|_| "(hidden)"),
             )
+            .field("abandoned_after", &self.abandoned_after)
             .finish()
     }
 }

@@ -46,6 +46,7 @@ pub fn s3_settings(garage: &Garage, bucket: &str) -> S3Settings {
         region: Some(garage::REGION.to_owned()),
         access_key_id: Some(garage::ACCESS_KEY_ID.to_owned()),
         secret_access_key: Some(garage::SECRET_ACCESS_KEY.to_owned()),
+        ..S3Settings::default()
     }
 }
 

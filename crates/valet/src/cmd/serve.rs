@@ -52,6 +52,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         )?;
         tracing::info!(addr = %store_addr, workers, data = %settings.data.display(), "store listening on {scheme}://{store_addr}");
         background.push(Box::pin(valet_store::watch_keyring(store.clone())));
+        background.push(Box::pin(valet_store::sweep_abandoned_uploads(
+            store.clone(),
+        )));
         sites.push(store.site(listeners));
     }
     if settings.role.runs_gate() {
