@@ -251,7 +251,7 @@ wrk_timed() {
 # wrk_result LABEL: prints wrk_timed LABEL's report (indented, keys masked) and sets R_LABEL_<field> per WRK_RESULT field, R_LABEL_dur_s, _rps, _wrkcpu (% of one core) and _errs (socket errors + timeouts).
 wrk_result() {
   local label=$1 out="$LOGS/wrk-$1.txt" line kv dur_s
-  sed -e 's/^/    /' -e "s/vk=[A-Za-z0-9._-]*/vk=…/" "$out" | grep -v '^    WRK_RESULT'
+  sed -e 's/^/    /' -e "s/vk=[A-Za-z0-9._-]*/vk=…/" -e "s/X-Amz-Signature=[0-9a-f]*/X-Amz-Signature=…/" "$out" | grep -v '^    WRK_RESULT'
   line=$(grep '^WRK_RESULT' "$out") || die "wrk gave no result for $label"
   for kv in ${line#WRK_RESULT }; do
     printf -v "R_${label}_${kv%%=*}" '%s' "${kv#*=}"
