@@ -155,26 +155,7 @@ fn a_store_given_a_keyring_opens_its_data_folder_and_curl_round_trips_a_file() {
     assert_eq!(mode, 0o600);
     assert!(data.join("ledger.sqlite").exists());
 
-    let file = dir.path().join("report.txt");
-    std::fs::write(&file, "quarterly numbers\n").unwrap();
-    let key = server.key(
-        "blob:files/reports/",
-        "read,write",
-        &["--filename", "report.txt"],
-    );
-    let url = server.url(&format!("/blob/files/reports/q3.txt?vk={key}"));
-    let (out, err) = curl(&[
-        "-w",
-        "%{http_code}",
-        "-o",
-        "/dev/null",
-        "-T",
-        file.to_str().unwrap(),
-        "-H",
-        "Content-Type: text/plain",
-        &url,
-    ]);
-    assert_eq!(out, "201", "{err}");
+    let (url, key) = upload_report(&server, dir.path(), "q3", "quarterly numbers\n");
     let (body, _) = curl(&[&url]);
     assert_eq!(body, "quarterly numbers\n");
     let (headers, _) = curl(&["-D", "-", "-o", "/dev/null", &url]);
@@ -526,26 +507,7 @@ fn blobs_on_s3_through_the_aws_environment() {
         data: data.clone(),
     };
 
-    let file = dir.path().join("report.txt");
-    std::fs::write(&file, "numbers in a bucket\n").unwrap();
-    let key = server.key(
-        "blob:files/reports/",
-        "read,write",
-        &["--filename", "report.txt"],
-    );
-    let url = server.url(&format!("/blob/files/reports/q4.txt?vk={key}"));
-    let (out, err) = curl(&[
-        "-w",
-        "%{http_code}",
-        "-o",
-        "/dev/null",
-        "-T",
-        file.to_str().unwrap(),
-        "-H",
-        "Content-Type: text/plain",
-        &url,
-    ]);
-    assert_eq!(out, "201", "{err}\n{}", server.log());
+    let (url, _) = upload_report(&server, dir.path(), "q4", "numbers in a bucket\n");
     let (body, _) = curl(&[&url]);
     assert_eq!(body, "numbers in a bucket\n");
     let (headers, _) = curl(&["-D", "-", "-o", "/dev/null", &url]);
@@ -578,4 +540,30 @@ fn a_bad_blobs_url_is_refused_at_start() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("s3://BUCKET[/PREFIX]"), "{err}");
+}
+
+/// Uploads `text` with `curl -T` as `files/reports/NAME.txt` (text/plain), under a key that
+/// names downloads `report.txt`; the blob's URL with that key, and the key.
+fn upload_report(server: &Server, dir: &Path, name: &str, text: &str) -> (String, String) {
+    let file = dir.join("report.txt");
+    std::fs::write(&file, text).unwrap();
+    let key = server.key(
+        "blob:files/reports/",
+        "read,write",
+        &["--filename", "report.txt"],
+    );
+    let url = server.url(&format!("/blob/files/reports/{name}.txt?vk={key}"));
+    let (out, err) = curl(&[
+        "-w",
+        "%{http_code}",
+        "-o",
+        "/dev/null",
+        "-T",
+        file.to_str().unwrap(),
+        "-H",
+        "Content-Type: text/plain",
+        &url,
+    ]);
+    assert_eq!(out, "201", "{err}\n{}", server.log());
+    (url, key)
 }

@@ -9,8 +9,8 @@
 //! S3 fixes an object's metadata when its upload starts, and the SHA-256 is in the metadata.
 //! - If the client declared it (`x-valet-sha256`) and the body may be larger than one part,
 //!   the upload streams through: a multipart upload starts at once, each 8 MiB part is sent as
-//!   it fills, and the digest is checked at the end ([`S3Upload::Streamed`]); nothing touches
-//!   the node's disk and memory holds one part.
+//!   it fills (two at a time, while the next is read), and the digest is checked at the end
+//!   ([`S3Upload::Streamed`]); nothing touches the node's disk, memory holds three parts.
 //! - Otherwise the SHA-256 is known only at the end, so the body is first received into a
 //!   temporary file of the node (`DATA/tmp/`, hashed on the way, cut at the key's cap, checked
 //!   against `Content-MD5`), and only a body that passed is sent on ([`S3Upload::Staged`]): in
@@ -59,6 +59,9 @@ const SHA256_METADATA: &str = "valet-sha256";
 /// The size of a multipart upload's parts, and the largest body sent in one `PUT`: the memory
 /// one upload holds while it is sent on (S3 allows parts from 5 MiB, and 10 000 of them).
 const PART_SIZE: u64 = 8 * 1024 * 1024;
+/// Parts of one upload sent at once while the next is gathered: memory per upload is at most
+/// this many parts plus one.
+const PARTS_IN_FLIGHT: usize = 2;
 /// The most parts S3 accepts in one upload.
 const MAX_PARTS: u64 = 10_000;
 /// The longest object name S3 takes, in bytes.
@@ -261,7 +264,7 @@ impl S3Blobs {
             .put_multipart_opts(key, options)
             .await
             .map_err(classify)?;
-        let mut pending = Pending(Some(multipart));
+        let mut pending = Pending::new(multipart);
         let part_size = PART_SIZE.max(meta.size.div_ceil(MAX_PARTS));
         let mut offset = 0;
         while offset < meta.size {
@@ -284,20 +287,54 @@ enum Staged {
 
 /// A multipart upload that is aborted unless completed: by [`Pending::abort`] on a refusal,
 /// and when dropped (a request cancelled mid-commit), on a task of its own.
-struct Pending(Option<Box<dyn MultipartUpload>>);
+struct Pending {
+    upload: Option<Box<dyn MultipartUpload>>,
+    /// Parts on their way to the bucket, at most [`PARTS_IN_FLIGHT`]: the next part is
+    /// gathered while the last ones are sent, so a client's upload is not held up by one
+    /// round trip per part. Dropping the set cancels them.
+    in_flight: tokio::task::JoinSet<Result<(), object_store::Error>>,
+}
 
 impl Pending {
+    fn new(upload: Box<dyn MultipartUpload>) -> Pending {
+        Pending {
+            upload: Some(upload),
+            in_flight: tokio::task::JoinSet::new(),
+        }
+    }
+
     async fn part(&mut self, bytes: Bytes) -> Result<(), BlobError> {
         self.part_payload(PutPayload::from(bytes)).await
     }
 
+    /// Sends `payload` as the next part, returning once at most [`PARTS_IN_FLIGHT`] parts are
+    /// still on their way (the first failure among them is the answer).
     async fn part_payload(&mut self, payload: PutPayload) -> Result<(), BlobError> {
-        let upload = self.0.as_mut().expect("a pending upload");
-        upload.put_part(payload).await.map_err(classify)
+        let upload = self.upload.as_mut().expect("a pending upload");
+        // The part's number is taken now, in order, whenever it completes.
+        self.in_flight.spawn(upload.put_part(payload));
+        while self.in_flight.len() > PARTS_IN_FLIGHT {
+            self.next_sent().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for one part in flight to be sent.
+    async fn next_sent(&mut self) -> Result<(), BlobError> {
+        match self.in_flight.join_next().await {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(e))) => Err(classify(e)),
+            Some(Err(e)) => Err(BlobError::Internal(format!(
+                "a part upload task failed: {e}"
+            ))),
+        }
     }
 
     async fn complete(mut self) -> Result<(), BlobError> {
-        let mut upload = self.0.take().expect("a pending upload");
+        while !self.in_flight.is_empty() {
+            self.next_sent().await?;
+        }
+        let mut upload = self.upload.take().expect("a pending upload");
         match upload.complete().await {
             Ok(_) => Ok(()),
             Err(e) => {
@@ -308,7 +345,8 @@ impl Pending {
     }
 
     async fn abort(mut self) {
-        if let Some(upload) = self.0.take() {
+        self.in_flight.shutdown().await;
+        if let Some(upload) = self.upload.take() {
             abort(upload).await;
         }
     }
@@ -316,7 +354,8 @@ impl Pending {
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        if let Some(upload) = self.0.take() {
+        self.in_flight.abort_all();
+        if let Some(upload) = self.upload.take() {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(abort(upload));
             }
@@ -517,7 +556,7 @@ impl BlobBackend for S3Blobs {
                 Ok(S3Upload::Streamed(Streamed {
                     digests: Digests::new(spec.check_md5),
                     declared,
-                    pending: Pending(Some(multipart)),
+                    pending: Pending::new(multipart),
                     part: Vec::new(),
                     part_len: 0,
                 }))
