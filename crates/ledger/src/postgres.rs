@@ -892,16 +892,6 @@ impl fmt::Debug for PgNameLocks {
     }
 }
 
-impl PgLedger {
-    /// Locks on names shared by every node on this database (see [`crate::locks`]).
-    pub fn name_locks(&self) -> PgNameLocks {
-        PgNameLocks {
-            shared: self.shared.clone(),
-            runtime: self.runtime().handle().clone(),
-        }
-    }
-}
-
 impl NameLocks for PgNameLocks {
     fn lock(&self, name: &str) -> LockFuture {
         let (shared, runtime) = (self.shared.clone(), self.runtime.clone());
@@ -999,8 +989,12 @@ impl Drop for PgHeldLock {
 }
 
 impl Ledger for PgLedger {
+    /// Locks on names shared by every node on this database (see [`crate::locks`]).
     fn name_locks(&self) -> Arc<dyn NameLocks> {
-        Arc::new(PgLedger::name_locks(self))
+        Arc::new(PgNameLocks {
+            shared: self.shared.clone(),
+            runtime: self.runtime().handle().clone(),
+        })
     }
 
     fn admit(&self, key: &KeyUse<'_>, _now: UnixTime) -> Result<Admission, LedgerError> {

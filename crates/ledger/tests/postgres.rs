@@ -11,9 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use conformance::{admitted, id, key, Backend, NOW};
-use valet_ledger::{
-    Admission, Ledger, LedgerError, NameLocks, PgLedger, PgOptions, FEED_APPLICATION_NAME,
-};
+use valet_ledger::{Admission, Ledger, LedgerError, PgLedger, PgOptions, FEED_APPLICATION_NAME};
 use valet_testkit::postgres::{database, run_sql, TestDatabase};
 
 /// The PostgreSQL backend of the conformance suite: a database of its own on the test server.
@@ -145,11 +143,16 @@ fn revocations_missed_while_the_feed_was_down_are_caught_up() {
 }
 
 fn terminate_feeds(db: &TestDatabase) {
+    terminate_sessions(db, FEED_APPLICATION_NAME);
+}
+
+/// Ends every session on `db` whose `application_name` is `name`, as a lost connection would.
+fn terminate_sessions(db: &TestDatabase, name: &str) {
     run_sql(
         db.admin_url(),
         &format!(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = '{}' AND application_name = '{FEED_APPLICATION_NAME}'",
+             WHERE datname = '{}' AND application_name = '{name}'",
             db.name()
         ),
     )
@@ -260,15 +263,7 @@ fn a_name_lock_is_released_when_its_holders_session_ends() {
             Ledger::name_locks(&other).lock("files/a"),
         );
         assert!(waiting.await.is_err(), "held by the other node");
-        run_sql(
-            db.admin_url(),
-            &format!(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                 WHERE datname = '{}' AND application_name = 'valet-lock-holder'",
-                db.name()
-            ),
-        )
-        .unwrap();
+        terminate_sessions(&db, "valet-lock-holder");
         let started = Instant::now();
         let taken = tokio::time::timeout(
             Duration::from_secs(3),

@@ -148,6 +148,24 @@ fn code(response: reqwest::blocking::Response) -> String {
         .to_owned()
 }
 
+/// `request(n)` for each n in 0..count, on a thread each, all released at once; the answers
+/// in order of n.
+fn at_once<T: Send>(count: usize, request: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let barrier = Barrier::new(count);
+    thread::scope(|scope| {
+        let tasks: Vec<_> = (0..count)
+            .map(|n| {
+                let (barrier, request) = (&barrier, &request);
+                scope.spawn(move || {
+                    barrier.wait();
+                    request(n)
+                })
+            })
+            .collect();
+        tasks.into_iter().map(|t| t.join().unwrap()).collect()
+    })
+}
+
 /// Polls `check` every 20 ms until it holds or `within` passed; returns how long it took.
 fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
     let started = Instant::now();
@@ -246,26 +264,16 @@ fn a_one_time_key_is_served_once_among_concurrent_requests_on_two_stores() {
             &gate,
             json!({"resource": "blob:files/once.txt", "ops": ["read"], "ttl": "10m", "max_uses": 1}),
         );
-        let barrier = Barrier::new(16);
-        let statuses: Vec<(StatusCode, String)> = thread::scope(|scope| {
-            let tasks: Vec<_> = (0..16)
-                .map(|n| {
-                    let url = cluster.blob_url(&stores[n % 2], "once.txt", &once);
-                    let (client, barrier) = (&cluster.client, &barrier);
-                    scope.spawn(move || {
-                        barrier.wait();
-                        let r = client.get(url).send().unwrap();
-                        let status = r.status();
-                        let body = if status == StatusCode::OK {
-                            r.text().unwrap()
-                        } else {
-                            code(r)
-                        };
-                        (status, body)
-                    })
-                })
-                .collect();
-            tasks.into_iter().map(|t| t.join().unwrap()).collect()
+        let statuses: Vec<(StatusCode, String)> = at_once(16, |n| {
+            let url = cluster.blob_url(&stores[n % 2], "once.txt", &once);
+            let r = cluster.client.get(url).send().unwrap();
+            let status = r.status();
+            let body = if status == StatusCode::OK {
+                r.text().unwrap()
+            } else {
+                code(r)
+            };
+            (status, body)
         });
         let served: Vec<_> = statuses
             .iter()
@@ -297,25 +305,16 @@ fn create_only_uploads_of_one_name_on_two_stores_make_exactly_one_object() {
     );
     for round in 0..3 {
         let path = format!("race-{round}.txt");
-        let barrier = Barrier::new(12);
-        let outcomes: Vec<(usize, StatusCode)> = thread::scope(|scope| {
-            let tasks: Vec<_> = (0..12)
-                .map(|n| {
-                    let url = cluster.blob_url(&stores[n % 2], &path, &key);
-                    let (client, barrier) = (&cluster.client, &barrier);
-                    scope.spawn(move || {
-                        barrier.wait();
-                        let r = client
-                            .put(url)
-                            .header("if-none-match", "*")
-                            .body(format!("written by writer {n}"))
-                            .send()
-                            .unwrap();
-                        (n, r.status())
-                    })
-                })
-                .collect();
-            tasks.into_iter().map(|t| t.join().unwrap()).collect()
+        let outcomes: Vec<(usize, StatusCode)> = at_once(12, |n| {
+            let url = cluster.blob_url(&stores[n % 2], &path, &key);
+            let r = cluster
+                .client
+                .put(url)
+                .header("if-none-match", "*")
+                .body(format!("written by writer {n}"))
+                .send()
+                .unwrap();
+            (n, r.status())
         });
         let winners: Vec<usize> = outcomes
             .iter()

@@ -153,9 +153,7 @@ impl AbandonedUploads {
             for upload in &page.uploads {
                 swept.pending += 1;
                 // An upload whose start cannot be read is left alone: never abort on a guess.
-                let begun = humantime::parse_rfc3339_weak(upload.initiated.trim_end_matches('Z'))
-                    .or_else(|_| humantime::parse_rfc3339(&upload.initiated));
-                if begun.is_ok_and(|begun| begun < cutoff) {
+                if initiated(&upload.initiated).is_some_and(|begun| begun < cutoff) {
                     self.abort(upload).await?;
                     swept.aborted += 1;
                 }
@@ -278,6 +276,11 @@ impl AbandonedUploads {
     }
 }
 
+/// When an upload began, from S3's `Initiated` (`2026-12-04T18:00:00.000Z`).
+fn initiated(text: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(text).ok()
+}
+
 /// How often each store node sweeps.
 pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
@@ -299,5 +302,24 @@ pub(crate) async fn sweep_forever(uploads: Arc<AbandonedUploads>, older_than: Du
                 "cannot sweep abandoned multipart uploads; trying again in an hour"
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initiated_reads_s3s_timestamps_and_nothing_else() {
+        let at = |s| initiated(s).map(|t| t.duration_since(SystemTime::UNIX_EPOCH).unwrap());
+        assert_eq!(
+            at("2026-12-04T18:00:00.000Z"),
+            Some(Duration::from_secs(1_796_407_200))
+        );
+        assert_eq!(
+            at("2026-12-04T18:00:00Z"),
+            Some(Duration::from_secs(1_796_407_200))
+        );
+        assert_eq!(at("yesterday"), None);
     }
 }
